@@ -1,0 +1,1 @@
+"""Training, evaluation and checkpoints: the glue between data, models, losses and metrics."""

@@ -1,0 +1,62 @@
+"""Evaluate a saved checkpoint: ``ccreid test``."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, Optional, Sequence
+
+from ccreid.config import load_config, to_yaml
+from ccreid.data.manager import DataManager
+from ccreid.engine.checkpoint import load_weights
+from ccreid.engine.evaluator import evaluate_splits
+from ccreid.engine.results import strip_curves, write_results
+from ccreid.engine.runtime import machine_info, resolve_device, write_text
+from ccreid.errors import CCReIDError
+from ccreid.models import build_model_from_config
+
+
+def load_checkpoint_config(weights, config: Optional[str], overrides: Sequence[str]):
+    """The config a checkpoint was trained with (or ``config``), plus ``overrides``."""
+    loaded = load_weights(weights)
+    if config is None:
+        if loaded.config_yaml is None:
+            raise CCReIDError(f"weights file {weights} carries no config; pass -c CONFIG")
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "config.yaml"
+            path.write_text(loaded.config_yaml)
+            cfg = load_config(str(path), overrides)
+    else:
+        cfg = load_config(config, overrides)
+    return cfg, loaded
+
+
+def test_checkpoint(
+    weights: str | Path,
+    out_dir: str | Path,
+    config: Optional[str] = None,
+    overrides: Sequence[str] = (),
+    progress: bool = False,
+) -> Dict[str, Dict[str, dict]]:
+    """Evaluate ``weights`` on the configured dataset's test protocols; writes results."""
+    cfg, loaded = load_checkpoint_config(weights, config, overrides)
+    start = time.perf_counter()
+    device = resolve_device(cfg.train.device)
+    manager = DataManager(cfg, need_parsing=False)
+    cfg.model.pretrained = "none"  # the checkpoint provides every weight
+    model = build_model_from_config(cfg.model, loaded.num_classes)
+    try:
+        model.load_state_dict(loaded.state_dict)
+    except RuntimeError as err:
+        raise CCReIDError(f"weights file {weights} does not match model.backbone={cfg.model.backbone} "
+                          f"({str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else err})")
+    model.to(device)
+    results = evaluate_splits(model, manager.eval_splits("test"), manager.loader, device, cfg.test.flip,
+                              cfg.test.ap_mode, cfg.test.protocols, progress)
+    presets = {cfg.model.preset: strip_curves(results)}
+    out = Path(out_dir)
+    write_text(out / "config.yaml", to_yaml(cfg))
+    write_results(out, presets, f"evaluation of {weights}", weights=str(weights),
+                  timings={"eval_s": round(time.perf_counter() - start, 1)}, machine=machine_info(device))
+    return presets

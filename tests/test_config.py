@@ -1,0 +1,78 @@
+"""Config loading: defaults, YAML, dotted overrides, one-line errors naming the key."""
+
+import pytest
+
+from ccreid.config import load_config, to_yaml
+from ccreid.errors import CCReIDError
+from ccreid.models.presets import PRESETS, resolve_components
+
+
+def test_defaults_follow_method_md():
+    cfg = load_config()
+    assert (cfg.data.height, cfg.data.width) == (384, 192)
+    assert cfg.model.backbone == "resnet50" and cfg.model.last_stride == 1
+    assert (cfg.data.ids_per_batch, cfg.data.images_per_id) == (8, 8)
+    assert cfg.train.lr == pytest.approx(3.5e-4) and cfg.train.milestones == [20, 40]
+    assert cfg.loss.label_smoothing == pytest.approx(0.1) and cfg.loss.triplet_margin == pytest.approx(0.3)
+
+
+def test_yaml_then_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  epochs: 7\nmodel:\n  backbone: resnet18\n")
+    cfg = load_config(str(path), ["train.epochs=3", "model.preset=ours", "train.milestones=[1,2]"])
+    assert cfg.train.epochs == 3 and cfg.model.backbone == "resnet18"
+    assert cfg.model.preset == "ours" and cfg.train.milestones == [1, 2]
+
+
+def test_packaged_config_by_name():
+    cfg = load_config("synthetic")
+    assert cfg.data.name == "synthetic"
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("train.epochz=3", "train.epochz"),
+        ("train.epochs=abc", "train.epochs"),
+        ("model.cre.fill=blue", "model.cre.fill"),
+        ("model.cre.p=1.5", "model.cre.p"),
+        ("model.cre.losses=[ce,foo]", "model.cre.losses"),
+        ("data.ids_per_batch=0", "data.ids_per_batch"),
+    ],
+)
+def test_bad_keys_and_values_name_the_key(override, key):
+    with pytest.raises(CCReIDError) as err:
+        load_config(None, [override])
+    message = str(err.value)
+    assert key in message and "\n" not in message
+
+
+def test_missing_file_and_bad_override():
+    with pytest.raises(CCReIDError, match="not found"):
+        load_config("no/such/file.yaml")
+    with pytest.raises(CCReIDError, match="key=value"):
+        load_config(None, ["train.epochs"])
+
+
+def test_bad_yaml_is_one_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train: [unclosed\n")
+    with pytest.raises(CCReIDError) as err:
+        load_config(str(path))
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_resolved_config_round_trips(tmp_path):
+    cfg = load_config(None, ["model.preset=ours-wo-bsga", "seed=5"])
+    path = tmp_path / "saved.yaml"
+    path.write_text(to_yaml(cfg))
+    assert load_config(str(path)) == cfg
+
+
+def test_presets_and_overrides():
+    assert set(PRESETS) == {"baseline", "baseline+bsga", "baseline+cre", "baseline+bctri", "ours-wo-bsga", "ours"}
+    assert resolve_components("ours") == PRESETS["ours"]
+    assert resolve_components("baseline", cre=True).cre is True
+    assert resolve_components("ours", bsga=False).bsga is False
+    with pytest.raises(CCReIDError, match="model.preset"):
+        resolve_components("mine")
