@@ -1,4 +1,4 @@
-"""Dataset registry: ``DATASETS.get(name)(root, **options) -> ReIDDataset``."""
+"""Dataset registry: ``DATASETS.get(name)(cfg.data) -> ReIDDataset``."""
 
 from ccreid.registry import Registry
 

@@ -1,0 +1,148 @@
+"""Torch dataset of :class:`ImageRecord`: decode image + parsing map, apply a joint transform.
+
+Items follow the batch contract of docs/ARCHITECTURE.md. Parsing maps are PNGs read as
+class indices (palette ignored) or ``.npy`` arrays (``HxW`` labels or ``HxWxC``
+probabilities, argmax). A map whose size differs from its image is resized
+nearest-neighbour to the image size. Which maps were found / missing / resized is kept
+per record in shared memory, so :attr:`ReIDImageDataset.parsing_stats` also counts what
+DataLoader worker processes loaded.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision.io import ImageReadMode, decode_image, read_file
+
+from ccreid.data.records import ImageRecord
+from ccreid.errors import CCReIDError
+
+Transform = Callable[[torch.Tensor, Optional[torch.Tensor]], Tuple[torch.Tensor, torch.Tensor]]
+
+# Per-record parsing status codes (shared-memory uint8 array).
+_UNSEEN, _FOUND, _RESIZED, _MISSING = 0, 1, 2, 3
+
+
+@dataclass(frozen=True)
+class ParsingStats:
+    """Distinct records whose map was found (``resized`` of them resized) or missing."""
+
+    found: int
+    missing: int
+    resized: int
+
+
+def missing_map_message(record: ImageRecord) -> str:
+    """Names the expected map of ``record`` (or says that none is recorded)."""
+    if record.parsing_path is None:
+        return f"no parsing map for image {record.path} (set data.parsing.root to the parsing tree)"
+    return f"parsing map {record.parsing_path} not found"
+
+
+def read_image(path: str) -> torch.Tensor:
+    """``uint8 [3,H,W]`` RGB; a one-line :class:`CCReIDError` naming the file otherwise."""
+    if not Path(path).is_file():
+        raise CCReIDError(f"image file {path} not found; check data.root or regenerate the dataset")
+    try:
+        with warnings.catch_warnings():  # torchvision >= 0.29 flags its decoders as deprecated
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return decode_image(read_file(path), mode=ImageReadMode.RGB)
+    except RuntimeError as err:
+        reason = re.sub(r"^.*?\.cpp:\d+, ", "", str(err).splitlines()[0])  # drop torchvision's source location
+        raise CCReIDError(f"cannot decode image {path} ({reason}); replace or remove the file")
+
+
+def read_parsing(path: str) -> torch.Tensor:
+    """A parsing map as ``int64 [H,W]`` class indices."""
+    try:
+        if path.lower().endswith(".npy"):
+            array = np.load(path, allow_pickle=False)
+            if array.ndim == 3:
+                array = array.argmax(axis=-1)
+        else:
+            with Image.open(path) as img:
+                if img.mode not in ("P", "L", "I", "I;16"):
+                    raise ValueError(f"mode {img.mode}; expected a single-channel (P or L) PNG of class indices")
+                array = np.array(img)
+    except (OSError, ValueError) as err:
+        reason = str(err).splitlines()[0]
+        raise CCReIDError(f"cannot read parsing map {path} ({reason}); replace or remove the file")
+    if array.ndim != 2 or not np.issubdtype(array.dtype, np.integer):
+        raise CCReIDError(
+            f"parsing map {path}: expected HxW integer labels or HxWxC probabilities, got {array.dtype} {array.shape}"
+        )
+    return torch.from_numpy(array.astype(np.int64))
+
+
+def resize_nearest(parsing: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Nearest-neighbour resize of an ``[H,W]`` label map (source pixel ``floor(i * H / h)``)."""
+    rows = torch.arange(size[0]) * parsing.shape[0] // size[0]
+    cols = torch.arange(size[1]) * parsing.shape[1] // size[1]
+    return parsing[rows[:, None], cols[None, :]]
+
+
+class ReIDImageDataset(Dataset):
+    """Decoded, transformed items of ``records`` (dicts per the batch contract).
+
+    ``need_parsing=False`` never reads maps (``parsing`` is ``-1``). Otherwise a record
+    without a readable map raises (``missing="error"``) or passes with ``-1``
+    (``missing="skip"``).
+    """
+
+    def __init__(
+        self, records: Sequence[ImageRecord], transform: Transform, need_parsing: bool, missing: str = "error"
+    ) -> None:
+        if missing not in ("error", "skip"):
+            raise ValueError(f"missing must be 'error' or 'skip', got {missing!r}")
+        self.records = list(records)
+        self.transform = transform
+        self.need_parsing = need_parsing
+        self.missing = missing
+        self._status = torch.zeros(len(self.records), dtype=torch.uint8).share_memory_()
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def parsing_stats(self) -> ParsingStats:
+        counts = torch.bincount(self._status.long(), minlength=4).tolist()
+        found = counts[_FOUND] + counts[_RESIZED]
+        return ParsingStats(found=found, missing=counts[_MISSING], resized=counts[_RESIZED])
+
+    def _load_parsing(self, index: int, record: ImageRecord, image_size: Sequence[int]) -> Optional[torch.Tensor]:
+        path = record.parsing_path
+        if path is None or not Path(path).is_file():
+            if self.missing == "error":
+                raise CCReIDError(f"{missing_map_message(record)}; provide it or set data.parsing.missing=skip")
+            self._status[index] = _MISSING
+            return None
+        parsing = read_parsing(path)
+        if tuple(parsing.shape) != tuple(image_size):
+            parsing = resize_nearest(parsing, image_size)
+            self._status[index] = _RESIZED
+        else:
+            self._status[index] = _FOUND
+        return parsing
+
+    def __getitem__(self, index: int) -> Dict[str, torch.Tensor]:
+        record = self.records[index]
+        image = read_image(record.path)
+        parsing = self._load_parsing(index, record, image.shape[-2:]) if self.need_parsing else None
+        image, parsing_out = self.transform(image, parsing)
+        return {
+            "image": image,
+            "parsing": parsing_out,
+            "has_parsing": torch.tensor(parsing is not None),
+            "pid": torch.tensor(record.pid, dtype=torch.long),
+            "camid": torch.tensor(record.camid, dtype=torch.long),
+            "clothes": torch.tensor(record.clothes_id, dtype=torch.long),
+            "index": torch.tensor(index, dtype=torch.long),
+        }

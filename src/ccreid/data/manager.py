@@ -1,0 +1,139 @@
+"""DataManager: a dataset adapter plus its loaders, from a :class:`~ccreid.config.Config`.
+
+The torchreid-style entry point::
+
+    manager = DataManager(cfg, need_parsing=True)
+    for epoch in range(epochs):
+        manager.set_epoch(epoch)
+        for batch in manager.train_loader: ...
+    splits = manager.eval_splits("test")  # name -> EvalSplit
+    loader = manager.loader(splits["cc"].query)
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+
+from ccreid.config import Config
+from ccreid.data.dataset import ReIDImageDataset, missing_map_message
+from ccreid.data.labels import LabelSet, get_label_set
+from ccreid.data.records import EvalSplit, ImageRecord, ReIDDataset
+from ccreid.data.registry import DATASETS
+from ccreid.data.sampler import ClothesAwarePKSampler
+from ccreid.data.transforms import build_test_transform, build_train_transform
+from ccreid.errors import CCReIDError
+
+
+def seed_worker(worker_id: int) -> None:
+    """Seed Python and NumPy in a loader worker from its torch seed (set by the loader's generator)."""
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def missing_mode(setting: str, need_parsing: bool) -> str:
+    """``data.parsing.missing``: ``auto`` is ``error`` when maps are needed, else ``skip``."""
+    if setting == "auto":
+        return "error" if need_parsing else "skip"
+    return setting
+
+
+def without_file(records: Sequence[ImageRecord], attr: str) -> List[ImageRecord]:
+    """Records whose ``attr`` path is None or not an existing file."""
+    return [r for r in records if getattr(r, attr) is None or not Path(getattr(r, attr)).is_file()]
+
+
+class DataManager:
+    """Dataset ``cfg.data.name`` with a clothes-aware P x K train loader and test loaders.
+
+    ``need_parsing`` (CRE or BSGA on) makes the train loader read parsing maps; with
+    ``data.parsing.missing`` ``auto``/``error`` every training image must have one
+    (checked here, before training starts), with ``skip`` images without a map get
+    ``parsing = -1``. Image files of every split are checked to exist up front.
+    """
+
+    def __init__(self, cfg: Config, need_parsing: bool) -> None:
+        data = cfg.data
+        self.cfg = cfg
+        self.need_parsing = need_parsing
+        self.missing = missing_mode(data.parsing.missing, need_parsing)
+        self.dataset: ReIDDataset = DATASETS.get(data.name)(data)
+        if not self.dataset.train:
+            raise CCReIDError(f"dataset {data.name!r} at {data.root} has no training images; check data.root")
+        # data.parsing.labels, unless left at its default while the dataset declares its own
+        labels = self.dataset.label_set if data.parsing.labels == "lip" else data.parsing.labels
+        self.label_set: LabelSet = get_label_set(labels)
+        self._check_files()
+        train_transform = build_train_transform(data.height, data.width, data.flip_p, data.pad, data.erasing_p)
+        self.train_set = ReIDImageDataset(self.dataset.train, train_transform, need_parsing, self.missing)
+        distributed = dist.is_available() and dist.is_initialized()
+        rank, world_size = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+        pids = [r.pid for r in self.dataset.train]
+        clothes = [r.clothes_id for r in self.dataset.train]
+        self.sampler = ClothesAwarePKSampler(
+            pids, clothes, data.ids_per_batch, data.images_per_id, cfg.seed, rank, world_size
+        )
+        self.train_loader = DataLoader(
+            self.train_set, batch_sampler=self.sampler, persistent_workers=data.workers > 0, **self._loader_options()
+        )
+
+    @property
+    def num_train_pids(self) -> int:
+        return self.dataset.num_train_pids
+
+    @property
+    def num_train_clothes(self) -> int:
+        return self.dataset.num_train_clothes
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next pass over :attr:`train_loader` the batches of ``epoch``."""
+        self.sampler.set_epoch(epoch)
+
+    def loader(
+        self, records: List[ImageRecord], batch_size: Optional[int] = None, need_parsing: bool = False
+    ) -> DataLoader:
+        """Records in order (test transform; ``batch_size`` defaults to ``test.batch_size``)."""
+        dataset = ReIDImageDataset(
+            records, build_test_transform(self.cfg.data.height, self.cfg.data.width), need_parsing, self.missing
+        )
+        size = batch_size or self.cfg.test.batch_size
+        return DataLoader(dataset, batch_size=size, shuffle=False, **self._loader_options())
+
+    def eval_splits(self, split: str = "test") -> Dict[str, EvalSplit]:
+        """Protocol name -> query/gallery split; ``val`` is empty when the dataset has none."""
+        if split not in ("test", "val"):
+            raise ValueError(f"split must be 'test' or 'val', got {split!r}")
+        return dict(self.dataset.protocols if split == "test" else self.dataset.val)
+
+    def _check_files(self) -> None:
+        splits = [*self.dataset.protocols.values(), *self.dataset.val.values()]
+        records = [*self.dataset.train, *(r for s in splits for r in (*s.query, *s.gallery))]
+        missing = without_file(list({r.path: r for r in records}.values()), "path")
+        if missing:
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise CCReIDError(
+                f"image file {missing[0].path} not found{more}; check data.root or regenerate the dataset"
+            )
+        if self.need_parsing and self.missing == "error":
+            missing = without_file(self.dataset.train, "parsing_path")
+            if missing:
+                more = f" (and {len(missing) - 1} more training images)" if len(missing) > 1 else ""
+                raise CCReIDError(
+                    f"{missing_map_message(missing[0])}{more}; provide the maps or set data.parsing.missing=skip"
+                )
+
+    def _loader_options(self) -> dict:
+        device = self.cfg.train.device
+        return {
+            "num_workers": self.cfg.data.workers,
+            "pin_memory": torch.cuda.is_available() and (device == "auto" or device.startswith("cuda")),
+            "worker_init_fn": seed_worker,
+            "generator": torch.Generator().manual_seed(self.cfg.seed),
+        }
