@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ccreid.errors import CCReIDError
@@ -123,6 +124,43 @@ def cmd_ablation(args: argparse.Namespace) -> None:
                     f"ablation on {args.config} ({args.seeds} seeds, mean ± std)")
 
 
+def one_line(err: CCReIDError) -> str:
+    """The user message; errors re-raised from a DataLoader worker carry it on their last line."""
+    lines = str(err).strip().splitlines()
+    return lines[-1].removeprefix("ccreid.errors.CCReIDError: ") if len(lines) > 1 else str(err)
+
+
+def cmd_data_check(args: argparse.Namespace) -> None:
+    import json
+
+    from ccreid.data.check import DatasetUnusable, check_dataset
+
+    try:
+        report = check_dataset(args.dataset, args.root, args.parsing, args.labels, args.deep, _progress(args))
+    except DatasetUnusable as err:
+        if args.json:
+            console.print_json(json.dumps({"dataset": args.dataset, "unusable": one_line(err)}))
+        raise
+    if args.json:
+        print(json.dumps(report))
+        return
+    table = Table(title=f"{args.dataset} at {args.root}")
+    for col in ("split", "images", "ids", "cameras", "clothes"):
+        table.add_column(col, justify="left" if col == "split" else "right")
+    rows = [("train", report["train"])] + [
+        (f"{name} {part}", stats[part]) for name, stats in report["protocols"].items() for part in ("query", "gallery")
+    ]
+    for label, stats in rows:
+        table.add_row(label, *(str(stats[k]) for k in ("images", "ids", "cameras", "clothes")))
+    console.print(table)
+    parsing = report["parsing"]
+    console.print(f"parsing maps: {parsing['found']} found, {parsing['missing']} missing, {parsing['resized']} resized")
+    for problem in report["problems"]:
+        console.print(f"[yellow]problem:[/yellow] {escape(problem)}", highlight=False)
+    if not report["problems"]:
+        console.print("[green]no problems found[/green]")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ccreid", description="Clothes-changing person re-identification toolkit.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -165,6 +203,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1)")
     p.add_argument("--out", default="outputs/ablation", help="output folder")
     p.add_argument("overrides", nargs="*", help="dotted config overrides")
+
+    data = sub.add_parser("data", help="dataset tools", description="dataset tools")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
+    p = data_sub.add_parser("check", help="validate a dataset folder in seconds (no model)",
+                            description="validate a dataset folder in seconds (no model)")
+    p.add_argument("--dataset", required=True, help="registered dataset name (prcc, vcclothes, ltcc, ...)")
+    p.add_argument("--root", required=True, help="dataset folder")
+    p.add_argument("--parsing", default=None, help="parsing-map tree mirroring the image tree")
+    p.add_argument("--labels", default="lip", help="parsing label set: lip, atr or a table file")
+    p.add_argument("--deep", action="store_true", help="decode every image and map")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_data_check)
     return parser
 
 
@@ -173,7 +224,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         args.func(args)
     except CCReIDError as err:
-        err_console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/red] {escape(one_line(err))}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         err_console.print("interrupted")

@@ -1,0 +1,199 @@
+"""``ccreid data check``: validate a dataset folder in seconds (no model, no GPU).
+
+:func:`check_dataset` runs the adapter and returns one JSON-ready object::
+
+    {"dataset", "train": STATS, "protocols": {NAME: {"query": STATS, "gallery": STATS}},
+     "parsing": {"found", "missing", "resized"}, "problems": [...]}
+
+with STATS = ``{"images", "ids", "cameras", "clothes"}``; validation splits appear as
+protocols named ``val/<name>``. Image and map sizes are read from file headers (PIL
+without decoding, ``.npy`` by memory map); pixels are decoded only with ``deep=True``.
+A dataset that cannot be used raises :class:`DatasetUnusable` with a one-line reason.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from ccreid.config import DataConfig, ParsingConfig
+from ccreid.data.datasets import LOADERS, Loaded
+from ccreid.data.labels import get_label_set
+from ccreid.data.records import EvalSplit, ImageRecord
+from ccreid.data.registry import DATASETS
+from ccreid.errors import CCReIDError
+
+#: Problems of one kind listed one by one before the rest is summarised.
+MAX_LISTED = 10
+
+
+class DatasetUnusable(CCReIDError):
+    """The dataset cannot be used as it is; the message names the folder or file and what was expected."""
+
+
+def load_with_notes(cfg: DataConfig) -> Loaded:
+    """Run the adapter of ``cfg.name``, keeping its notes when it has any."""
+    if cfg.name in LOADERS:
+        return LOADERS[cfg.name](cfg)
+    return Loaded(DATASETS.get(cfg.name)(cfg))
+
+
+def split_stats(records: Sequence[ImageRecord]) -> Dict[str, int]:
+    return {
+        "images": len(records),
+        "ids": len({r.pid for r in records}),
+        "cameras": len({r.camid for r in records}),
+        "clothes": len({r.clothes_id for r in records}),
+    }
+
+
+def _is_valid_match(rule: str, query: ImageRecord, camid: int, clothes_id: int) -> bool:
+    """Whether a same-identity gallery image with this camera/outfit counts as a match."""
+    if camid == query.camid:
+        return False
+    if rule == "cc":
+        return clothes_id != query.clothes_id
+    if rule == "sc":
+        return clothes_id == query.clothes_id
+    return True
+
+
+def match_problems(name: str, split: EvalSplit) -> List[str]:
+    """Query identities absent from the gallery, and queries with no valid match under the rule."""
+    views: Dict[int, set] = {}
+    for r in split.gallery:
+        views.setdefault(r.pid, set()).add((r.camid, r.clothes_id))
+    absent = [q for q in split.query if q.pid not in views]
+    problems = []
+    if absent:
+        absent_ids = {q.pid for q in absent}
+        query_ids = {q.pid for q in split.query}
+        problems.append(f"protocol {name}: {len(absent_ids)} of {len(query_ids)} query identities "
+                        f"({len(absent)} of {len(split.query)} query images) are absent from the gallery")
+    unmatched = sum(
+        1 for q in split.query
+        if q.pid in views and not any(_is_valid_match(split.rule, q, cam, c) for cam, c in views[q.pid])
+    )
+    if unmatched:
+        problems.append(f"protocol {name}: {unmatched} of {len(split.query)} query images have no valid gallery "
+                        f"match under the {split.rule} rule (they are skipped when scoring)")
+    return problems
+
+
+def _size(path: str) -> Tuple[int, int]:
+    """(width, height) from the header: PIL without decoding, ``.npy`` by memory map (H x W[ x C])."""
+    if path.lower().endswith(".npy"):
+        shape = np.load(path, mmap_mode="r").shape
+        return int(shape[1]), int(shape[0])
+    with Image.open(path) as image:
+        return image.size
+
+
+def _listed(kind: str, items: List[str]) -> List[str]:
+    """At most MAX_LISTED lines of one kind, then a count of the rest."""
+    lines = [f"{kind}: {item}" for item in items[:MAX_LISTED]]
+    if len(items) > MAX_LISTED:
+        lines.append(f"{kind}: ... and {len(items) - MAX_LISTED} more")
+    return lines
+
+
+def _decode_map(path: str, num_classes: int) -> Optional[str]:
+    """Decode a parsing map; a reason when its labels fall outside the label set."""
+    if path.lower().endswith(".npy"):
+        array = np.load(path)
+        if array.ndim == 3:  # per-class scores: argmax labels lie in 0..C-1
+            top = array.shape[2] - 1
+        else:
+            top = int(array.max()) if array.size else 0
+    else:
+        with Image.open(path) as image:
+            array = np.asarray(image)  # class indices (palette ignored, never converted to RGB)
+        if array.ndim != 2:
+            return f"{path} is not a single-channel class-index map (mode {image.mode})"
+        top = int(array.max()) if array.size else 0
+    if top >= num_classes:
+        return f"{path} holds label {top}, outside the label set's 0..{num_classes - 1}"
+    return None
+
+
+def _deep_problems(records: Sequence[ImageRecord], num_classes: int, progress: bool) -> List[str]:
+    """Decode every image and map; unreadable files and out-of-range labels."""
+    unreadable, bad_labels = [], []
+    files = [(r.path, False) for r in records] + [(r.parsing_path, True) for r in records if r.parsing_path]
+    for path, is_map in tqdm(files, desc="decoding", unit="file", disable=not progress):
+        try:
+            if is_map:
+                reason = _decode_map(path, num_classes)
+                if reason:
+                    bad_labels.append(reason)
+            else:
+                with Image.open(path) as image:
+                    image.load()
+        except Exception as err:  # any decoder failure means the file is unusable
+            unreadable.append(f"{path} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})")
+    return _listed("unreadable file", unreadable) + _listed("parsing labels", bad_labels)
+
+
+def _parsing_report(records: Sequence[ImageRecord], parsing_root: Optional[str]) -> Tuple[Dict[str, int], List[str]]:
+    """found / missing / resized counts (sizes from headers) and the problems they reveal."""
+    expected = parsing_root is not None or any(r.parsing_path for r in records)
+    with_map = [r for r in records if r.parsing_path]
+    missing = [r.path for r in records if not r.parsing_path] if expected else []
+    resized, unreadable = [], []
+    for r in with_map:
+        try:
+            if _size(r.path) != _size(r.parsing_path):
+                resized.append(r.parsing_path)
+        except Exception as err:  # a header that cannot be read: the file is broken
+            unreadable.append(f"{r.path} or {r.parsing_path} ({type(err).__name__})")
+    problems = []
+    if missing:
+        where = f" under {parsing_root}" if parsing_root else ""
+        problems.append(f"parsing: {len(missing)} of {len(records)} images have no map{where} "
+                        f"(e.g. {missing[0]}); data.parsing.missing=error refuses them, skip trains them unerased")
+    if resized:
+        problems.append(f"parsing: {len(resized)} maps differ in size from their image and are resized "
+                        f"(nearest-neighbour) when loaded (e.g. {resized[0]})")
+    problems += _listed("unreadable header", unreadable)
+    counts = {"found": len(with_map), "missing": len(missing), "resized": len(resized)}
+    return counts, problems
+
+
+def check_dataset(name: str, root: str, parsing_root: Optional[str] = None, labels: str = "lip",
+                  deep: bool = False, progress: bool = False) -> dict:
+    """Validate dataset ``name`` at ``root`` (see the module docstring for the result)."""
+    label_set = get_label_set(labels)
+    parsing = ParsingConfig(root=None if parsing_root is None else str(parsing_root), labels=str(labels))
+    cfg = DataConfig(name=name, root=str(root), parsing=parsing)
+    if name not in DATASETS:
+        DATASETS.get(name)  # raises the "unknown dataset" error listing the choices
+    try:
+        loaded = load_with_notes(cfg)
+    except CCReIDError as err:
+        raise DatasetUnusable(str(err)) from None
+    dataset = loaded.dataset
+    if not dataset.train:
+        raise DatasetUnusable(f"{name}: no training images under {root}")
+    problems = list(loaded.notes)
+    splits = dict(dataset.protocols)
+    splits.update({f"val/{key}": split for key, split in dataset.val.items()})
+    report_protocols = {}
+    for key, split in splits.items():
+        report_protocols[key] = {"query": split_stats(split.query), "gallery": split_stats(split.gallery)}
+        problems += match_problems(key, split)
+    everything = list({r.path: r for r in dataset.train + [
+        r for split in splits.values() for r in split.query + split.gallery]}.values())
+    parsing_counts, parsing_problems = _parsing_report(everything, cfg.parsing.root)
+    problems += parsing_problems
+    if deep:
+        problems += _deep_problems(everything, label_set.num_classes, progress)
+    return {
+        "dataset": name,
+        "train": split_stats(dataset.train),
+        "protocols": report_protocols,
+        "parsing": parsing_counts,
+        "problems": problems,
+    }

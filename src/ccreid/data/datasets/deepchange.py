@@ -1,0 +1,75 @@
+"""DeepChange (Xu et al., 2021): ``{train-set,val-set-*,test-set-*}/P<pid>_C<cam>_<day>_...jpg``.
+
+Each folder has a list ``<folder>-bbox.txt`` of ``file name,tracklet id`` lines.
+DeepChange has no clothes labels: the outfit is approximated by (person, day), as
+Simple-CCReID does. For query and gallery the camera id is replaced by the tracklet id
+(as Simple-CCReID, following the DeepChange paper), so same-camera matches from other
+tracklets count; without a list the camera is used and ``data check`` says so.
+Protocol ``general`` on the test sets; ``val`` from ``val-set-{query,gallery}``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from ccreid.config import DataConfig
+from ccreid.data.datasets.common import (
+    Item, Loaded, NamePattern, ParsingIndex, dataset_root, find_base, list_images, make_dataset,
+    protocol, register, rel, to_records, train_records,
+)
+from ccreid.errors import CCReIDError
+
+LABEL = "DeepChange"
+SPLITS = ("train-set", "val-set-query", "val-set-gallery", "test-set-query", "test-set-gallery")
+EXPECTED = "{train-set,val-set-query,val-set-gallery,test-set-query,test-set-gallery}"
+NAME = NamePattern(r"P(\d+)_C(\d+)_([^_]+)_.+", "P<pid>_C<cam>_<day>_<hour>_<x>_<y>.jpg")
+NOTE = f"{LABEL}: no clothes labels; outfit approximated by (person, day)"
+
+
+def _tracklets(list_file: Path, base: Path) -> Optional[Dict[str, int]]:
+    """file name -> tracklet id from ``<folder>-bbox.txt`` (None when the list is absent)."""
+    if not list_file.is_file():
+        return None
+    out = {}
+    for number, line in enumerate(list_file.read_text().splitlines(), 1):
+        fields = [f.strip() for f in line.split(",")]
+        if not line.strip() or (number == 1 and len(fields) >= 2 and not fields[1].lstrip("-").isdigit()):
+            continue  # blank line or header
+        if len(fields) < 2 or not fields[1].lstrip("-").isdigit():
+            raise CCReIDError(f"{LABEL}: {rel(list_file, base)} line {number} is not "
+                              f"'file name,tracklet id': {line.strip()[:80]!r}")
+        out[Path(fields[0]).name] = int(fields[1])
+    return out
+
+
+def _items(folder: Path, base: Path, eval_split: bool, notes: List[str]) -> List[Item]:
+    tracklets = _tracklets(base / f"{folder.name}-bbox.txt", base) if eval_split else None
+    if eval_split and tracklets is None:
+        notes.append(f"{LABEL}: no {folder.name}-bbox.txt under {base}; camera ids used instead of tracklet ids")
+    items = []
+    for path in list_images(LABEL, folder, base, NAME.expected):
+        pid_text, cam, day = NAME.match(LABEL, path, base)
+        pid = int(pid_text)
+        camid = int(cam)
+        if tracklets is not None:
+            if path.name not in tracklets:
+                raise CCReIDError(f"{LABEL}: {rel(path, base)} is not listed in {folder.name}-bbox.txt under {base}")
+            camid = tracklets[path.name]
+        items.append(Item(path, pid, camid, (pid, day)))
+    return items
+
+
+@register("deepchange")
+def load_deepchange(cfg: DataConfig) -> Loaded:
+    root = dataset_root(LABEL, cfg.root)
+    base = find_base(LABEL, root, SPLITS, EXPECTED, wrappers=("DeepChangeDataset",))
+    parsing = ParsingIndex(cfg.parsing.root, [root, base])
+    notes = [NOTE]
+    items = {split: _items(base / split, base, split != "train-set", notes) for split in SPLITS}
+    train = train_records(items["train-set"], parsing)
+    val_query, val_gallery = to_records([items["val-set-query"], items["val-set-gallery"]], parsing)
+    query, gallery = to_records([items["test-set-query"], items["test-set-gallery"]], parsing)
+    dataset = make_dataset("deepchange", cfg, train, {"general": protocol(query, gallery)},
+                           {"general": protocol(val_query, val_gallery)})
+    return Loaded(dataset, notes)

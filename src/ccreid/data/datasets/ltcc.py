@@ -1,0 +1,35 @@
+"""LTCC (Qian et al., ACCV 2020): ``LTCC_ReID/{train,query,test}/PID_CLOTHES_cCAM_FRAME.png``.
+
+``test`` is the gallery. Camera ids 1..12 become 0..11; the outfit is (pid, CLOTHES),
+CLOTHES being the person's own outfit number. Protocols: ``general`` and ``cc``.
+"""
+
+from __future__ import annotations
+
+from ccreid.config import DataConfig
+from ccreid.data.datasets.common import (
+    Item, Loaded, NamePattern, ParsingIndex, dataset_root, find_base, list_images, make_dataset,
+    protocol, register, to_records, train_records,
+)
+
+LABEL = "LTCC"
+SPLITS = ("train", "query", "test")
+EXPECTED = "LTCC_ReID/{train,query,test}"
+NAME = NamePattern(r"(\d+)_(\d+)_c(\d+)_\w+", "PID_CLOTHES_cCAM_FRAME.png (001_1_c11_015861.png)")
+
+
+@register("ltcc")
+def load_ltcc(cfg: DataConfig) -> Loaded:
+    root = dataset_root(LABEL, cfg.root)
+    base = find_base(LABEL, root, SPLITS, EXPECTED, wrappers=("LTCC_ReID",))
+    parsing = ParsingIndex(cfg.parsing.root, [root, base])
+    items = {}
+    for split in SPLITS:
+        items[split] = []
+        for path in list_images(LABEL, base / split, base, NAME.expected):
+            pid, clothes, cam = (int(g) for g in NAME.match(LABEL, path, base))
+            items[split].append(Item(path, pid, cam - 1, (pid, clothes)))
+    train = train_records(items["train"], parsing)
+    query, gallery = to_records([items["query"], items["test"]], parsing)
+    protocols = {"general": protocol(query, gallery), "cc": protocol(query, gallery, "cc")}
+    return Loaded(make_dataset("ltcc", cfg, train, protocols))

@@ -1,0 +1,120 @@
+"""NKUP (Wang et al., 2020) in two layouts.
+
+- NKUP+ (``NKUP2``): ``bounding_box_train/<pid>/<appearance>/<img>`` and
+  ``bounding_box_test/{query,gallery_sameapp,gallery_crossapp_moderate,
+  gallery_crossapp_dramatic}/<pid>/<appearance>/<img>``; the appearance folder is the
+  outfit; camera = characters 13-14 of the file name. Protocols: ``general`` (query vs
+  every gallery), ``sc`` (vs ``gallery_sameapp``, same-clothes rule), ``cc`` (vs both
+  cross-appearance galleries, clothes-changing rule), ``cc_moderate``, ``cc_dramatic``.
+- Market style: ``{bounding_box_train,bounding_box_test,query}/<pid>_<x>_<c><CAM>..._*.jpg``
+  (pid = first field, camera = the two digits after the letter opening the third
+  field). Names carry no outfit: clothes ids come from ``clothes.csv`` (columns
+  ``path,clothes_id``, paths relative to the dataset folder) when present, which adds
+  ``cc``; without it every person has one outfit and only ``general`` exists.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from ccreid.config import DataConfig
+from ccreid.data.datasets.common import (
+    Item, Loaded, NamePattern, ParsingIndex, dataset_root, find_base, int_folder, list_images,
+    list_subfolders, make_dataset, protocol, register, rel, stray_images, to_records, train_records,
+)
+from ccreid.errors import CCReIDError
+
+LABEL = "NKUP"
+TEST = "bounding_box_test"
+PLUS_GALLERIES = ("gallery_sameapp", "gallery_crossapp_moderate", "gallery_crossapp_dramatic")
+PLUS_SPLITS = ("bounding_box_train", f"{TEST}/query") + tuple(f"{TEST}/{g}" for g in PLUS_GALLERIES)
+PLUS_WRAPPERS = ("NKUP2_0126/NKUP2", "NKUP2")
+MARKET_SPLITS = ("bounding_box_train", "query", TEST)
+EXPECTED = ("{bounding_box_train,bounding_box_test,query} or the NKUP+ layout bounding_box_train/<pid>/"
+            "<appearance>/ + bounding_box_test/{query,gallery_sameapp,gallery_crossapp_*}/<pid>/<appearance>/")
+PLUS_NAME = NamePattern(r".{12}(\d{2}).*", "a name whose characters 13-14 are the camera number")
+MARKET_NAME = NamePattern(r"(\d+)_[^_]+_[A-Za-z](\d{2})[^_]*(?:_.*)?", "PID_X_cCC..._*.jpg (camera = CC)")
+MANIFEST = "clothes.csv"
+
+
+def _plus_items(split: Path, base: Path) -> List[Item]:
+    """``split/<pid>/<appearance>/<img>``; outfit = (pid, appearance folder name)."""
+    items = []
+    for folder in [split] + list_subfolders(split):
+        strays = stray_images(folder)
+        if strays:
+            raise CCReIDError(f"{LABEL}: {rel(strays[0], base)} under {base} is not inside an appearance folder "
+                              f"(expected {rel(split, base)}/<pid>/<appearance>/<image>)")
+    for person in list_subfolders(split):
+        pid = int_folder(LABEL, person, base, "pid")
+        for appearance in list_subfolders(person):
+            for path in list_images(LABEL, appearance, base, PLUS_NAME.expected):
+                (cam,) = PLUS_NAME.match(LABEL, path, base)
+                items.append(Item(path, pid, int(cam) - 1, (pid, appearance.name)))
+    if not items:
+        raise CCReIDError(f"{LABEL}: no images in folder {rel(split, base)} under {base} "
+                          f"(expected {rel(split, base)}/<pid>/<appearance>/<image>)")
+    return items
+
+
+def _load_plus(cfg: DataConfig, root: Path, base: Path) -> Loaded:
+    parsing = ParsingIndex(cfg.parsing.root, [root, base])
+    train = train_records(_plus_items(base / "bounding_box_train", base), parsing)
+    query, same, moderate, dramatic = to_records(
+        [_plus_items(base / TEST / s, base) for s in ("query",) + PLUS_GALLERIES], parsing)
+    protocols = {
+        "general": protocol(query, same + moderate + dramatic),
+        "sc": protocol(query, same, "sc"),
+        "cc": protocol(query, moderate + dramatic, "cc"),
+        "cc_moderate": protocol(query, moderate, "cc"),
+        "cc_dramatic": protocol(query, dramatic, "cc"),
+    }
+    return Loaded(make_dataset("nkup", cfg, train, protocols))
+
+
+def _manifest(base: Path) -> Optional[Dict[str, str]]:
+    """relative path -> clothes id from ``clothes.csv`` (None when absent)."""
+    path = base / MANIFEST
+    if not path.is_file():
+        return None
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        if not {"path", "clothes_id"} <= set(reader.fieldnames or ()):
+            raise CCReIDError(f"{LABEL}: {path} needs the columns path,clothes_id (got {reader.fieldnames})")
+        return {Path(row["path"]).as_posix(): row["clothes_id"].strip() for row in reader}
+
+
+def _load_market_style(cfg: DataConfig, root: Path, base: Path) -> Loaded:
+    parsing = ParsingIndex(cfg.parsing.root, [root, base])
+    clothes = _manifest(base)
+    items: Dict[str, List[Item]] = {}
+    for split in MARKET_SPLITS:
+        items[split] = []
+        for path in list_images(LABEL, base / split, base, MARKET_NAME.expected):
+            pid, cam = (int(g) for g in MARKET_NAME.match(LABEL, path, base))
+            outfit = "" if clothes is None else clothes.get(rel(path, base))
+            if outfit is None:
+                raise CCReIDError(f"{LABEL}: {rel(path, base)} has no row in {base / MANIFEST} "
+                                  f"(columns path,clothes_id)")
+            items[split].append(Item(path, pid, cam - 1, (pid, outfit)))
+    train = train_records(items["bounding_box_train"], parsing)
+    query, gallery = to_records([items["query"], items[TEST]], parsing)
+    protocols = {"general": protocol(query, gallery)}
+    notes = []
+    if clothes is None:
+        notes.append(f"{LABEL}: clothes ids cannot be derived from this layout's file names; one outfit per "
+                     f"person assumed and no cc protocol (add {MANIFEST} with columns path,clothes_id "
+                     f"under {base}, or use the NKUP+ layout or the custom dataset)")
+    else:
+        protocols["cc"] = protocol(query, gallery, "cc")
+    return Loaded(make_dataset("nkup", cfg, train, protocols), notes)
+
+
+@register("nkup")
+def load_nkup(cfg: DataConfig) -> Loaded:
+    root = dataset_root(LABEL, cfg.root)
+    if any((root / w / TEST / "query").is_dir() for w in PLUS_WRAPPERS + ("",)):
+        return _load_plus(cfg, root, find_base(LABEL, root, PLUS_SPLITS, EXPECTED, PLUS_WRAPPERS))
+    return _load_market_style(cfg, root, find_base(LABEL, root, MARKET_SPLITS, EXPECTED, ("NKUP",)))
