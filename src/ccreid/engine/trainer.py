@@ -160,5 +160,5 @@ def _train_step(batch, model, cre, objective, optimizer, scaler, manager, device
     scaler.scale(loss).backward()
     scaler.step(optimizer)
     scaler.update()
-    floats = {k: (float(v) if torch.is_tensor(v) else v) for k, v in terms.items()}
-    return {"loss": float(loss)} | floats | counts | {"images": len(pids)}
+    floats = {k: (float(v.detach()) if torch.is_tensor(v) else v) for k, v in terms.items()}
+    return {"loss": float(loss.detach())} | floats | counts | {"images": len(pids)}

@@ -1,0 +1,128 @@
+"""The total training loss of METHOD.md, every term reported separately.
+
+``L = w_ce * (CE(orig) + CE(erased)) + w_tri * Tri + w_bctri * BCTri + w_bsga * L_bsga``.
+``erased_terms`` picks which terms see CRE's erased copies (``is_erased``): ``ce`` adds
+the CE(erased) term, ``tri`` / ``bctri`` compute that triplet term over originals and
+copies together (otherwise over the originals only). CE(orig) never sees the copies.
+BSGA supervision covers every image with a mask (copies carry their original's map).
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from ccreid.config import Config
+from ccreid.errors import CCReIDError
+from ccreid.losses.bctri import bctri_loss
+from ccreid.losses.cross_entropy import CrossEntropyLabelSmooth
+from ccreid.losses.triplet import batch_hard_triplet_loss
+from ccreid.models.bsga import bsga_loss
+from ccreid.models.presets import Components
+
+ERASED_TERMS = ("ce", "tri", "bctri")
+TERM_NAMES = ("ce_orig", "ce_erased", "tri", "bctri", "bsga", "bctri_no_positive")
+
+
+class ReIDObjective(nn.Module):
+    """Computes the total loss and a dict of its terms (unweighted, detached).
+
+    ``terms`` always holds every name of :data:`TERM_NAMES`; a term that is switched
+    off (BCTri without ``use_bctri``, BSGA without attention maps, CE(erased) without
+    copies or without ``ce`` in ``erased_terms``) is 0. ``bctri_no_positive`` counts the
+    anchors without a cross-clothes positive in the batch BCTri saw.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        label_smoothing: float = 0.1,
+        triplet_margin: float = 0.3,
+        w_ce: float = 1.0,
+        w_tri: float = 1.0,
+        w_bctri: float = 1.0,
+        w_bsga: float = 1.0,
+        use_bctri: bool = False,
+        bctri_margin: float = 0.3,
+        bctri_metric: str = "euclidean",
+        bctri_reduction: str = "mean",
+        bsga_kind: str = "bce",
+        erased_terms: Sequence[str] = ERASED_TERMS,
+        triplet_metric: str = "euclidean",
+    ) -> None:
+        super().__init__()
+        unknown = sorted(set(erased_terms) - set(ERASED_TERMS))
+        if unknown:
+            raise CCReIDError(f"config key 'model.cre.losses': unknown terms {unknown} (use ce, tri, bctri)")
+        self.ce = CrossEntropyLabelSmooth(num_classes, label_smoothing)
+        self.triplet_margin = triplet_margin
+        self.triplet_metric = triplet_metric
+        self.weights = {"ce": w_ce, "tri": w_tri, "bctri": w_bctri, "bsga": w_bsga}
+        self.use_bctri = use_bctri
+        self.bctri_margin = bctri_margin
+        self.bctri_metric = bctri_metric
+        self.bctri_reduction = bctri_reduction
+        self.bsga_kind = bsga_kind
+        self.erased_terms = frozenset(erased_terms)
+
+    @classmethod
+    def from_config(cls, cfg: Config, components: Components, num_classes: int) -> "ReIDObjective":
+        """The objective of ``cfg``; BCTri follows ``components.bctri``."""
+        loss = cfg.loss
+        return cls(
+            num_classes,
+            label_smoothing=loss.label_smoothing,
+            triplet_margin=loss.triplet_margin,
+            w_ce=loss.w_ce,
+            w_tri=loss.w_tri,
+            w_bctri=loss.w_bctri,
+            w_bsga=loss.w_bsga,
+            use_bctri=components.bctri,
+            bctri_margin=loss.bctri.margin,
+            bctri_metric=loss.bctri.metric,
+            bctri_reduction=loss.bctri.reduction,
+            bsga_kind=cfg.model.bsga.loss,
+            erased_terms=tuple(cfg.model.cre.losses),
+        )
+
+    def forward(
+        self,
+        outputs: Dict[str, object],
+        pids: torch.Tensor,
+        clothes: torch.Tensor,
+        is_erased: torch.Tensor,
+        body_mask: Optional[torch.Tensor] = None,
+        has_mask: Optional[torch.Tensor] = None,
+    ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        """``outputs`` is the model's training dict; ``body_mask`` ``[B, H, W]`` is only
+        needed when ``outputs["attention"]`` is non-empty."""
+        feat, logits = outputs["feat"], outputs["logits"]
+        originals = ~is_erased
+        zero = feat.new_zeros((), dtype=torch.float32)
+        ce_orig = self.ce(logits[originals], pids[originals])
+        ce_erased = self.ce(logits[is_erased], pids[is_erased]) if "ce" in self.erased_terms else zero
+
+        tri_rows = slice(None) if "tri" in self.erased_terms else originals
+        tri = batch_hard_triplet_loss(feat[tri_rows], pids[tri_rows], self.triplet_margin, self.triplet_metric)
+
+        bctri, no_positive = zero, zero
+        if self.use_bctri:
+            rows = slice(None) if "bctri" in self.erased_terms else originals
+            bctri, no_positive = bctri_loss(
+                feat[rows], pids[rows], clothes[rows], self.bctri_margin, self.bctri_metric, self.bctri_reduction
+            )
+
+        attention = outputs.get("attention") or []
+        bsga = zero
+        if attention:
+            if body_mask is None:
+                raise ValueError("BSGA attention maps need body_mask (parsing > 0) for their loss")
+            bsga = bsga_loss(attention, body_mask, self.bsga_kind, valid=has_mask)
+
+        w = self.weights
+        total = w["ce"] * (ce_orig + ce_erased) + w["tri"] * tri + w["bctri"] * bctri + w["bsga"] * bsga
+        values = (ce_orig, ce_erased, tri, bctri, bsga, no_positive)
+        terms = {name: v.detach().float() for name, v in zip(TERM_NAMES, values)}
+        return total, terms
