@@ -1,0 +1,167 @@
+"""The embedded synthetic clothes-changing dataset: generator (``ccreid synth``) and adapter.
+
+Folder layout written by :func:`generate`::
+
+    root/images/<pid>/<pid>_<clothes>_c<cam>_<n>.jpg      RGB (JPEG, quality 95)
+    root/parsing/<pid>/<pid>_<clothes>_c<cam>_<n>.png     LIP labels, single channel PNG
+    root/manifest.csv   path,pid,camid,clothes_id,split,parsing_path (relative paths)
+    root/meta.json      generation options (the cache key)
+
+Identities are split train 50 % / val 10 % (at least 2) / test (the rest), PRCC-like:
+for val and test identities the gallery is outfit 0 from cameras 0 and 1, the
+same-clothes (SC) queries are outfit 0 from camera 2 and the clothes-changing (CC)
+queries are the other outfits from camera 3, so a CC query's outfit never appears in
+that person's gallery. Training identities show every outfit from random cameras.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Dict, Iterator, List, Tuple
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from ccreid.config import DataConfig
+from ccreid.data.records import EvalSplit, ImageRecord, ReIDDataset, relabel
+from ccreid.data.registry import DATASETS
+from ccreid.data.synthetic_render import NUM_CAMERAS, render, sample_identity, sample_outfit
+from ccreid.errors import CCReIDError
+
+FORMAT_VERSION = 1
+SPLITS = ("train", "val_gallery", "val_query_sc", "val_query_cc", "gallery", "query_sc", "query_cc")
+FIELDS = ("path", "pid", "camid", "clothes_id", "split", "parsing_path")
+
+
+def split_identities(ids: int) -> Tuple[range, range, range]:
+    """Train, val and test person ids (disjoint, contiguous)."""
+    if ids < 6:
+        raise CCReIDError(f"option --ids: {ids} is too few (at least 6: train, val and test identities)")
+    n_train, n_val = ids // 2, max(2, ids // 10)
+    return range(n_train), range(n_train, n_train + n_val), range(n_train + n_val, ids)
+
+
+def plan(ids: int, outfits: int, images_per_outfit: int, seed: int) -> Iterator[Tuple[int, int, int, int, str]]:
+    """Every image to render as ``(pid, outfit, camera, n, split)``."""
+    train, val, test = split_identities(ids)
+    n_query = max(1, images_per_outfit // 2)
+    for pid in range(ids):
+        if pid in train:
+            cams = np.random.default_rng([seed, pid, 31337]).integers(0, NUM_CAMERAS, outfits * images_per_outfit)
+            for o in range(outfits):
+                for n in range(images_per_outfit):
+                    yield pid, o, int(cams[o * images_per_outfit + n]), n, "train"
+            continue
+        prefix = "val_" if pid in val else ""
+        for n in range(images_per_outfit):
+            yield pid, 0, n % 2, n, prefix + "gallery"
+        for n in range(n_query):
+            yield pid, 0, 2, images_per_outfit + n, prefix + "query_sc"
+        for o in range(1, outfits):
+            for n in range(n_query):
+                yield pid, o, 3, n, prefix + "query_cc"
+
+
+def _options(ids: int, outfits: int, images_per_outfit: int, height: int, width: int, seed: int) -> dict:
+    return {"format": FORMAT_VERSION, "ids": ids, "outfits": outfits, "images_per_outfit": images_per_outfit,
+            "height": height, "width": width, "seed": seed}
+
+
+def generate(root: str | Path, ids: int = 120, outfits: int = 3, images_per_outfit: int = 6, height: int = 128,
+             width: int = 64, seed: int = 0, progress: bool = False) -> Path:
+    """Render the dataset into ``root`` (reused when it exists with the same options)."""
+    root = Path(root)
+    options = _options(ids, outfits, images_per_outfit, height, width, seed)
+    if outfits < 2:
+        raise CCReIDError(f"option --outfits: {outfits} is too few (clothes changing needs at least 2)")
+    if images_per_outfit < 1 or height < 32 or width < 16:
+        raise CCReIDError("options --images-per-outfit >= 1 and --size at least 32x16 are required")
+    meta = root / "meta.json"
+    if meta.is_file():
+        if json.loads(meta.read_text()) == options:
+            return root
+        raise CCReIDError(f"{root} holds a synthetic dataset made with other options ({meta}); "
+                          f"choose another output folder or delete it")
+    if root.exists() and any(root.iterdir()):
+        raise CCReIDError(f"{root} exists and is not a synthetic dataset (no meta.json); choose an empty folder")
+    split_identities(ids)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    try:
+        _render_all(tmp, options, progress)
+        if root.exists():
+            root.rmdir()
+        os.replace(tmp, root)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return root
+
+
+def _render_all(out: Path, options: dict, progress: bool) -> None:
+    ids, outfits, seed = options["ids"], options["outfits"], options["seed"]
+    height, width = options["height"], options["width"]
+    people = [sample_identity(np.random.default_rng([seed, pid, 1])) for pid in range(ids)]
+    wardrobe = [[sample_outfit(np.random.default_rng([seed, pid, 2, o])) for o in range(outfits)] for pid in range(ids)]
+    rows: List[Dict[str, object]] = []
+    jobs = list(plan(ids, outfits, options["images_per_outfit"], seed))
+    for pid, o, cam, n, split in tqdm(jobs, desc="synth", disable=not progress, unit="img"):
+        clothes = pid * outfits + o
+        stem = f"{pid:04d}/{pid:04d}_{clothes:05d}_c{cam}_{n:03d}"
+        rng = np.random.default_rng([seed, pid, o, cam, n])
+        rgb, labels = render(people[pid], wardrobe[pid][o], cam, rng, height, width, seed)
+        if n == 0 and o == 0:
+            (out / "images" / stem).parent.mkdir(parents=True, exist_ok=True)
+            (out / "parsing" / stem).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rgb).save(out / "images" / f"{stem}.jpg", quality=95)
+        Image.fromarray(labels).save(out / "parsing" / f"{stem}.png", compress_level=1)
+        rows.append({"path": f"images/{stem}.jpg", "pid": pid, "camid": cam, "clothes_id": clothes, "split": split,
+                     "parsing_path": f"parsing/{stem}.png"})
+    with open(out / "manifest.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    (out / "meta.json").write_text(json.dumps(options, indent=2) + "\n")
+
+
+def read_manifest(root: str | Path) -> Dict[str, List[ImageRecord]]:
+    """Records per split from ``root/manifest.csv`` (absolute paths, files checked)."""
+    root = Path(root)
+    manifest = root / "manifest.csv"
+    if not manifest.is_file():
+        raise CCReIDError(f"no manifest.csv in {root}; run `ccreid synth --out {root}` or fix data.root")
+    splits: Dict[str, List[ImageRecord]] = {name: [] for name in SPLITS}
+    with open(manifest, newline="") as handle:
+        for line, row in enumerate(csv.DictReader(handle), start=2):
+            try:
+                path, parsing = root / row["path"], root / row["parsing_path"]
+                record = ImageRecord(str(path), int(row["pid"]), int(row["camid"]), int(row["clothes_id"]),
+                                     str(parsing))
+                splits[row["split"]].append(record)
+            except (KeyError, ValueError, TypeError):
+                raise CCReIDError(f"{manifest}, line {line}: malformed row (expected columns {', '.join(FIELDS)})")
+            for file in (path, parsing):
+                if not file.is_file():
+                    raise CCReIDError(f"{manifest}, line {line}: file {file} not found; delete {root} to regenerate")
+    return splits
+
+
+def _protocols(splits: Dict[str, List[ImageRecord]], prefix: str) -> Dict[str, EvalSplit]:
+    gallery, sc, cc = splits[prefix + "gallery"], splits[prefix + "query_sc"], splits[prefix + "query_cc"]
+    return {"general": EvalSplit(sc + cc, gallery, "general"), "sc": EvalSplit(sc, gallery, "sc"),
+            "cc": EvalSplit(cc, gallery, "cc")}
+
+
+@DATASETS.register("synthetic")
+def load_synthetic(cfg: DataConfig) -> ReIDDataset:
+    """Generate (cached) and load the synthetic dataset at ``cfg.root``."""
+    s = cfg.synthetic
+    generate(cfg.root, s.ids, s.outfits, s.images_per_outfit, s.height, s.width, s.seed)
+    splits = read_manifest(cfg.root)
+    return ReIDDataset("synthetic", relabel(splits["train"]), _protocols(splits, ""), _protocols(splits, "val_"), "lip")

@@ -1,0 +1,127 @@
+"""The synthetic clothes-changing dataset: determinism, exact masks, splits, caching, errors."""
+
+import csv
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ccreid.config import DataConfig, SyntheticConfig
+from ccreid.data.registry import DATASETS
+from ccreid.data.synthetic import generate, read_manifest
+from ccreid.data.synthetic_render import GARMENTS, camera_background, render, sample_identity, sample_outfit
+from ccreid.errors import CCReIDError
+
+SMALL = dict(ids=10, outfits=2, images_per_outfit=2, height=64, width=32)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return generate(tmp_path_factory.mktemp("syn") / "synthetic", seed=3, **SMALL)
+
+
+def rows(root):
+    with open(root / "manifest.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_deterministic_per_seed(root, tmp_path):
+    again = generate(tmp_path / "again", seed=3, **SMALL)
+    other = generate(tmp_path / "other", seed=4, **SMALL)
+    first = rows(root)
+    assert first == rows(again)
+    for row in first[:5]:
+        assert (root / row["path"]).read_bytes() == (again / row["path"]).read_bytes()
+        assert (root / row["parsing_path"]).read_bytes() == (again / row["parsing_path"]).read_bytes()
+    differs = [(root / a["path"]).read_bytes() != (other / b["path"]).read_bytes()
+               for a, b in zip(first[:5], rows(other)[:5])]
+    assert any(differs)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_parsing_map_matches_clean_pixels(seed):
+    rng = np.random.default_rng(seed)
+    ident, outfit = sample_identity(rng), sample_outfit(rng)
+    camera = seed % 4
+    rgb, labels = render(ident, outfit, camera, np.random.default_rng(seed), 128, 64, seed=0, nuisances=False)
+    background = np.clip(camera_background(camera, 128, 64, 0), 0, 255).astype(np.uint8)
+    assert (rgb[labels == 0] == background[labels == 0]).all()
+    assert (labels > 0).sum() > 0.15 * labels.size  # a person is drawn
+    garment = labels == outfit.upper_kind
+    assert garment.any()
+    colours = {tuple(c) for c in rgb[garment]}
+    assert colours <= {tuple(outfit.upper), tuple(outfit.upper2)}
+    skin = np.isin(labels, [14, 15, 16, 17])
+    assert {tuple(c) for c in rgb[skin]} == {tuple(ident.skin)}
+    assert set(np.unique(labels)) <= set(range(20))
+    assert set(np.unique(labels)) & set(GARMENTS)
+
+
+def test_written_maps_are_single_channel_label_pngs(root):
+    row = rows(root)[0]
+    parsing = Image.open(root / row["parsing_path"])
+    image = Image.open(root / row["path"])
+    assert parsing.mode == "L" and parsing.size == image.size == (32, 64)
+    assert np.asarray(parsing).max() < 20
+
+
+def test_splits_and_clothes_changing_structure(root):
+    splits = read_manifest(root)
+    ids = {name: {r.pid for r in recs} for name, recs in splits.items()}
+    test_ids = ids["gallery"] | ids["query_sc"] | ids["query_cc"]
+    val_ids = ids["val_gallery"] | ids["val_query_sc"] | ids["val_query_cc"]
+    assert not ids["train"] & test_ids and not ids["train"] & val_ids and not val_ids & test_ids
+    assert len(ids["train"]) == 5 and len(val_ids) == 2 and len(test_ids) == 3
+    for prefix in ("", "val_"):
+        gallery_clothes = {(r.pid, r.clothes_id) for r in splits[prefix + "gallery"]}
+        for q in splits[prefix + "query_cc"]:
+            assert (q.pid, q.clothes_id) not in gallery_clothes
+            assert any(p == q.pid for p, _ in gallery_clothes)
+        for q in splits[prefix + "query_sc"]:
+            assert (q.pid, q.clothes_id) in gallery_clothes
+        gallery_cams = {r.camid for r in splits[prefix + "gallery"]}
+        assert gallery_cams == {0, 1}
+    train_outfits = {(r.pid, r.clothes_id) for r in splits["train"]}
+    assert len(train_outfits) == 5 * 2
+
+
+def test_cache_reuses_and_refuses_other_options(root):
+    manifest = root / "manifest.csv"
+    before = manifest.stat().st_mtime_ns
+    assert generate(root, seed=3, **SMALL) == root
+    assert manifest.stat().st_mtime_ns == before
+    with pytest.raises(CCReIDError, match="other options"):
+        generate(root, seed=4, **SMALL)
+
+
+def test_refuses_non_empty_foreign_folder_and_bad_options(tmp_path):
+    (tmp_path / "mine.txt").write_text("keep me")
+    with pytest.raises(CCReIDError, match="not a synthetic dataset"):
+        generate(tmp_path, **SMALL)
+    assert (tmp_path / "mine.txt").read_text() == "keep me"
+    with pytest.raises(CCReIDError, match="--outfits"):
+        generate(tmp_path / "x", ids=10, outfits=1)
+    with pytest.raises(CCReIDError, match="--ids"):
+        generate(tmp_path / "y", ids=3)
+
+
+def test_missing_file_is_named(tmp_path):
+    root = generate(tmp_path / "s", seed=1, **SMALL)
+    victim = root / rows(root)[4]["path"]
+    victim.unlink()
+    with pytest.raises(CCReIDError, match=victim.name):
+        read_manifest(root)
+    with pytest.raises(CCReIDError, match="manifest.csv"):
+        read_manifest(tmp_path)
+
+
+def test_adapter_protocols_and_relabelling(tmp_path):
+    cfg = DataConfig(root=str(tmp_path / "a"), synthetic=SyntheticConfig(**SMALL, seed=0))
+    dataset = DATASETS.get("synthetic")(cfg)
+    assert sorted({r.pid for r in dataset.train}) == list(range(5))
+    assert sorted({r.clothes_id for r in dataset.train}) == list(range(10))
+    assert set(dataset.protocols) == set(dataset.val) == {"general", "sc", "cc"}
+    assert dataset.protocols["cc"].rule == "cc" and dataset.protocols["sc"].rule == "sc"
+    general = dataset.protocols["general"]
+    assert len(general.query) == len(dataset.protocols["sc"].query) + len(dataset.protocols["cc"].query)
+    assert all(r.parsing_path for r in dataset.train)
