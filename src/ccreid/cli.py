@@ -13,7 +13,8 @@ from rich.table import Table
 
 from ccreid.errors import CCReIDError
 
-console = Console(stderr=False)
+#: wide enough for the results tables when output goes to a file or pipe
+console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 
 DEMO_PRESETS = ("baseline", "ours")

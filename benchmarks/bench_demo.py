@@ -1,0 +1,56 @@
+"""Wall time of `ccreid demo` (default and --quick) on this machine, after installation.
+
+    python benchmarks/bench_demo.py
+
+Targets (issues 2 and 3): the default demo (baseline + ours, dataset generation included)
+well under 5 minutes on a 2-core CPU; `--quick` under a minute.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from ccreid.engine.runtime import machine_info, write_json, write_text
+
+
+def timed(args: list[str], cwd: Path) -> tuple[float, dict]:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "ccreid", *args, "--quiet"], cwd=cwd, check=True,
+                   stdout=subprocess.DEVNULL)
+    seconds = time.perf_counter() - start
+    return seconds, json.loads((cwd / "out" / "results.json").read_text())
+
+
+def main() -> None:
+    rows = {}
+    for label, args in (("demo --quick", ["demo", "--quick"]), ("demo", ["demo"])):
+        work = Path(tempfile.mkdtemp())  # fresh folder: the synthetic dataset is generated inside the timing
+        seconds, results = timed([*args, "--out", "out"], work)
+        rows[label] = {"seconds": round(seconds, 1),
+                       "results": {p: {k: {m: round(v[m], 1) for m in ("rank1", "mAP")} for k, v in res.items()}
+                                   for p, res in results["presets"].items()}}
+        shutil.rmtree(work)
+    result = {"machine": machine_info(torch.device("cpu")), "runs": rows}
+    write_json("benchmarks/results/demo_time.json", result)
+    lines = ["# `ccreid demo` wall time", "", f"Machine: {result['machine']}", "",
+             "Fresh working folder each time (synthetic dataset generated inside the timing).", "",
+             "| command | wall time (s) | SC top-1 (baseline / ours) | CC top-1 (baseline / ours) |", "|---|---:|---:|---:|"]
+    for label, row in rows.items():
+        res = row["results"]
+        sc = " / ".join(f"{res[p]['sc']['rank1']:.1f}" for p in res)
+        cc = " / ".join(f"{res[p]['cc']['rank1']:.1f}" for p in res)
+        lines.append(f"| `ccreid {label}` | {row['seconds']:.0f} | {sc} | {cc} |")
+    write_text("benchmarks/results/demo_time.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
