@@ -80,7 +80,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     from ccreid.engine.trainer import train
 
     cfg = load_config(args.config, args.overrides)
-    result = train(cfg, args.out, progress=_progress(args), on_log=None if args.quiet else _log_line)
+    result = train(cfg, args.out, progress=_progress(args), on_log=None if args.quiet else _log_line,
+                   resume=args.resume)
     presets = {result.preset: strip_curves(result.results)}
     write_results(args.out, presets, f"{result.preset} on {cfg.data.name}",
                   timings={"train_and_eval_s": round(result.seconds, 1),
@@ -100,14 +101,14 @@ def cmd_test(args: argparse.Namespace) -> None:
 
 
 def _run_experiment(args: argparse.Namespace, presets: Sequence[str], seeds: Sequence[int],
-                    overrides: List[str], title: str) -> None:
+                    overrides: List[str], title: str, jobs: int = 1) -> None:
     from ccreid.config import load_config
     from ccreid.engine.experiments import run_presets
 
     cfg = load_config(args.config, overrides)
     on_run: Callable[[str, int], None] = lambda p, s: err_console.print(f"[bold]training {p} (seed {s})[/bold]")
     summary = run_presets(cfg, presets, seeds, args.out, title, progress=_progress(args),
-                          on_log=None if args.quiet else _log_line, on_run=None if args.quiet else on_run)
+                          on_log=None if args.quiet else _log_line, on_run=None if args.quiet else on_run, jobs=jobs)
     print_results(summary["presets"], title)
     console.print(f"wrote {args.out}/results.json and {args.out}/results.md "
                   f"({summary['timings']['total_s']:.0f} s)")
@@ -122,7 +123,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def cmd_ablation(args: argparse.Namespace) -> None:
     seeds = list(range(args.seeds))
     _run_experiment(args, args.presets, seeds, args.overrides,
-                    f"ablation on {args.config} ({args.seeds} seeds, mean ± std)")
+                    f"ablation on {args.config} ({args.seeds} seeds, mean ± std)", args.jobs)
 
 
 def one_line(err: CCReIDError) -> str:
@@ -183,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("train", "train a model and evaluate it on the dataset's protocols", cmd_train)
     p.add_argument("-c", "--config", required=True, help="YAML config file or packaged config name")
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. train.epochs=3")
 
     p = add("test", "evaluate a trained checkpoint", cmd_test)
@@ -203,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--presets", nargs="+", default=list(ABLATION_PRESETS), metavar="PRESET")
     p.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1)")
     p.add_argument("--out", default="outputs/ablation", help="output folder")
+    p.add_argument("--jobs", type=int, default=1, help="runs trained at once (CPU threads shared out)")
     p.add_argument("overrides", nargs="*", help="dotted config overrides")
 
     data = sub.add_parser("data", help="dataset tools", description="dataset tools")

@@ -122,6 +122,8 @@ class TrainConfig:
     amp: str = "off"  # off | bf16 | fp16
     log_every: int = 20
     eval_every: int = 0  # 0: evaluate only at the end
+    checkpoint_every: int = 1  # epochs between resumable checkpoints (0: only the final weights)
+    keep_last: int = 2  # resumable checkpoints kept
     select_on: str = "last"  # last | val (never the test split)
     threads: int = 0  # CPU threads for torch (0: torch default)
 

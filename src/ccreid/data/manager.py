@@ -81,7 +81,7 @@ class DataManager:
             pids, clothes, data.ids_per_batch, data.images_per_id, cfg.seed, rank, world_size
         )
         self.train_loader = DataLoader(
-            self.train_set, batch_sampler=self.sampler, persistent_workers=data.workers > 0, **self._loader_options()
+            self.train_set, batch_sampler=self.sampler, **self._loader_options()
         )
 
     @property
@@ -93,8 +93,13 @@ class DataManager:
         return self.dataset.num_train_clothes
 
     def set_epoch(self, epoch: int) -> None:
-        """Make the next pass over :attr:`train_loader` the batches of ``epoch``."""
+        """Make the next pass over :attr:`train_loader` the batches of ``epoch``.
+
+        Batches and worker seeds depend only on ``(seed, epoch)``, so a resumed run
+        sees exactly the data an uninterrupted one would (workers restart each epoch).
+        """
         self.sampler.set_epoch(epoch)
+        self.train_loader.generator.manual_seed(self.cfg.seed * 1_000_003 + epoch)
 
     def loader(
         self, records: List[ImageRecord], batch_size: Optional[int] = None, need_parsing: bool = False

@@ -15,7 +15,9 @@ from ccreid.config import Config, to_yaml
 from ccreid.data.manager import DataManager
 from ccreid.engine.checkpoint import STATE_NAME, WEIGHTS_NAME, save_state, save_weights
 from ccreid.engine.evaluator import evaluate_splits
-from ccreid.engine.runtime import autocast, machine_info, resolve_device, seed_everything, write_text
+from ccreid.engine.results import strip_curves
+from ccreid.engine.resume import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from ccreid.engine.runtime import autocast, resolve_device, seed_everything, write_text
 from ccreid.errors import CCReIDError
 from ccreid.losses import ReIDObjective
 from ccreid.models import build_cre_from_config, build_model_from_config
@@ -59,9 +61,19 @@ def train(
     out_dir: str | Path,
     progress: bool = False,
     on_log: Optional[Callable[[dict], None]] = None,
+    resume: bool = False,
+    overwrite: bool = False,
 ) -> TrainResult:
-    """Train ``cfg`` and evaluate on the dataset's protocols; outputs go to ``out_dir``."""
+    """Train ``cfg`` and evaluate on the dataset's protocols; outputs go to ``out_dir``.
+
+    With ``resume``, training continues from the newest checkpoint in
+    ``out_dir/checkpoints`` (an error if there is none) and ends exactly as an
+    uninterrupted run with the same config would. An existing run in ``out_dir`` is
+    never replaced unless ``overwrite``.
+    """
     out = Path(out_dir)
+    if not (resume or overwrite) and ((out / WEIGHTS_NAME).exists() or latest_checkpoint(out) is not None):
+        raise CCReIDError(f"{out} already holds a training run; use --resume to continue it or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
     if cfg.train.threads > 0:
@@ -77,61 +89,92 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e, cfg))
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.amp == "fp16")
     config_yaml = to_yaml(cfg)
-    write_text(out / "config.yaml", config_yaml)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     val_splits = manager.eval_splits("val") if cfg.train.select_on == "val" else {}
     if cfg.train.select_on == "val" and not val_splits:
         raise CCReIDError(f"config key 'train.select_on': dataset {cfg.data.name!r} has no validation split (use last)")
 
+    run = {"epoch": 0, "iteration": 0, "processed": 0, "seconds": 0.0, "best_score": float("-inf"),
+           "best_state": None, "val_results": {}}
+    if resume:
+        run = _restore(out, config_yaml, model, optimizer, scheduler, scaler, generator)
+    write_text(out / "config.yaml", config_yaml)
     log_path = out / "metrics.jsonl"
-    log_file = open(log_path, "w")
-    best_score, best_state, val_results = float("-inf"), None, {}
-    processed, start = 0, time.perf_counter()
-    iteration = 0
-    try:
-        for epoch in range(cfg.train.epochs):
+    _truncate_log(log_path, run["epoch"])
+    start = time.perf_counter() - run["seconds"]
+    with open(log_path, "a") as log_file:
+        for epoch in range(run["epoch"], cfg.train.epochs):
             model.train()
             manager.set_epoch(epoch)
             bar = tqdm(manager.train_loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
                        disable=not progress, leave=False, unit="batch")
             for batch in bar:
                 terms = _train_step(batch, model, cre, objective, optimizer, scaler, manager, device, cfg, generator)
-                iteration += 1
-                processed += terms.pop("images")
-                rate = processed / (time.perf_counter() - start)
-                record = {"epoch": epoch + 1, "iter": iteration, "lr": optimizer.param_groups[0]["lr"],
+                run["iteration"] += 1
+                run["processed"] += terms.pop("images")
+                rate = run["processed"] / (time.perf_counter() - start)
+                record = {"epoch": epoch + 1, "iter": run["iteration"], "lr": optimizer.param_groups[0]["lr"],
                           "images_per_s": round(rate, 2)} | terms
                 log_file.write(json.dumps(record) + "\n")
-                if on_log and iteration % cfg.train.log_every == 0:
+                if on_log and run["iteration"] % cfg.train.log_every == 0:
                     on_log(record)
                 bar.set_postfix(loss=f"{terms['loss']:.3f}", img_s=f"{rate:.0f}")
             scheduler.step()
-            last_epoch = epoch + 1 == cfg.train.epochs
-            due = cfg.train.eval_every > 0 and (epoch + 1) % cfg.train.eval_every == 0
+            run["epoch"] = epoch + 1
+            last_epoch = run["epoch"] == cfg.train.epochs
+            due = cfg.train.eval_every > 0 and run["epoch"] % cfg.train.eval_every == 0
             if val_splits and (due or last_epoch):
                 res = evaluate_splits(model, val_splits, manager.loader, device, cfg.test.flip,
                                       cfg.test.ap_mode, progress=progress)
                 score = _selection_score(res)
-                log_file.write(json.dumps({"epoch": epoch + 1, "val": _strip(res)}) + "\n")
-                if score > best_score:
-                    best_score, val_results = score, res | {"epoch": epoch + 1}
-                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                log_file.write(json.dumps({"epoch": run["epoch"], "val": strip_curves(res)}) + "\n")
+                if score > run["best_score"]:
+                    run["best_score"], run["val_results"] = score, res | {"epoch": run["epoch"]}
+                    run["best_state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
             log_file.flush()
-    finally:
-        log_file.close()
+            every = cfg.train.checkpoint_every
+            if every > 0 and (run["epoch"] % every == 0) and not last_epoch:
+                run["seconds"] = time.perf_counter() - start
+                state = run | {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                               "scaler": scaler.state_dict(), "rng": rng_state(generator)}
+                save_checkpoint(out, run["epoch"], model, config_yaml, manager.num_train_pids, state,
+                                cfg.train.keep_last)
     seconds = time.perf_counter() - start
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    if run["best_state"] is not None:
+        model.load_state_dict(run["best_state"])
     save_weights(out / WEIGHTS_NAME, model, config_yaml, manager.num_train_pids, preset=cfg.model.preset)
-    save_state(out / STATE_NAME, {"epoch": cfg.train.epochs, "iteration": iteration,
+    save_state(out / STATE_NAME, {"epoch": run["epoch"], "iteration": run["iteration"],
                                   "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()})
     results = evaluate_splits(model, manager.eval_splits("test"), manager.loader, device, cfg.test.flip,
                               cfg.test.ap_mode, cfg.test.protocols, progress)
-    return TrainResult(cfg.model.preset, results, val_results, seconds, processed / max(seconds, 1e-9), out)
+    return TrainResult(cfg.model.preset, results, run["val_results"], seconds,
+                       run["processed"] / max(seconds, 1e-9), out)
 
 
-def _strip(results: Dict[str, dict]) -> Dict[str, dict]:
-    return {name: {k: v for k, v in m.items() if k != "cmc"} for name, m in results.items()}
+def _restore(out: Path, config_yaml: str, model, optimizer, scheduler, scaler, generator) -> dict:
+    """Load the newest checkpoint of ``out`` into the training objects; return the run counters."""
+    folder = latest_checkpoint(out)
+    if folder is None:
+        raise CCReIDError(f"--resume: no checkpoint in {out / 'checkpoints'} (train without --resume to start)")
+    saved_cfg = out / "config.yaml"
+    if saved_cfg.is_file() and saved_cfg.read_text() != config_yaml:
+        raise CCReIDError(f"--resume: the config differs from {saved_cfg}; resume with the same config and overrides")
+    weights, state = load_checkpoint(folder)
+    model.load_state_dict(weights)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    set_rng_state(state["rng"], generator)
+    return {k: state[k] for k in ("epoch", "iteration", "processed", "seconds", "best_score", "best_state",
+                                  "val_results")}
+
+
+def _truncate_log(path: Path, epoch: int) -> None:
+    """Keep only the log records of epochs up to ``epoch`` (all of them when starting anew)."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines() if epoch and json.loads(line)["epoch"] <= epoch]
+    write_text(path, "".join(line + "\n" for line in kept))
 
 
 def _train_step(batch, model, cre, objective, optimizer, scaler, manager, device, cfg, generator) -> dict:

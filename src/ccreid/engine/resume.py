@@ -1,0 +1,70 @@
+"""Resumable checkpoints: ``<out>/checkpoints/epoch-NNNN/{model.safetensors,state.pt}``.
+
+A checkpoint folder is written under a temporary name and renamed when complete, so a
+run killed at any moment leaves only whole checkpoints; the last ``keep_last`` are kept.
+RNG states (Python, NumPy, torch, the CRE generator) are saved with the optimizer and
+scheduler, so a resumed run continues exactly where the uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import numpy as np
+import torch
+
+from ccreid.engine.checkpoint import STATE_NAME, WEIGHTS_NAME, load_state, load_weights, save_state, save_weights
+
+CHECKPOINTS = "checkpoints"
+
+
+def rng_state(generator: torch.Generator) -> Dict[str, Any]:
+    """Every random state a training step draws from (tensors and plain values only)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(), "generator": generator.get_state(),
+             "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Dict[str, Any], generator: torch.Generator) -> None:
+    """Restore what :func:`rng_state` saved."""
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["generator"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(out: Path, epoch: int, model: torch.nn.Module, config_yaml: str, num_classes: int,
+                    state: Dict[str, Any], keep_last: int) -> Path:
+    """Write ``checkpoints/epoch-NNNN`` atomically and prune older ones."""
+    root = out / CHECKPOINTS
+    final = root / f"epoch-{epoch:04d}"
+    tmp = root / f".epoch-{epoch:04d}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_weights(tmp / WEIGHTS_NAME, model, config_yaml, num_classes, epoch=epoch)
+    save_state(tmp / STATE_NAME, state)
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    for old in sorted(root.glob("epoch-*"))[:-max(1, keep_last)]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(out: Path) -> Optional[Path]:
+    """The newest complete checkpoint folder of a run, if any."""
+    done = sorted(p for p in (out / CHECKPOINTS).glob("epoch-*") if (p / STATE_NAME).is_file())
+    return done[-1] if done else None
+
+
+def load_checkpoint(folder: Path) -> tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    """Weights and state of a checkpoint folder (nothing pickled is executed)."""
+    return load_weights(folder / WEIGHTS_NAME).state_dict, load_state(folder / STATE_NAME)
