@@ -1,6 +1,7 @@
 """One tiny train + test run through the CLI, on a tiny synthetic dataset."""
 
 import json
+import math
 
 import pytest
 
@@ -61,3 +62,16 @@ def test_bad_inputs_are_one_line_errors(trained, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "train.epochz" in err and "missing.safetensors" in err and "damaged" in err
     assert "Traceback" not in err
+
+
+def test_bf16_autocast_training_on_cpu(tmp_path):
+    out = tmp_path / "bf16"
+    args = ["train", "-c", "synthetic", "--out", str(out), "--quiet", f"data.root={tmp_path / 'synthetic'}",
+            "model.preset=ours", *TINY, "train.amp=bf16", "train.epochs=1"]
+    assert main(args) == 0
+    steps = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(s["loss"]) for s in steps)
+    fp16 = ["train", "-c", "synthetic", "--out", str(tmp_path / "fp16"), f"data.root={tmp_path / 'synthetic'}",
+            *TINY, "train.amp=fp16"]
+    assert main(fp16) == 2  # fp16 autocast is refused on CPU with a one-line message
+    assert not (tmp_path / "fp16").exists()

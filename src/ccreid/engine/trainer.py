@@ -74,11 +74,12 @@ def train(
     out = Path(out_dir)
     if not (resume or overwrite) and ((out / WEIGHTS_NAME).exists() or latest_checkpoint(out) is not None):
         raise CCReIDError(f"{out} already holds a training run; use --resume to continue it or choose another --out")
+    device = resolve_device(cfg.train.device)
+    autocast(device, cfg.train.amp)  # an amp mode the device lacks fails here, before any output
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
-    device = resolve_device(cfg.train.device)
     comps = components_of(cfg)
     manager = DataManager(cfg, need_parsing=comps.cre or comps.bsga)
     model = build_model_from_config(cfg.model, manager.num_train_pids).to(device)
