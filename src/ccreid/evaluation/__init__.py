@@ -1,5 +1,8 @@
-"""Ranking metrics: pure functions of features and labels (no models, no files)."""
+"""Ranking metrics, distances, re-ranking and search: pure functions of features and labels."""
 
-from ccreid.evaluation.ranking import evaluate, match_masks, pairwise_distance, rank_distmat
+from ccreid.evaluation.distance import pairwise_distance
+from ccreid.evaluation.ranking import AP_MODES, RULES, evaluate, evaluate_distmat
+from ccreid.evaluation.rerank import re_rank
+from ccreid.evaluation.search import build_index
 
-__all__ = ["evaluate", "match_masks", "pairwise_distance", "rank_distmat"]
+__all__ = ["AP_MODES", "RULES", "build_index", "evaluate", "evaluate_distmat", "pairwise_distance", "re_rank"]

@@ -1,0 +1,143 @@
+"""Feature files (``.npz``) and search indexes on disk, validated on load, written atomically.
+
+A features file holds ``qf``, ``gf`` (float, ``N x D``), ``q_pids``, ``g_pids``,
+``q_camids``, ``g_camids`` and optionally ``q_clothes``, ``g_clothes`` (integers, one per
+row), plus any extra arrays (e.g. image paths). An index is saved as ``PATH`` (a FAISS
+index, or the normalised features of the torch fallback as ``.npy``) and ``PATH.json``
+(backend, kind, size and the caller's metadata such as image paths and ids).
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+
+from ccreid.engine.runtime import atomic_path, write_json
+from ccreid.errors import CCReIDError
+from ccreid.evaluation.search import FaissIndex, TorchIndex, import_faiss
+
+FEATURE_KEYS = ("qf", "gf")
+LABEL_KEYS = ("q_pids", "g_pids", "q_camids", "g_camids")
+CLOTHES_KEYS = ("q_clothes", "g_clothes")
+#: Rows checked for NaN/inf at once (bounds the temporary mask).
+_CHECK_ROWS = 65536
+
+
+def _read_npz(path: Path) -> Dict[str, np.ndarray]:
+    if not path.is_file():
+        raise CCReIDError(f"features file {path} not found (write one with `ccreid extract`)")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {key: npz[key] for key in npz.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise CCReIDError(f"features file {path} is not a readable .npz without pickled objects ({err})")
+
+
+def _check_features(path: Path, key: str, x: np.ndarray) -> None:
+    if x.ndim != 2 or not np.issubdtype(x.dtype, np.floating):
+        raise CCReIDError(f"{path}: key {key!r} must be a 2-D float array (N x D), got {x.dtype} {x.shape}")
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise CCReIDError(f"{path}: key {key!r} is empty (shape {x.shape})")
+    for start in range(0, len(x), _CHECK_ROWS):
+        bad = ~np.isfinite(x[start:start + _CHECK_ROWS]).all(axis=1)
+        if bad.any():
+            raise CCReIDError(f"{path}: key {key!r} has NaN or inf values (first in row {start + int(bad.argmax())})")
+
+
+def load_features(path: str | Path, require_clothes: bool = False) -> Dict[str, np.ndarray]:
+    """Every array of the ``.npz`` at ``path``, after validation.
+
+    ``require_clothes``: the clothes ids are needed (``sc``/``cc`` rules). Any problem
+    raises :class:`CCReIDError` naming the file and the key.
+    """
+    path = Path(path)
+    arrays = _read_npz(path)
+    needed = FEATURE_KEYS + LABEL_KEYS + (CLOTHES_KEYS if require_clothes else ())
+    for key in needed:
+        if key not in arrays:
+            raise CCReIDError(f"{path}: missing key {key!r} (a features file needs {', '.join(needed)})")
+    present = [key for key in CLOTHES_KEYS if key in arrays]
+    if len(present) == 1:
+        other = CLOTHES_KEYS[1 - CLOTHES_KEYS.index(present[0])]
+        raise CCReIDError(f"{path}: key {present[0]!r} is present but {other!r} is missing")
+    for key in FEATURE_KEYS:
+        _check_features(path, key, arrays[key])
+    if arrays["qf"].shape[1] != arrays["gf"].shape[1]:
+        raise CCReIDError(f"{path}: key 'gf' has dimension {arrays['gf'].shape[1]} "
+                          f"but 'qf' has {arrays['qf'].shape[1]}")
+    for key in LABEL_KEYS + tuple(present):
+        labels, rows = arrays[key], len(arrays["qf" if key.startswith("q_") else "gf"])
+        if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+            raise CCReIDError(f"{path}: key {key!r} must be a 1-D integer array, got {labels.dtype} {labels.shape}")
+        if len(labels) != rows:
+            raise CCReIDError(f"{path}: key {key!r} has {len(labels)} entries but "
+                              f"{'qf' if key.startswith('q_') else 'gf'} has {rows} rows")
+    return arrays
+
+
+def save_features(path: str | Path, **arrays) -> Path:
+    """Write ``arrays`` to ``path`` as an uncompressed ``.npz``, atomically."""
+    path = Path(path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **{key: np.asarray(value) for key, value in arrays.items()})
+    return path
+
+
+def _metadata_path(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
+
+
+def save_index(index: FaissIndex | TorchIndex, path: str | Path, metadata: Optional[dict] = None) -> Path:
+    """Write ``index`` to ``path`` and ``path.json`` (index facts + ``metadata``).
+
+    List-like metadata values (image paths, person ids) must have one entry per indexed item.
+    """
+    path = Path(path)
+    items = {key: np.asarray(value).tolist() if isinstance(value, np.ndarray) else value
+             for key, value in (metadata or {}).items()}
+    for key, value in items.items():
+        if isinstance(value, (list, tuple)) and len(value) != index.ntotal:
+            raise CCReIDError(f"index metadata {key!r} has {len(value)} entries but the index holds {index.ntotal}")
+    backend = "torch" if isinstance(index, TorchIndex) else "faiss"
+    with atomic_path(path) as tmp:
+        if backend == "torch":
+            with open(tmp, "wb") as handle:
+                np.save(handle, index.features.numpy())
+        else:
+            import_faiss().write_index(index.index, str(tmp))
+    write_json(_metadata_path(path), {"backend": backend, "kind": index.kind, "dim": index.dim,
+                                      "ntotal": index.ntotal, "metadata": items})
+    return path
+
+
+def load_index(path: str | Path) -> Tuple[FaissIndex | TorchIndex, dict]:
+    """The index saved at ``path`` and its metadata (what was passed to :func:`save_index`)."""
+    path, meta_path = Path(path), _metadata_path(Path(path))
+    for p in (path, meta_path):
+        if not p.is_file():
+            raise CCReIDError(f"index file {p} not found (build one with `ccreid index`)")
+    try:
+        info = json.loads(meta_path.read_text())
+        backend, kind, ntotal = info["backend"], info["kind"], int(info["ntotal"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise CCReIDError(f"index metadata {meta_path} is not valid ({err}); rebuild the index")
+    if backend == "torch":
+        try:
+            index = TorchIndex(np.load(path, allow_pickle=False))
+        except (OSError, ValueError) as err:
+            raise CCReIDError(f"index file {path} is not readable ({err}); rebuild the index")
+    else:
+        faiss = import_faiss()
+        if faiss is None:
+            raise CCReIDError(f"index file {path} is a FAISS index: install faiss-cpu (pip install faiss-cpu)")
+        try:
+            index = FaissIndex(faiss.read_index(str(path)), kind)
+        except RuntimeError as err:
+            raise CCReIDError(f"index file {path} is not a readable FAISS index ({str(err).splitlines()[0]})")
+    if index.ntotal != ntotal:
+        raise CCReIDError(f"index file {path} holds {index.ntotal} items but {meta_path} says {ntotal}; rebuild it")
+    return index, info.get("metadata", {})
