@@ -1,1 +1,8 @@
 __version__ = "0.1.0"
+
+
+def load(weights, device: str = "auto", flip=None, batch_size=None):
+    """A trained checkpoint as an :class:`ccreid.deploy.Embedder`: ``ccreid.load(w).embed(images)``."""
+    from ccreid.deploy import load as load_embedder
+
+    return load_embedder(weights, device=device, flip=flip, batch_size=batch_size)

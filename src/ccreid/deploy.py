@@ -1,0 +1,178 @@
+"""Deployment: embed images with a trained checkpoint, export it to ONNX.
+
+::
+
+    import ccreid
+    embedder = ccreid.load("outputs/run/model.safetensors")
+    features = embedder.embed(["a.jpg", "b.jpg"])  # [2, D], L2-normalised, CPU float32
+
+Images may be file paths, PIL images or ``uint8`` tensors (``[3,H,W]`` or ``[B,3,H,W]``);
+they get the checkpoint's test transform (resize to ``data.height x data.width``,
+ImageNet normalisation). :func:`export_onnx` writes the same network (input ``images``
+``[batch,3,H,W]`` normalised floats, output ``features`` ``[batch,D]``) with a dynamic
+batch dimension; preprocessing facts are stored as ONNX metadata.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from torchvision.transforms.v2.functional import pil_to_tensor
+
+from ccreid.config import Config
+from ccreid.data.dataset import read_image
+from ccreid.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_test_transform
+from ccreid.engine.runtime import atomic_path, resolve_device
+from ccreid.engine.tester import load_checkpoint_config
+from ccreid.errors import CCReIDError
+from ccreid.models import ReIDModel, build_model_from_config
+
+ImageInput = Union[str, Path, Image.Image, torch.Tensor]
+#: The lowest opset of torch's ``torch.export``-based exporter; ONNX Runtime >= 1.14 runs it.
+DEFAULT_OPSET = 18
+
+
+def load_model(weights: Union[str, Path], device: Union[str, torch.device] = "cpu",
+               overrides: Sequence[str] = ()) -> Tuple[ReIDModel, Config]:
+    """The checkpoint's model (eval mode, on ``device``) and its config (+ ``overrides``)."""
+    cfg, loaded = load_checkpoint_config(weights, None, overrides)
+    cfg.model.pretrained = "none"  # the checkpoint provides every weight
+    model = build_model_from_config(cfg.model, loaded.num_classes)
+    model.feature = cfg.test.feature
+    try:
+        model.load_state_dict(loaded.state_dict)
+    except RuntimeError as err:
+        lines = str(err).splitlines()
+        detail = lines[1].strip() if len(lines) > 1 else lines[0]
+        raise CCReIDError(f"weights file {weights} does not match its config model.backbone={cfg.model.backbone} "
+                          f"({detail})")
+    return model.to(device).eval(), cfg
+
+
+def as_uint8_images(images: Union[ImageInput, Sequence[ImageInput]]) -> list[torch.Tensor]:
+    """Paths, PIL images and ``uint8`` tensors as a list of ``uint8 [3,H,W]`` RGB tensors."""
+    if isinstance(images, (str, Path, Image.Image)) or (torch.is_tensor(images) and images.dim() == 3):
+        images = [images]
+    out: list[torch.Tensor] = []
+    for item in images:
+        if isinstance(item, (str, Path)):
+            out.append(read_image(str(item)))
+        elif isinstance(item, Image.Image):
+            out.append(pil_to_tensor(item.convert("RGB")))
+        elif torch.is_tensor(item) and item.dtype == torch.uint8 and item.dim() in (3, 4) and item.shape[-3] == 3:
+            out.extend([item.cpu()] if item.dim() == 3 else item.cpu().unbind(0))
+        else:
+            kind = f"{item.dtype} tensor {tuple(item.shape)}" if torch.is_tensor(item) else type(item).__name__
+            raise CCReIDError(f"images: cannot embed a {kind}; pass file paths, PIL images or uint8 [3,H,W] / "
+                              f"[B,3,H,W] RGB tensors")
+    return out
+
+
+class Embedder:
+    """Test transform + model forward (+ flip average) + L2 normalisation."""
+
+    def __init__(self, model: ReIDModel, height: int, width: int, flip: bool = True,
+                 device: Union[str, torch.device] = "cpu", batch_size: int = 64) -> None:
+        self.model = model.to(device).eval()
+        self.device = torch.device(device)
+        self.height, self.width = height, width
+        self.flip = flip
+        self.batch_size = batch_size
+        self.transform = build_test_transform(height, width)
+
+    @classmethod
+    def from_weights(cls, weights: Union[str, Path], device: str = "auto", flip: Optional[bool] = None,
+                     batch_size: Optional[int] = None, overrides: Sequence[str] = ()) -> "Embedder":
+        """An embedder for a ``model.safetensors`` checkpoint (flip and batch size from its config)."""
+        resolved = resolve_device(device)
+        model, cfg = load_model(weights, resolved, overrides)
+        return cls(model, cfg.data.height, cfg.data.width, cfg.test.flip if flip is None else flip,
+                   resolved, batch_size or cfg.test.batch_size)
+
+    @property
+    def dim(self) -> int:
+        return self.model.out_dim
+
+    def preprocess(self, images: Union[ImageInput, Sequence[ImageInput]]) -> torch.Tensor:
+        """Normalised ``float32 [B,3,H,W]`` model input (on CPU)."""
+        tensors = as_uint8_images(images)
+        if not tensors:
+            return torch.empty(0, 3, self.height, self.width)
+        return torch.stack([self.transform(t, None)[0] for t in tensors])
+
+    @torch.no_grad()
+    def forward_batch(self, batch: torch.Tensor) -> torch.Tensor:
+        """L2-normalised features of a preprocessed batch (flip-averaged when ``flip``)."""
+        batch = batch.to(self.device, non_blocking=True)
+        feats = self.model(batch).float()
+        if self.flip:
+            feats = (feats + self.model(torch.flip(batch, dims=[3])).float()) / 2
+        return F.normalize(feats, dim=1)
+
+    def embed(self, images: Union[ImageInput, Sequence[ImageInput]]) -> torch.Tensor:
+        """``float32 [B,D]`` L2-normalised features on CPU, in input order."""
+        items = [images] if isinstance(images, (str, Path, Image.Image)) else images
+        if torch.is_tensor(items):
+            items = [items] if items.dim() == 3 else list(items.unbind(0))
+        chunks = [self.forward_batch(self.preprocess(items[i:i + self.batch_size])).cpu()
+                  for i in range(0, len(items), self.batch_size)]
+        return torch.cat(chunks) if chunks else torch.empty(0, self.dim)
+
+
+def load(weights: Union[str, Path], device: str = "auto", flip: Optional[bool] = None,
+         batch_size: Optional[int] = None) -> Embedder:
+    """``ccreid.load(weights).embed(images)``: see :class:`Embedder`."""
+    return Embedder.from_weights(weights, device, flip, batch_size)
+
+
+class _Normalized(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.model(images), dim=1)
+
+
+def export_onnx(weights: Union[str, Path], out: Union[str, Path], opset: int = DEFAULT_OPSET,
+                normalize: bool = True) -> list[Path]:
+    """Write ``out`` (one ``.onnx`` file): ``images [batch,3,H,W] -> features [batch,D]``.
+
+    ``normalize`` appends the L2 normalisation (features then match ``embed`` without
+    flip). Opsets >= 18 use torch's ``torch.export`` exporter; older ones (down to 13)
+    the legacy TorchScript exporter, as long as the installed torch still ships it.
+    """
+    try:
+        import onnx
+    except ImportError:
+        raise CCReIDError("ONNX export needs the optional packages onnx and onnxscript: pip install 'ccreid[export]'")
+    if opset < 13:
+        raise CCReIDError(f"option --opset: {opset} is too old (use 13 or newer; default {DEFAULT_OPSET})")
+    model, cfg = load_model(weights, "cpu")
+    net = _Normalized(model) if normalize else model
+    example = torch.zeros(2, 3, cfg.data.height, cfg.data.width)
+    names = {"input_names": ["images"], "output_names": ["features"], "opset_version": opset}
+    out = Path(out)
+    with atomic_path(out) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporters warn about their own internals
+        try:
+            if opset >= 18:
+                torch.onnx.export(net, (example,), str(tmp), dynamo=True, external_data=False, verbose=False,
+                                  dynamic_shapes={"images": {0: torch.export.Dim("batch")}}, **names)
+            else:
+                torch.onnx.export(net, (example,), str(tmp), dynamo=False,
+                                  dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}}, **names)
+        except ImportError as err:
+            raise CCReIDError(f"ONNX export needs {err.name or 'onnxscript'}: pip install 'ccreid[export]'")
+        proto = onnx.load(str(tmp))
+        meta = {"ccreid.height": cfg.data.height, "ccreid.width": cfg.data.width, "ccreid.mean": list(IMAGENET_MEAN),
+                "ccreid.std": list(IMAGENET_STD), "ccreid.normalized": normalize, "ccreid.preset": cfg.model.preset}
+        onnx.helper.set_model_props(proto, {k: str(v) for k, v in meta.items()})
+        onnx.save(proto, str(tmp))
+    return [out]
