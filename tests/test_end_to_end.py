@@ -1,5 +1,6 @@
 """One tiny train + test run through the CLI, on a tiny synthetic dataset."""
 
+import importlib.util
 import json
 import math
 
@@ -7,6 +8,7 @@ import pytest
 
 from ccreid.cli import main
 
+HAVE_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 TINY = [
     "data.synthetic.ids=20", "data.synthetic.outfits=2", "data.synthetic.images_per_outfit=3",
     "data.synthetic.height=64", "data.synthetic.width=32", "data.height=64", "data.width=32",
@@ -30,6 +32,7 @@ def test_train_writes_outputs_and_results(trained):
     _, out = trained
     for name in ("config.yaml", "metrics.jsonl", "model.safetensors", "state.pt", "results.json", "results.md"):
         assert (out / name).is_file(), name
+    assert (out / "report.html").is_file() == HAVE_MATPLOTLIB
     results = json.loads((out / "results.json").read_text())
     protocols = results["presets"]["ours"]
     assert set(protocols) == {"general", "sc", "cc"}
@@ -46,6 +49,7 @@ def test_test_command_reproduces_training_evaluation(trained):
     base, out = trained
     test_out = base / "test"
     assert main(["test", "--weights", str(out / "model.safetensors"), "--out", str(test_out), "--quiet"]) == 0
+    assert (test_out / "report.html").is_file() == HAVE_MATPLOTLIB
     trained_res = json.loads((out / "results.json").read_text())["presets"]["ours"]
     tested_res = json.loads((test_out / "results.json").read_text())["presets"]["ours"]
     for name, metrics in trained_res.items():

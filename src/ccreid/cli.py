@@ -57,6 +57,24 @@ def print_results(presets: Dict[str, Dict[str, dict]], title: str) -> None:
     console.print(table)
 
 
+def _write_report(args: argparse.Namespace, run_dir: str) -> None:
+    """``report.html`` in ``run_dir`` unless ``--no-report``; a failure is reported, never fatal."""
+    if getattr(args, "no_report", False):
+        return
+    try:
+        from ccreid.viz.report import write_report
+    except ImportError as err:
+        err_console.print(f"[yellow]report.html skipped:[/yellow] {err.name} is not installed "
+                          "(pip install 'ccreid[viz]')")
+        return
+    try:
+        written = write_report(run_dir, progress=_progress(args))
+    except CCReIDError as err:
+        err_console.print(f"[yellow]report.html skipped:[/yellow] {escape(one_line(err))}", highlight=False)
+        return
+    console.print(f"report: {written[0]}")
+
+
 def _log_line(record: dict) -> None:
     terms = " ".join(f"{k}={v:.3f}" for k, v in record.items()
                      if isinstance(v, float) and k not in ("lr", "images_per_s"))
@@ -90,6 +108,7 @@ def cmd_train(args: argparse.Namespace) -> None:
                   machine=machine_info(resolve_device(cfg.train.device)))
     print_results(presets, f"{result.preset} on {cfg.data.name}")
     console.print(f"outputs in {args.out} (model.safetensors, metrics.jsonl, results.json, results.md)")
+    _write_report(args, args.out)
 
 
 def cmd_test(args: argparse.Namespace) -> None:
@@ -98,6 +117,7 @@ def cmd_test(args: argparse.Namespace) -> None:
     presets = test_checkpoint(args.weights, args.out, args.config, args.overrides, progress=_progress(args))
     print_results(presets, f"evaluation of {args.weights}")
     console.print(f"results in {args.out}/results.json")
+    _write_report(args, args.out)
 
 
 def _run_experiment(args: argparse.Namespace, presets: Sequence[str], seeds: Sequence[int],
@@ -112,6 +132,7 @@ def _run_experiment(args: argparse.Namespace, presets: Sequence[str], seeds: Seq
     print_results(summary["presets"], title)
     console.print(f"wrote {args.out}/results.json and {args.out}/results.md "
                   f"({summary['timings']['total_s']:.0f} s)")
+    _write_report(args, args.out)
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -124,6 +145,114 @@ def cmd_ablation(args: argparse.Namespace) -> None:
     seeds = list(range(args.seeds))
     _run_experiment(args, args.presets, seeds, args.overrides,
                     f"ablation on {args.config} ({args.seeds} seeds, mean ± std)", args.jobs)
+
+
+def print_metrics(metrics: dict, title: str) -> None:
+    """One row of ranking metrics (percent) with the query counts."""
+    table = Table(title=title)
+    for col in ("top-1", "top-5", "top-10", "mAP", "queries", "without match"):
+        table.add_column(col, justify="right")
+    table.add_row(*(f"{metrics[k]:.2f}" for k in ("rank1", "rank5", "rank10", "mAP")),
+                  str(metrics["queries"]), str(metrics["queries_without_match"]))
+    console.print(table)
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    import json
+
+    from ccreid.engine.feature_eval import evaluate_feature_file
+
+    metrics = evaluate_feature_file(args.features, args.protocol, args.metric, args.ap_mode, args.rerank, args.chunk)
+    if args.json:
+        print(json.dumps(metrics))
+        return
+    rerank = ", re-ranked" if args.rerank else ""
+    print_metrics(metrics, f"{args.features}: {args.protocol} protocol, {args.metric}, AP {args.ap_mode}{rerank}")
+
+
+def cmd_extract(args: argparse.Namespace) -> None:
+    from ccreid.engine.extraction import extract_to_file
+
+    counts = extract_to_file(args.weights, args.out, args.images, args.protocol, args.overrides,
+                             flip=False if args.no_flip else None, batch_size=args.batch_size, workers=args.workers,
+                             device=args.device, progress=_progress(args))
+    console.print(f"wrote {args.out}: {counts['query']} query and {counts['gallery']} gallery features")
+
+
+def cmd_index(args: argparse.Namespace) -> None:
+    from ccreid.engine.retrieval import index_features
+
+    index = index_features(args.features, args.out, args.kind, args.nlist, args.m, args.nprobe)
+    if index.is_fallback:
+        err_console.print(f"[yellow]note:[/yellow] {index.note}")
+    console.print(f"wrote {args.out} and {args.out}.json: {index.kind} index of {index.ntotal} x {index.dim} features")
+
+
+def cmd_search(args: argparse.Namespace) -> None:
+    import json
+
+    from ccreid.engine.retrieval import query_features, search_index
+
+    queries, names = query_features(args.features, args.images, args.weights, args.device)
+    found = search_index(args.index, queries, names, args.k)
+    if found["note"]:
+        err_console.print(f"[yellow]note:[/yellow] {found['note']}")
+    print(json.dumps(found, indent=None if args.compact else 2))
+
+
+def _device(args: argparse.Namespace):
+    from ccreid.engine.runtime import resolve_device
+
+    return resolve_device(args.device)
+
+
+def _print_written(paths: Sequence[Path]) -> None:
+    for path in paths:
+        console.print(f"wrote {path}")
+
+
+def cmd_viz_actmap(args: argparse.Namespace) -> None:
+    from ccreid.viz.heatmaps import viz_actmap
+
+    _print_written(viz_actmap(args.weights, args.out, args.images, args.labels, args.num_images, args.seed,
+                              _device(args)))
+
+
+def cmd_viz_attention(args: argparse.Namespace) -> None:
+    from ccreid.viz.heatmaps import viz_attention
+
+    _print_written(viz_attention(args.weights, args.out, args.images, args.parsing, args.num_images, args.seed,
+                                 _device(args)))
+
+
+def cmd_viz_ranks(args: argparse.Namespace) -> None:
+    from ccreid.viz.ranks import viz_ranks
+
+    _print_written(viz_ranks(args.weights, args.out, args.protocol, args.num_queries, args.k, args.seed,
+                             _device(args), args.queries, _progress(args)))
+
+
+def cmd_viz_curves(args: argparse.Namespace) -> None:
+    from ccreid.viz.plots import plot_training
+
+    labels = args.labels or [Path(run).name for run in args.runs]
+    if len(labels) != len(args.runs):
+        raise CCReIDError(f"option --labels: {len(labels)} labels for {len(args.runs)} runs")
+    logs = {label: Path(run) / "metrics.jsonl" for label, run in zip(labels, args.runs)}
+    _print_written([plot_training(logs, Path(args.out) / "training.png")])
+
+
+def cmd_export_onnx(args: argparse.Namespace) -> None:
+    from ccreid.deploy import export_onnx
+
+    _print_written(export_onnx(args.weights, args.out, args.opset, normalize=not args.no_normalize))
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from ccreid.viz.report import write_report
+
+    written = write_report(args.run, samples=not args.no_samples, device=args.device, progress=_progress(args))
+    console.print(f"wrote {written[0]} ({len(written) - 1} pictures)")
 
 
 def one_line(err: CCReIDError) -> str:
@@ -181,32 +310,133 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images-per-outfit", type=int, default=6)
     p.add_argument("--size", default="128x64", help="image size HxW")
 
-    p = add("train", "train a model and evaluate it on the dataset's protocols", cmd_train)
+    train_p = p = add("train", "train a model and evaluate it on the dataset's protocols", cmd_train)
     p.add_argument("-c", "--config", required=True, help="YAML config file or packaged config name")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. train.epochs=3")
 
-    p = add("test", "evaluate a trained checkpoint", cmd_test)
+    test_p = p = add("test", "evaluate a trained checkpoint", cmd_test)
     p.add_argument("--weights", required=True, help="model.safetensors of a training run (or its folder)")
     p.add_argument("-c", "--config", default=None, help="config file (default: the one saved in the weights)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. data.root=/data/prcc")
 
-    p = add("demo", "the main job: train baseline and ours on the synthetic benchmark", cmd_demo)
+    demo_p = p = add("demo", "the main job: train baseline and ours on the synthetic benchmark", cmd_demo)
     p.add_argument("--quick", action="store_true", help="sub-minute smoke run")
     p.add_argument("--all", action="store_true", help="all six ablation presets")
     p.add_argument("--out", default="outputs/demo", help="output folder (default: outputs/demo)")
     p.add_argument("-c", "--config", default="synthetic", help=argparse.SUPPRESS)
     p.add_argument("overrides", nargs="*", help="dotted config overrides")
 
-    p = add("ablation", "train the ablation presets over several seeds; paper-style table", cmd_ablation)
+    ablation_p = p = add("ablation", "train the ablation presets over several seeds; paper-style table", cmd_ablation)
     p.add_argument("-c", "--config", default="synthetic", help="YAML config file or packaged config name")
     p.add_argument("--presets", nargs="+", default=list(ABLATION_PRESETS), metavar="PRESET")
     p.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1)")
     p.add_argument("--out", default="outputs/ablation", help="output folder")
     p.add_argument("--jobs", type=int, default=1, help="runs trained at once (CPU threads shared out)")
     p.add_argument("overrides", nargs="*", help="dotted config overrides")
+
+    for p in (train_p, test_p, demo_p, ablation_p):
+        p.add_argument("--no-report", action="store_true", help="do not write report.html")
+
+    p = add("eval", "metrics of stored features (.npz from ccreid extract)", cmd_eval)
+    p.add_argument("--features", required=True, help=".npz with qf, gf, q_pids, g_pids, q_camids, g_camids "
+                   "(+ q_clothes, g_clothes for sc/cc)")
+    p.add_argument("--protocol", choices=("general", "cc", "sc"), default="general")
+    p.add_argument("--metric", choices=("cosine", "euclidean"), default="cosine")
+    p.add_argument("--ap-mode", choices=("noninterp", "market1501"), default="noninterp",
+                   help="noninterp: papers/Simple-CCReID/torchreid; market1501: official trapezoidal script")
+    p.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3)")
+    p.add_argument("--chunk", type=float, default=512, metavar="MB", help="working-memory budget of the streaming "
+                   "evaluation in MiB (default 512)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = add("extract", "extract L2-normalised features of images with a checkpoint into an .npz", cmd_extract)
+    p.add_argument("--weights", required=True, help="model.safetensors of a training run")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--images", help="folder of images, or CSV with path[,pid,camid,clothes_id,split]")
+    source.add_argument("--protocol", help="a test protocol (general, sc, cc) of the checkpoint's dataset")
+    p.add_argument("--out", required=True, help="output .npz")
+    p.add_argument("--no-flip", action="store_true", help="no flip averaging")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--workers", type=int, default=0, help="decoding worker processes")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. data.root=/data/prcc")
+
+    p = add("index", "build a search index of the gallery features of an .npz", cmd_index)
+    p.add_argument("--features", required=True, help=".npz from ccreid extract (its gf rows are indexed)")
+    p.add_argument("--out", required=True, help="index file (metadata goes to OUT.json)")
+    p.add_argument("--kind", choices=("exact", "ivf", "ivfpq"), default="exact",
+                   help="exact inner product, or FAISS IVF / IVF-PQ for large galleries")
+    p.add_argument("--nlist", type=int, default=None, help="IVF cells (default sqrt(gallery))")
+    p.add_argument("--m", type=int, default=None, help="PQ sub-quantisers (default dim/8)")
+    p.add_argument("--nprobe", type=int, default=None, help="IVF cells visited per query (default 32)")
+
+    p = add("search", "top-k gallery matches of query images or features, as JSON", cmd_search)
+    p.add_argument("--index", required=True, help="index file from ccreid index")
+    queries = p.add_mutually_exclusive_group(required=True)
+    queries.add_argument("--features", help=".npz whose qf (else gf) rows are the queries")
+    queries.add_argument("--images", nargs="+", default=(), help="query image files (needs --weights)")
+    p.add_argument("--weights", help="checkpoint that embeds --images")
+    p.add_argument("-k", type=int, default=10, help="matches per query")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--compact", action="store_true", help="JSON on one line")
+
+    viz = sub.add_parser("viz", help="pictures: activation / attention maps, ranked lists, training curves",
+                         description="pictures: activation / attention maps, ranked lists, training curves")
+    viz_sub = viz.add_subparsers(dest="viz_command", required=True, metavar="COMMAND")
+
+    def add_viz(name: str, help_text: str, func: Callable[[argparse.Namespace], None]) -> argparse.ArgumentParser:
+        p = viz_sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--out", required=True, help="output folder")
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+        p.set_defaults(func=func)
+        return p
+
+    def add_samples(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--images", nargs="+", default=None, help="image files (default: random test queries)")
+        p.add_argument("--num-images", type=int, default=6)
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--device", default="auto")
+
+    p = add_viz("actmap", "activation maps, one column per checkpoint (the poster's motivation figure)",
+                cmd_viz_actmap)
+    p.add_argument("--weights", nargs="+", required=True, help="one or more model.safetensors")
+    p.add_argument("--labels", nargs="+", default=None, help="column titles (default: each preset)")
+    add_samples(p)
+    p = add_viz("attention", "BSGA attention maps next to the body-shape mask", cmd_viz_attention)
+    p.add_argument("--weights", required=True, help="model.safetensors of a BSGA model")
+    p.add_argument("--parsing", nargs="+", default=None, help="parsing maps of --images (same order)")
+    add_samples(p)
+    p = add_viz("ranks", "queries and their top-k gallery images (green/red = right/wrong identity)",
+                cmd_viz_ranks)
+    p.add_argument("--weights", required=True, help="model.safetensors")
+    p.add_argument("--protocol", default=None, help="general, sc or cc (default: every test protocol)")
+    p.add_argument("--num-queries", type=int, default=8)
+    p.add_argument("--queries", nargs="+", default=None, help="query image paths (default: random)")
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p = add_viz("curves", "training curves (losses, lr, validation top-1) of one or more runs", cmd_viz_curves)
+    p.add_argument("--runs", nargs="+", required=True, help="training output folders (with metrics.jsonl)")
+    p.add_argument("--labels", nargs="+", default=None, help="legend labels (default: folder names)")
+
+    export = sub.add_parser("export", help="export a checkpoint for deployment", description="export a checkpoint")
+    export_sub = export.add_subparsers(dest="export_command", required=True, metavar="FORMAT")
+    p = export_sub.add_parser("onnx", help="ONNX model: images [batch,3,H,W] -> features [batch,D]",
+                              description="ONNX model: images [batch,3,H,W] -> features [batch,D] (dynamic batch)")
+    p.add_argument("--weights", required=True, help="model.safetensors")
+    p.add_argument("--out", required=True, help="output .onnx")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18; 13-17 use the legacy exporter)")
+    p.add_argument("--no-normalize", action="store_true", help="leave out the final L2 normalisation")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_export_onnx)
+
+    p = add("report", "(re)write report.html of a train/test/demo/ablation output folder", cmd_report)
+    p.add_argument("run", help="output folder holding results.json")
+    p.add_argument("--no-samples", action="store_true", help="tables and curves only (no model needed)")
+    p.add_argument("--device", default="auto")
 
     data = sub.add_parser("data", help="dataset tools", description="dataset tools")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")

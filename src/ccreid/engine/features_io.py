@@ -79,6 +79,33 @@ def load_features(path: str | Path, require_clothes: bool = False) -> Dict[str, 
     return arrays
 
 
+def load_side(path: str | Path, *sides: str) -> Dict[str, np.ndarray]:
+    """The arrays of the first of ``sides`` (``"q"``, ``"g"``) the features file holds,
+    keys without the prefix.
+
+    ``f`` (the features) is validated; ``paths``, ``pids``, ``camids`` and ``clothes``
+    come along when present, one per row.
+    """
+    path = Path(path)
+    arrays = _read_npz(path)
+    side = next((s for s in sides if f"{s}f" in arrays), None)
+    if side is None:
+        raise CCReIDError(f"{path}: missing key {' or '.join(repr(s + 'f') for s in sides)} "
+                          "(write the file with `ccreid extract`)")
+    key = f"{side}f"
+    _check_features(path, key, arrays[key])
+    out = {"f": arrays[key]}
+    for name in ("paths", "pids", "camids", "clothes"):
+        full = f"{side}_{name}"
+        values = arrays.get(full)
+        if values is not None:
+            if values.shape != (len(arrays[key]),):
+                raise CCReIDError(f"{path}: key {full!r} has shape {values.shape}, "
+                                  f"expected one entry per row of {key!r} ({len(arrays[key])})")
+            out[name] = values
+    return out
+
+
 def save_features(path: str | Path, **arrays) -> Path:
     """Write ``arrays`` to ``path`` as an uncompressed ``.npz``, atomically."""
     path = Path(path)

@@ -2,7 +2,7 @@
 
 from ccreid.evaluation.distance import pairwise_distance
 from ccreid.evaluation.ranking import AP_MODES, RULES, evaluate, evaluate_distmat
-from ccreid.evaluation.rerank import re_rank
+from ccreid.evaluation.rerank import re_rank, rerank_features
 from ccreid.evaluation.search import build_index
 
-__all__ = ["AP_MODES", "RULES", "build_index", "evaluate", "evaluate_distmat", "pairwise_distance", "re_rank"]
+__all__ = ["AP_MODES", "RULES", "build_index", "evaluate", "evaluate_distmat", "pairwise_distance", "re_rank", "rerank_features"]

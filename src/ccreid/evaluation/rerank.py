@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from ccreid.errors import CCReIDError
-from ccreid.evaluation.distance import as_tensor
+from ccreid.evaluation.distance import as_tensor, pairwise_distance
 
 #: Rows handled at once when sorting and in query expansion; pairs summed at once for Jaccard.
 _ROWS = 256
@@ -100,3 +100,10 @@ def re_rank(q_g_dist, q_q_dist, g_g_dist, k1: int = 20, k2: int = 6, lambda_valu
         v = torch.cat([v[rank[r:r + _ROWS, :k2]].mean(1) for r in range(0, len(v), _ROWS)])
     final = _jaccard(v, num_q).mul_(1 - lambda_value).add_(original[:num_q], alpha=lambda_value)
     return final[:, num_q:].contiguous()
+
+
+def rerank_features(qf, gf, metric: str = "cosine", k1: int = 20, k2: int = 6,
+                    lambda_value: float = 0.3) -> torch.Tensor:
+    """:func:`re_rank` of the query-gallery, query-query and gallery-gallery distances of features."""
+    return re_rank(pairwise_distance(qf, gf, metric), pairwise_distance(qf, qf, metric),
+                   pairwise_distance(gf, gf, metric), k1, k2, lambda_value)

@@ -1,0 +1,154 @@
+"""Batched feature extraction to a features file (``ccreid extract``).
+
+Sources:
+
+- a folder: every image below it (``.jpg``, ``.jpeg``, ``.png``, ``.bmp``), sorted by
+  path; no labels, so every image is a gallery row;
+- a CSV with a ``path`` column (relative to the CSV's folder) and optionally ``pid``,
+  ``camid``, ``clothes_id`` and ``split``: rows with ``split=query`` become query rows,
+  ``gallery`` (or no split column) gallery rows, other splits are left out;
+- a protocol of the checkpoint's dataset (``protocol="cc"`` ...): its query and gallery
+  with every label, so ``ccreid eval`` on the file reproduces ``ccreid test``.
+
+Features are L2-normalised (flip-averaged unless ``flip=False``), float32.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ccreid.data.dataset import ReIDImageDataset
+from ccreid.data.manager import DataManager
+from ccreid.data.records import ImageRecord
+from ccreid.data.transforms import build_test_transform
+from ccreid.deploy import load_model
+from ccreid.engine.evaluator import extract_features
+from ccreid.engine.features_io import save_features
+from ccreid.engine.runtime import resolve_device
+from ccreid.errors import CCReIDError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+LABEL_COLUMNS = {"pid": "pids", "camid": "camids", "clothes_id": "clothes"}
+UNKNOWN = -1
+
+
+@dataclass
+class ImageTable:
+    """Image paths per side (``q``/``g``) and the label columns the source knows."""
+
+    paths: Dict[str, List[str]] = field(default_factory=lambda: {"q": [], "g": []})
+    labels: Dict[str, Dict[str, List[int]]] = field(default_factory=lambda: {"q": {}, "g": {}})
+
+    def records(self, side: str) -> List[ImageRecord]:
+        """Records of one side; unknown labels are ``-1``."""
+        paths, cols = self.paths[side], self.labels[side]
+        pids, camids, clothes = (cols.get(key, [UNKNOWN] * len(paths)) for key in LABEL_COLUMNS.values())
+        return [ImageRecord(*row) for row in zip(paths, pids, camids, clothes)]
+
+
+def images_in_folder(folder: Path) -> ImageTable:
+    """Every image below ``folder``, sorted, as gallery rows."""
+    paths = sorted(str(p) for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not paths:
+        raise CCReIDError(f"--images: no {'/'.join(IMAGE_SUFFIXES)} images under {folder}")
+    table = ImageTable()
+    table.paths["g"] = paths
+    return table
+
+
+def _int_cell(value: str, column: str, line: int, path: Path) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise CCReIDError(f"{path} line {line}: column {column} must be an integer, got {value!r}") from None
+
+
+def images_in_csv(path: Path) -> ImageTable:
+    """Rows of a CSV manifest (see the module docstring)."""
+    table = ImageTable()
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        columns = [c.strip() for c in reader.fieldnames or ()]
+        if "path" not in columns:
+            raise CCReIDError(f"{path} has no 'path' column (expected path[,pid,camid,clothes_id,split])")
+        reader.fieldnames = columns
+        known = [c for c in LABEL_COLUMNS if c in columns]
+        for line, row in enumerate(reader, 2):
+            split = (row.get("split") or "gallery").strip()
+            side = {"query": "q", "gallery": "g"}.get(split)
+            if side is None:
+                continue
+            image = path.parent / row["path"].strip()
+            if not image.is_file():
+                raise CCReIDError(f"{path} line {line}: image {image} does not exist")
+            table.paths[side].append(str(image))
+            for column in known:
+                table.labels[side].setdefault(LABEL_COLUMNS[column], []).append(
+                    _int_cell(row[column].strip(), column, line, path))
+    if not table.paths["g"]:
+        raise CCReIDError(f"{path} has no gallery rows (split=gallery, or no split column)")
+    return table
+
+
+def image_table(source: str | Path) -> ImageTable:
+    """The images of a folder or a CSV file."""
+    source = Path(source)
+    if source.is_dir():
+        return images_in_folder(source)
+    if source.is_file() and source.suffix.lower() == ".csv":
+        return images_in_csv(source)
+    raise CCReIDError(f"--images: {source} is neither a folder of images nor a .csv file")
+
+
+def extract_to_file(
+    weights: str | Path,
+    out: str | Path,
+    images: Optional[str | Path] = None,
+    protocol: Optional[str] = None,
+    overrides: Sequence[str] = (),
+    flip: Optional[bool] = None,
+    batch_size: Optional[int] = None,
+    workers: int = 0,
+    device: str = "auto",
+    progress: bool = False,
+) -> Dict[str, int]:
+    """Extract the features of ``images`` or of the dataset's ``protocol`` into ``out`` (.npz).
+
+    Returns the number of query and gallery rows written.
+    """
+    if (images is None) == (protocol is None):
+        raise CCReIDError("pass exactly one of --images DIR|CSV and --protocol NAME")
+    resolved = resolve_device(device)
+    model, cfg = load_model(weights, resolved, overrides)
+    flip = cfg.test.flip if flip is None else flip
+    if protocol is not None:
+        manager = DataManager(cfg, need_parsing=False)
+        splits = manager.eval_splits("test")
+        if protocol not in splits:
+            raise CCReIDError(f"--protocol: dataset {cfg.data.name!r} defines {', '.join(splits)}, not {protocol!r}")
+        sides = {"q": splits[protocol].query, "g": splits[protocol].gallery}
+        known = {side: set(LABEL_COLUMNS.values()) for side in sides}
+    else:
+        table = image_table(images)
+        sides = {side: table.records(side) for side in ("q", "g") if table.paths[side]}
+        known = {side: set(table.labels[side]) for side in sides}
+    transform = build_test_transform(cfg.data.height, cfg.data.width)
+    arrays: Dict[str, np.ndarray] = {}
+    for side, records in sides.items():
+        loader = torch.utils.data.DataLoader(ReIDImageDataset(records, transform, need_parsing=False),
+                                             batch_size=batch_size or cfg.test.batch_size, num_workers=workers)
+        feats = extract_features(model, loader, resolved, flip, progress, desc=f"extract {side}")
+        arrays[f"{side}f"] = F.normalize(feats, dim=1).numpy().astype(np.float32)
+        arrays[f"{side}_paths"] = np.array([r.path for r in records])
+        for key, attr in (("pids", "pid"), ("camids", "camid"), ("clothes", "clothes_id")):
+            if key in known[side]:
+                arrays[f"{side}_{key}"] = np.array([getattr(r, attr) for r in records], dtype=np.int64)
+    save_features(out, **arrays)
+    return {"query": len(sides.get("q", ())), "gallery": len(sides["g"])}

@@ -1,0 +1,127 @@
+"""The feature commands end to end: extract -> eval / index -> search, and their bad inputs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ccreid.cli import main
+from ccreid.engine import tester
+from test_viz_common import make_checkpoint, write_dataset
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("features")
+    manifest = write_dataset(root / "data")
+    return root, manifest, make_checkpoint(root / "ours.safetensors", manifest, "ours", seed=5)
+
+
+def run_json(args, capsys):
+    capsys.readouterr()
+    assert main(args) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("protocol", ["cc", "sc"])
+def test_extract_then_eval_reproduces_ccreid_test(checkpoint, tmp_path, capsys, protocol):
+    root, _, weights = checkpoint
+    feats = tmp_path / f"{protocol}.npz"
+    assert main(["extract", "--weights", str(weights), "--protocol", protocol, "--out", str(feats), "--quiet"]) == 0
+    stored = np.load(feats)
+    assert {"qf", "gf", "q_pids", "g_pids", "q_camids", "g_camids", "q_clothes", "g_clothes", "q_paths"} <= set(
+        stored.files)
+    assert np.allclose(np.linalg.norm(stored["qf"], axis=1), 1, atol=1e-5)
+    metrics = run_json(["eval", "--features", str(feats), "--protocol", protocol, "--json"], capsys)
+    assert set(metrics) == {"rank1", "rank5", "rank10", "mAP", "queries", "queries_without_match"}
+    expected = tester.test_checkpoint(weights, tmp_path / "test")["ours"][protocol]
+    for key in ("rank1", "rank5", "mAP", "queries", "queries_without_match"):
+        assert metrics[key] == pytest.approx(expected[key], abs=1e-6), key
+
+
+def test_eval_options_and_table(checkpoint, tmp_path, capsys):
+    root, _, weights = checkpoint
+    feats = tmp_path / "general.npz"
+    main(["extract", "--weights", str(weights), "--protocol", "general", "--out", str(feats), "--quiet"])
+    plain = run_json(["eval", "--features", str(feats), "--json"], capsys)
+    market = run_json(["eval", "--features", str(feats), "--ap-mode", "market1501", "--json"], capsys)
+    assert market["mAP"] <= plain["mAP"] + 1e-9 and market["rank1"] == plain["rank1"]
+    reranked = run_json(["eval", "--features", str(feats), "--rerank", "--json"], capsys)
+    assert reranked["queries"] == plain["queries"] and 0 <= reranked["mAP"] <= 100
+    tiny_chunks = run_json(["eval", "--features", str(feats), "--chunk", "0.001", "--json"], capsys)
+    assert tiny_chunks == plain
+    assert main(["eval", "--features", str(feats), "--metric", "euclidean"]) == 0
+    assert "top-1" in capsys.readouterr().out
+
+
+def test_eval_bad_inputs_name_the_key(tmp_path, capsys):
+    good = {"qf": np.ones((2, 4), np.float32), "gf": np.ones((3, 4), np.float32), "q_pids": np.arange(2),
+            "g_pids": np.arange(3), "q_camids": np.zeros(2, int), "g_camids": np.ones(3, int)}
+    cases = {"g_pids": dict(good, g_pids=np.arange(4)), "'gf'": dict(good, gf=np.ones((3, 5), np.float32)),
+             "q_camids": {k: v for k, v in good.items() if k != "q_camids"},
+             "NaN": dict(good, qf=np.full((2, 4), np.nan, np.float32))}
+    for needle, arrays in cases.items():
+        path = tmp_path / "bad.npz"
+        np.savez(path, **arrays)
+        capsys.readouterr()
+        assert main(["eval", "--features", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    np.savez(tmp_path / "ok.npz", **good)
+    assert main(["eval", "--features", str(tmp_path / "ok.npz"), "--protocol", "cc"]) == 2
+    assert "q_clothes" in capsys.readouterr().err
+
+
+def test_extract_from_folder_and_csv(checkpoint, tmp_path):
+    root, manifest, weights = checkpoint
+    folder = tmp_path / "folder.npz"
+    assert main(["extract", "--weights", str(weights), "--images", str(root / "data" / "images"), "--out",
+                 str(folder), "--quiet", "--no-flip"]) == 0
+    stored = np.load(folder)
+    assert set(stored.files) == {"gf", "g_paths"} and len(stored["gf"]) == len(list((root / "data" / "images").iterdir()))
+    assert list(stored["g_paths"]) == sorted(stored["g_paths"])
+    table = tmp_path / "table.npz"
+    assert main(["extract", "--weights", str(weights), "--images", str(manifest), "--out", str(table), "--quiet"]) == 0
+    stored = np.load(table)
+    rows = [line.split(",") for line in manifest.read_text().splitlines()[1:]]
+    assert len(stored["qf"]) == sum(r[4] == "query" for r in rows)
+    assert len(stored["gf"]) == sum(r[4] == "gallery" for r in rows)
+    assert sorted(set(stored["g_pids"].tolist())) == sorted({int(r[1]) for r in rows if r[4] == "gallery"})
+
+
+def test_index_and_search_with_features_and_images(checkpoint, tmp_path, capsys):
+    root, manifest, weights = checkpoint
+    feats = tmp_path / "table.npz"
+    main(["extract", "--weights", str(weights), "--images", str(manifest), "--out", str(feats), "--quiet"])
+    index = tmp_path / "gallery.index"
+    assert main(["index", "--features", str(feats), "--out", str(index), "--quiet"]) == 0
+    assert index.is_file() and (tmp_path / "gallery.index.json").is_file()
+    found = run_json(["search", "--index", str(index), "--features", str(feats), "-k", "3"], capsys)
+    stored = np.load(feats)
+    assert len(found["results"]) == len(stored["qf"])
+    first = found["results"][0]
+    assert first["query"] == stored["q_paths"][0] and len(first["matches"]) == 3
+    scores = [m["score"] for m in first["matches"]]
+    assert scores == sorted(scores, reverse=True)
+    expected = int(np.argmax(stored["gf"] @ stored["qf"][0]))
+    assert first["matches"][0]["index"] == expected
+    assert first["matches"][0]["path"] == stored["g_paths"][expected]
+    assert first["matches"][0]["pid"] == int(stored["g_pids"][expected])
+    gallery_image = str(stored["g_paths"][1])
+    found = run_json(["search", "--index", str(index), "--images", gallery_image, "--weights", str(weights), "-k", "1",
+                      "--compact", "--device", "cpu"], capsys)
+    match = found["results"][0]["matches"][0]
+    assert match["path"] == gallery_image and match["score"] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_search_bad_inputs(checkpoint, tmp_path, capsys):
+    root, manifest, weights = checkpoint
+    assert main(["search", "--index", str(tmp_path / "none.index"), "--features", str(tmp_path / "x.npz")]) == 2
+    assert main(["search", "--index", str(tmp_path / "none.index"), "--images", "a.jpg"]) == 2
+    assert main(["extract", "--weights", str(weights), "--images", str(tmp_path), "--out", str(tmp_path / "o.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "x.npz" in err and "--weights" in err and "no .jpg" in err and "Traceback" not in err
