@@ -125,3 +125,16 @@ def test_search_bad_inputs(checkpoint, tmp_path, capsys):
     assert main(["extract", "--weights", str(weights), "--images", str(tmp_path), "--out", str(tmp_path / "o.npz")]) == 2
     err = capsys.readouterr().err
     assert "x.npz" in err and "--weights" in err and "no .jpg" in err and "Traceback" not in err
+
+
+def test_test_feature_key_selects_the_feature(checkpoint, tmp_path):
+    _, _, weights = checkpoint
+    feats = {}
+    for feature in ("bn", "pre"):
+        out = tmp_path / f"{feature}.npz"
+        assert main(["extract", "--weights", str(weights), "--protocol", "cc", "--out", str(out), "--quiet",
+                     f"test.feature={feature}"]) == 0
+        feats[feature] = np.load(out)["gf"]
+    assert feats["bn"].shape == feats["pre"].shape and not np.allclose(feats["bn"], feats["pre"], atol=1e-3)
+    assert main(["extract", "--weights", str(weights), "--protocol", "cc", "--out", str(tmp_path / "x.npz"),
+                 "test.feature=mid"]) == 2

@@ -29,9 +29,9 @@ from ccreid.config import Config
 from ccreid.data.dataset import read_image
 from ccreid.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_test_transform
 from ccreid.engine.runtime import atomic_path, resolve_device
-from ccreid.engine.tester import load_checkpoint_config
+from ccreid.engine.tester import load_checkpoint_config, trained_model
 from ccreid.errors import CCReIDError
-from ccreid.models import ReIDModel, build_model_from_config
+from ccreid.models import ReIDModel
 
 ImageInput = Union[str, Path, Image.Image, torch.Tensor]
 #: The lowest opset of torch's ``torch.export``-based exporter; ONNX Runtime >= 1.14 runs it.
@@ -42,16 +42,7 @@ def load_model(weights: Union[str, Path], device: Union[str, torch.device] = "cp
                overrides: Sequence[str] = ()) -> Tuple[ReIDModel, Config]:
     """The checkpoint's model (eval mode, on ``device``) and its config (+ ``overrides``)."""
     cfg, loaded = load_checkpoint_config(weights, None, overrides)
-    cfg.model.pretrained = "none"  # the checkpoint provides every weight
-    model = build_model_from_config(cfg.model, loaded.num_classes)
-    model.feature = cfg.test.feature
-    try:
-        model.load_state_dict(loaded.state_dict)
-    except RuntimeError as err:
-        lines = str(err).splitlines()
-        detail = lines[1].strip() if len(lines) > 1 else lines[0]
-        raise CCReIDError(f"weights file {weights} does not match its config model.backbone={cfg.model.backbone} "
-                          f"({detail})")
+    model = trained_model(cfg, loaded, weights)
     return model.to(device).eval(), cfg
 
 

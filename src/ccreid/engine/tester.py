@@ -7,14 +7,14 @@ import time
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
-from ccreid.config import load_config, to_yaml
+from ccreid.config import Config, load_config, to_yaml
 from ccreid.data.manager import DataManager
-from ccreid.engine.checkpoint import load_weights
+from ccreid.engine.checkpoint import LoadedWeights, load_weights
 from ccreid.engine.evaluator import evaluate_splits
 from ccreid.engine.results import strip_curves, write_results
 from ccreid.engine.runtime import machine_info, resolve_device, write_text
 from ccreid.errors import CCReIDError
-from ccreid.models import build_model_from_config
+from ccreid.models import ReIDModel, build_model_from_config
 
 
 def load_checkpoint_config(weights, config: Optional[str], overrides: Sequence[str]):
@@ -32,6 +32,21 @@ def load_checkpoint_config(weights, config: Optional[str], overrides: Sequence[s
     return cfg, loaded
 
 
+def trained_model(cfg: Config, loaded: LoadedWeights, weights) -> ReIDModel:
+    """The checkpoint's network (``cfg.model``, returning the ``cfg.test.feature`` feature)."""
+    cfg.model.pretrained = "none"  # the checkpoint provides every weight
+    model = build_model_from_config(cfg.model, loaded.num_classes)
+    model.feature = cfg.test.feature
+    try:
+        model.load_state_dict(loaded.state_dict)
+    except RuntimeError as err:
+        lines = str(err).splitlines()
+        detail = lines[1].strip() if len(lines) > 1 else lines[0]
+        raise CCReIDError(f"weights file {weights} does not match its config model.backbone={cfg.model.backbone} "
+                          f"({detail})")
+    return model
+
+
 def test_checkpoint(
     weights: str | Path,
     out_dir: str | Path,
@@ -44,13 +59,7 @@ def test_checkpoint(
     start = time.perf_counter()
     device = resolve_device(cfg.train.device)
     manager = DataManager(cfg, need_parsing=False)
-    cfg.model.pretrained = "none"  # the checkpoint provides every weight
-    model = build_model_from_config(cfg.model, loaded.num_classes)
-    try:
-        model.load_state_dict(loaded.state_dict)
-    except RuntimeError as err:
-        raise CCReIDError(f"weights file {weights} does not match model.backbone={cfg.model.backbone} "
-                          f"({str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else err})")
+    model = trained_model(cfg, loaded, weights)
     model.to(device)
     results = evaluate_splits(model, manager.eval_splits("test"), manager.loader, device, cfg.test.flip,
                               cfg.test.ap_mode, cfg.test.protocols, progress)
