@@ -1,14 +1,12 @@
-"""report.html for train and demo folders, rendered in headless Chromium."""
+"""report.html for train, test and demo folders (rendered in Chromium by test_report_browser.py)."""
 
 from __future__ import annotations
 
 import json
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -19,37 +17,6 @@ from ccreid.viz import write_report
 from test_viz_common import make_checkpoint, make_demo_run, make_train_run, write_dataset
 
 pytest.importorskip("matplotlib", reason="the report's plots need the optional extra: pip install 'ccreid[viz]'")
-
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars"]
-#: Marks, once the page has loaded, how many images it has and which failed to load.
-PROBE = """<script>window.addEventListener("load", () => {
-  const broken = [...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.getAttribute("src"));
-  document.body.setAttribute("data-images", document.images.length);
-  document.body.setAttribute("data-broken", broken.join(" ") || "none");
-});</script>"""
-
-
-def chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
-        if shutil.which(name):
-            return shutil.which(name)
-    pytest.skip("no Chromium binary found (install it: apt-get install -y chromium); report not rendered")
-
-
-def render(html: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([chromium(), *CHROMIUM_FLAGS, "--virtual-time-budget=5000", *args, html.as_uri()],
-                          capture_output=True, text=True, timeout=120)
-
-
-def image_check(html: Path) -> tuple[int, str]:
-    """(number of <img>, broken srcs or 'none') as the browser saw them."""
-    probe = html.with_name("probe.html")
-    probe.write_text(html.read_text().replace("</body>", PROBE + "</body>"))
-    dom = render(probe, "--dump-dom").stdout
-    found = re.search(r'data-images="(\d+)" data-broken="([^"]*)"', dom)
-    assert found, f"the probe did not run: {dom[:300]}"
-    return int(found.group(1)), found.group(2)
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +57,7 @@ def test_test_folder_report_uses_the_weights_it_names(folders, tmp_path):
     assert "training.png" not in names and {"cmc.png", "actmap.png", "ranks_ours_cc.png"} <= set(names)
 
 
-def test_demo_folder_report_renders_in_chromium(folders, tmp_path):
+def test_demo_folder_report(folders):
     _, demo = folders
     written = write_report(demo, device="cpu", num_queries=2, k=4)
     names = {p.name for p in written[1:]}
@@ -100,16 +67,9 @@ def test_demo_folder_report_renders_in_chromium(folders, tmp_path):
     assert actmap.size[0] > 3 * 32  # image + baseline + ours columns
     report = written[0]
     assert "baseline" in report.read_text() and "ours" in report.read_text()
-    count, broken = image_check(report)
-    assert count == len(written) - 1 and broken == "none"
-    shot = tmp_path / "shot.png"
-    render(report, f"--screenshot={shot}", "--window-size=1280,1600")
-    pixels = np.array(Image.open(shot).convert("RGB"))
-    assert pixels.shape[:2] == (1600, 1280)
-    assert (pixels.std(axis=(0, 1)) > 10).all() and len(np.unique(pixels.reshape(-1, 3), axis=0)) > 100
 
 
-def test_broken_image_is_detected_and_notes_replace_missing_parts(folders, tmp_path):
+def test_notes_replace_missing_parts(folders, tmp_path):
     train, _ = folders
     copy = tmp_path / "run"
     shutil.copytree(train, copy, ignore=shutil.ignore_patterns("report*"))
@@ -118,9 +78,6 @@ def test_broken_image_is_detected_and_notes_replace_missing_parts(folders, tmp_p
     text = written[0].read_text()
     assert "sample pictures skipped: custom: no manifest" in text and "moved" in text
     assert [p.name for p in written[1:]] == ["training.png"] and "<td>ours</td>" in text
-    (copy / "report_files" / "training.png").unlink()
-    count, broken = image_check(written[0])
-    assert count == 1 and broken == "report_files/training.png"
     (copy / "results.json").write_text("{broken")
     with pytest.raises(CCReIDError, match="results.json"):
         write_report(copy)

@@ -17,7 +17,8 @@ table { border-collapse: collapse; margin: .6em 0; }
 th, td { border: 1px solid #d0d7de; padding: .3em .6em; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 thead th { background: #f6f8fa; }
-figure { margin: 1em 0; } img { max-width: 100%; border: 1px solid #eaeef2; }
+figure { display: inline-block; vertical-align: top; margin: 1em 2em 1em 0; max-width: 100%; }
+img { max-width: 100%; border: 1px solid #eaeef2; }
 figcaption { color: #59636e; font-size: .9em; }
 pre { background: #f6f8fa; padding: 1em; overflow-x: auto; font-size: .85em; }
 .note { color: #9a6700; }
