@@ -44,12 +44,15 @@ def test_report_shape_counts_and_problems(ltcc):
     assert report["parsing"] == {"found": 4, "missing": 6, "resized": 2}
     problems = report["problems"]
     for name in ("general", "cc"):
-        assert f"protocol {name}: 1 of 3 query identities (1 of 3 query images) are absent from the gallery" in problems
+        assert (f"protocol {name}: 1 of 3 query identities (1 of 3 query images) are absent from the gallery "
+                f"(e.g. pid 11: {root / 'query/011_1_c4_000002.png'})") in problems
     assert ("protocol cc: 1 of 3 query images have no valid gallery match under the cc rule "
             "(they are skipped when scoring)") in problems
     assert not any(p.startswith("protocol general: ") and "valid" in p for p in problems)
     assert any(re.match(rf"parsing: 6 of 10 images have no map under {re.escape(str(maps))} \(e\.g\. ", p) for p in problems)
     assert any(p.startswith("parsing: 2 maps differ in size from their image") for p in problems)
+    assert (f"parsing: 1 .npy maps hold scores of another class count than the label set lip's 20 "
+            f"(e.g. {maps / 'test/010_1_c5_000001.npy'} has 18); check data.parsing.labels") in problems
     assert not any(p.startswith("unreadable") for p in problems)
 
 
@@ -123,3 +126,14 @@ def test_match_problems_against_brute_force(rule):
         assert found == expected
         absent = {q.pid for q in split.query} - {g.pid for g in split.gallery}
         assert any(f"{len(absent)} of" in p and "absent" in p for p in match_problems("p", split)) == bool(absent)
+
+
+def test_no_query_identity_in_the_gallery_is_unusable(tmp_path):
+    root = tmp_path / "VC-Clothes"
+    write_tree(root, ["train/0001-01-01-01.jpg", "query/0010-02-01-01.jpg", "query/0011-03-01-01.jpg",
+                      "gallery/0012-03-01-02.jpg"])
+    with pytest.raises(DatasetUnusable) as err:
+        check_dataset("vcclothes", root)
+    assert str(err.value) == (f"vcclothes: protocol general: no query identity appears in the gallery "
+                              f"(e.g. pid 10: {root / 'query/0010-02-01-01.jpg'}); "
+                              f"expected query and gallery to share identities")

@@ -11,13 +11,18 @@ from PIL import Image
 
 import ccreid.data  # noqa: F401  (registers the adapters)
 from ccreid.config import DataConfig, ParsingConfig
-from ccreid.data.datasets.common import Item, NamePattern, ParsingIndex, encode, find_base, to_records, train_records
+from ccreid.data.check import check_dataset
+from ccreid.data.datasets.common import (
+    Item, NamePattern, ParsingIndex, encode, find_base, parse_folder, to_records, train_records,
+)
 from ccreid.data.records import ImageRecord, ReIDDataset
 from ccreid.data.registry import DATASETS
 from ccreid.errors import CCReIDError
 
-#: A root whose directory name would fool a regex searched on the full path.
-TRICKY = "001_2_c3_x"
+#: A directory name that would fool each adapter's regex if it were searched on the full
+#: path: LTCC 001_2_c3, Market 2_c3, VC-Clothes 0999-09-09-09, DeepChange P0999_C9_D9,
+#: Celeb-reID 09_001_2.
+TRICKY = "P0999_C9_D9_0999-09-09-09_001_2_c3_x"
 
 
 def write_image(path: Path, size=(4, 8)) -> Path:
@@ -75,6 +80,12 @@ def raises(match: str):
     return pytest.raises(CCReIDError, match=match)
 
 
+def assert_absent_reported(name: str, root: Path, protocol: str, counts: str, pid: int, path: Path) -> None:
+    """``data check`` names a query identity absent from the gallery (``counts``: "1 of 2 ... (1 of 3 ...)")."""
+    problems = check_dataset(name, str(root))["problems"]
+    assert (f"protocol {protocol}: {counts} are absent from the gallery (e.g. pid {pid}: {path})") in problems
+
+
 # ---------------------------------------------------------------- the common core
 
 def test_name_pattern_matches_the_stem_only(tmp_path):
@@ -83,6 +94,16 @@ def test_name_pattern_matches_the_stem_only(tmp_path):
     assert pattern.match("X", base / "12_c3.jpg", base) == ("12", "3")
     with raises(r"X: cannot parse file name bad_c3\.jpg under .*7_c9 \(expected PID_cCAM\.jpg\)"):
         pattern.match("X", base / "bad_c3.jpg", base)
+
+
+def test_parse_folder_sorted_and_drops_none(tmp_path):
+    base = tmp_path / TRICKY
+    write_tree(base, ["s/7_c2.jpg", "s/-1_c1.jpg", "s/3_c1.png"])
+    (base / "s/notes.txt").write_text("not an image")
+    pattern = NamePattern(r"(-?\d+)_c(\d+)", "PID_cCAM.jpg")
+    make = lambda path, g: None if g[0] == "-1" else Item(path, int(g[0]), int(g[1]), g[0])
+    items = parse_folder("X", base / "s", base, pattern, make)
+    assert [(i.path.name, i.pid, i.camid) for i in items] == [("3_c1.png", 3, 1), ("7_c2.jpg", 7, 2)]
 
 
 def test_find_base_prefers_wrapper_and_names_missing_folder(tmp_path):
@@ -122,7 +143,7 @@ def test_encoding_and_relabelling_are_sorted(tmp_path):
 
 def test_every_name_of_the_issue_is_registered():
     for name in ("prcc", "vcclothes", "nkup", "ltcc", "celebreid", "celebreid_light", "deepchange",
-                 "market1501", "custom"):
+                 "market1501", "custom", "synthetic"):
         assert name in DATASETS
 
 

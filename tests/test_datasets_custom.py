@@ -6,7 +6,10 @@ import pytest
 
 from ccreid.config import DataConfig, ParsingConfig
 from ccreid.data.datasets import LOADERS
-from test_datasets_common import TRICKY, assert_relabelled, by_name, load, raises, stats, write_png_map, write_tree
+from test_datasets_common import (
+    TRICKY, assert_absent_reported, assert_relabelled, by_name, load, raises, stats, write_png_map,
+    write_tree,
+)
 
 ROWS = [("imgs/a.jpg", 5, 0, "x", "train"), ("imgs/b.jpg", 5, 1, "y", "train"), ("imgs/c.jpg", 2, 0, "x", "train"),
         ("imgs/q1.jpg", 9, 0, "1", "query"), ("imgs/g1.jpg", 9, 1, "1", "gallery"),
@@ -78,3 +81,11 @@ def test_bad_inputs(folder):
     write_manifest(folder, [r for r in ROWS if r[4] != "query"])
     with raises(r"custom: .*manifest.csv has no rows with split=query"):
         load("custom", folder)
+
+
+def test_query_identity_absent_from_gallery(folder):
+    write_tree(folder, ["imgs/q2.jpg"])
+    write_manifest(folder, ROWS + [("imgs/q2.jpg", 7, 0, "1", "query")])
+    for protocol in ("general", "sc", "cc"):
+        assert_absent_reported("custom", folder, protocol, "1 of 2 query identities (1 of 2 query images)", 7,
+                               folder / "imgs/q2.jpg")

@@ -6,7 +6,10 @@ import pytest
 
 from ccreid.config import DataConfig, ParsingConfig
 from ccreid.data.datasets import LOADERS
-from test_datasets_common import TRICKY, assert_relabelled, by_name, load, raises, stats, write_image, write_npy_map, write_tree
+from test_datasets_common import (
+    TRICKY, assert_absent_reported, assert_relabelled, by_name, load, raises, stats, write_image,
+    write_npy_map, write_tree,
+)
 
 SPLITS = {
     "train-set": {"P0001_C3_D1_H10_12_34.jpg": 1, "P0001_C5_D2_H11_12_34.jpg": 2, "P0001_C5_D2_H12_12_34.jpg": 2,
@@ -77,3 +80,24 @@ def test_bad_inputs(base):
     (base / "val-set-gallery").rmdir()
     with raises(r"DeepChange: no folder val-set-gallery under .*DeepChangeDataset \(expected \{train-set,"):
         load("deepchange", base.parent)
+
+
+def test_lists_must_match_their_folders(base):
+    with open(base / "val-set-gallery-bbox.txt", "a") as handle:
+        handle.write("P0100_C9_D9_H10_1_1.jpg,4\n")
+    with raises(r"^DeepChange: val-set-gallery-bbox.txt under .*DeepChangeDataset lists P0100_C9_D9_H10_1_1.jpg, "
+                r"which is not in folder val-set-gallery/ \(1 listed images missing\)$"):
+        load("deepchange", base)
+    (base / "val-set-gallery-bbox.txt").unlink()
+    write_image(base / "train-set/P0004_C1_D2_H09_1_1.jpg")  # the train list is checked too
+    with raises(r"^DeepChange: train-set/P0004_C1_D2_H09_1_1.jpg is not listed in train-set-bbox.txt under .* "
+                r"\(1 images of train-set/ unlisted\)$"):
+        load("deepchange", base)
+
+
+def test_query_identity_absent_from_gallery(base):
+    write_image(base / "test-set-query/P0300_C4_D1_H10_1_1.jpg")
+    with open(base / "test-set-query-bbox.txt", "a") as handle:
+        handle.write("P0300_C4_D1_H10_1_1.jpg,11\n")
+    assert_absent_reported("deepchange", base, "general", "1 of 3 query identities (1 of 3 query images)", 300,
+                           base / "test-set-query/P0300_C4_D1_H10_1_1.jpg")

@@ -6,7 +6,10 @@ import shutil
 
 import pytest
 
-from test_datasets_common import TRICKY, assert_relabelled, by_name, load, raises, stats, write_image, write_png_map, write_tree
+from test_datasets_common import (
+    TRICKY, assert_absent_reported, assert_relabelled, by_name, load, raises, stats, write_image,
+    write_png_map, write_tree,
+)
 
 FILES = ["train/001_1_c11_015861.png", "train/001_2_c3_000100.png", "train/005_1_c1_000001.png",
          "query/010_1_c2_000001.png", "query/011_1_c4_000002.png",
@@ -64,3 +67,9 @@ def test_bad_inputs(root):
     shutil.rmtree(base / "query")
     with raises(r"LTCC: no folder query under .*LTCC_ReID \(expected LTCC_ReID/\{train,query,test\}\)"):
         load("ltcc", root)
+
+
+def test_query_identity_absent_from_gallery(root):
+    for protocol in ("general", "cc"):
+        assert_absent_reported("ltcc", root, protocol, "1 of 2 query identities (1 of 2 query images)", 11,
+                               root / "LTCC_ReID/query/011_1_c4_000002.png")

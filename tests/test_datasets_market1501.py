@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from test_datasets_common import TRICKY, assert_relabelled, by_name, load, raises, stats, write_image, write_png_map, write_tree
+from test_datasets_common import (
+    TRICKY, assert_absent_reported, assert_relabelled, by_name, load, raises, stats, write_image,
+    write_png_map, write_tree,
+)
 
 FILES = ["bounding_box_train/0002_c1s1_000451_03.jpg", "bounding_box_train/0002_c2s1_000301_01.jpg",
          "bounding_box_train/0007_c3s1_000001_01.jpg",
@@ -54,3 +57,8 @@ def test_bad_inputs(root):
     (base / "query").rmdir()
     with raises(r"Market-1501: no folder query under .*Market-1501-v15.09.15 \(expected"):
         load("market1501", root)
+
+
+def test_query_identity_absent_from_gallery(root):
+    assert_absent_reported("market1501", root, "general", "1 of 2 query identities (1 of 2 query images)", 11,
+                           root / "Market-1501-v15.09.15/query/0011_c2s1_000001_00.jpg")

@@ -6,7 +6,10 @@ import pytest
 
 from ccreid.config import DataConfig
 from ccreid.data.datasets import LOADERS
-from test_datasets_common import TRICKY, assert_relabelled, by_name, load, raises, stats, write_image, write_png_map, write_tree
+from test_datasets_common import (
+    TRICKY, assert_absent_reported, assert_relabelled, by_name, load, raises, stats, write_image,
+    write_png_map, write_tree,
+)
 
 
 def plus_name(pid: int, app: int, frame: int, cam: int) -> str:
@@ -101,7 +104,7 @@ def test_market_style_clothes_from_manifest(market_root):
     assert test["0010_01_c02_0001.jpg"].clothes_id == test["0010_01_c04_0002.jpg"].clothes_id
     assert test["0010_01_c02_0001.jpg"].clothes_id != test["0010_02_c02_0003.jpg"].clothes_id
     (market_root / "clothes.csv").write_text("path,clothes_id\n" + f"{MARKET[0]},a\n")
-    with raises(r"NKUP: bounding_box_train/0001_02_c06_0002.jpg has no row in .*clothes.csv"):
+    with raises(r"NKUP: bounding_box_train/0001_02_c06_0002.jpg has no clothes id in .*NKUP/clothes.csv"):
         load("nkup", market_root)
 
 
@@ -116,3 +119,27 @@ def test_market_style_bad_inputs(market_root):
     (market_root / "query").rmdir()
     with raises(r"NKUP: no folder query under .*NKUP \(expected \{bounding_box_train,bounding_box_test,query\} or the NKUP\+"):
         load("nkup", market_root.parent)
+
+
+def test_plus_parsing_tree_next_to_images_is_pointed_out(plus_root):
+    assert LOADERS["nkup"](DataConfig(name="nkup", root=str(plus_root))).notes == []
+    (plus_root / "NKUP2_0126/NKUP2_Parsing").mkdir()
+    notes = LOADERS["nkup"](DataConfig(name="nkup", root=str(plus_root))).notes
+    assert notes == [f"NKUP: parsing maps found in {plus_root / 'NKUP2_0126/NKUP2_Parsing'}; "
+                     f"pass them with data.parsing.root / --parsing"]
+
+
+def test_market_style_camera_after_any_character(market_root):
+    write_image(market_root / "query/0011_01_D07_0001.jpg")
+    query = by_name(load("nkup", market_root).protocols["general"].query)
+    assert (query["0011_01_D07_0001.jpg"].pid, query["0011_01_D07_0001.jpg"].camid) == (11, 6)
+
+
+def test_query_identity_absent_from_gallery(plus_root, market_root):
+    extra = plus_root / "NKUP2_0126/NKUP2/bounding_box_test/query/0012/app1" / plus_name(12, 1, 1, 3)
+    write_image(extra)
+    for protocol in ("general", "sc", "cc"):  # cc_moderate holds person 10 only
+        assert_absent_reported("nkup", plus_root, protocol, "1 of 3 query identities (1 of 3 query images)", 12, extra)
+    write_image(market_root / "query/0004_01_c01_0001.jpg")
+    assert_absent_reported("nkup", market_root, "general", "1 of 2 query identities (1 of 2 query images)", 4,
+                           market_root / "query/0004_01_c01_0001.jpg")

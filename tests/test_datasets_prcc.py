@@ -9,7 +9,7 @@ import pytest
 
 from ccreid.data.datasets import single_shot_galleries
 from test_datasets_common import (
-    TRICKY, assert_relabelled, load, raises, stats, write_image, write_npy_map, write_png_map, write_tree,
+    TRICKY, assert_absent_reported, assert_relabelled, load, raises, stats, write_image, write_npy_map, write_png_map, write_tree,
 )
 
 TRAIN = ["train/001/A_cropped_rgb001.jpg", "train/001/B_cropped_rgb002.jpg", "train/001/C_cropped_rgb003.jpg",
@@ -110,3 +110,8 @@ def test_bad_inputs(root):
     shutil.rmtree(root / "rgb")
     with raises(r"PRCC: no folder rgb under .* \(expected rgb/\{train,val,test\}\)"):
         load("prcc", root)
+
+
+def test_query_identity_absent_from_gallery(root):
+    assert_absent_reported("prcc", root, "cc", "1 of 2 query identities (1 of 2 query images)", 12,
+                           root / "rgb/test/C/012/C_1.jpg")

@@ -6,7 +6,10 @@ import pytest
 
 from ccreid.data.datasets import LOADERS
 from ccreid.config import DataConfig
-from test_datasets_common import TRICKY, assert_relabelled, by_name, load, raises, stats, write_image, write_npy_map, write_tree
+from test_datasets_common import (
+    TRICKY, assert_absent_reported, assert_relabelled, by_name, load, raises, stats, write_image,
+    write_npy_map, write_tree,
+)
 
 FILES = ["train/0001-01-01-01.jpg", "train/0001-03-02-01.jpg", "train/0002-02-01-05.jpg",
          "query/0010-02-01-01.jpg", "query/0010-03-01-02.jpg", "query/0011-04-02-01.jpg", "query/0013-01-01-01.jpg",
@@ -73,3 +76,8 @@ def test_bad_inputs(root):
     (root / "VC-Clothes/gallery").rmdir()
     with raises(r"VC-Clothes: no folder gallery under .*VC-Clothes \(expected \{train,query,gallery\}\)"):
         load("vcclothes", root)
+
+
+def test_query_identity_absent_from_gallery(root):
+    assert_absent_reported("vcclothes", root, "general", "1 of 3 query identities (1 of 4 query images)", 13,
+                           root / "VC-Clothes/query/0013-01-01-01.jpg")

@@ -8,7 +8,9 @@
 with STATS = ``{"images", "ids", "cameras", "clothes"}``; validation splits appear as
 protocols named ``val/<name>``. Image and map sizes are read from file headers (PIL
 without decoding, ``.npy`` by memory map); pixels are decoded only with ``deep=True``.
-A dataset that cannot be used raises :class:`DatasetUnusable` with a one-line reason.
+A dataset that cannot be used (an adapter error, no training image, or a protocol whose
+query identities are all absent from its gallery) raises :class:`DatasetUnusable` with a
+one-line reason.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from tqdm import tqdm
 
 from ccreid.config import DataConfig, ParsingConfig
 from ccreid.data.datasets import LOADERS, Loaded
-from ccreid.data.labels import get_label_set
+from ccreid.data.labels import LabelSet, get_label_set
 from ccreid.data.records import EvalSplit, ImageRecord
 from ccreid.data.registry import DATASETS
 from ccreid.errors import CCReIDError
@@ -72,7 +74,8 @@ def match_problems(name: str, split: EvalSplit) -> List[str]:
         absent_ids = {q.pid for q in absent}
         query_ids = {q.pid for q in split.query}
         problems.append(f"protocol {name}: {len(absent_ids)} of {len(query_ids)} query identities "
-                        f"({len(absent)} of {len(split.query)} query images) are absent from the gallery")
+                        f"({len(absent)} of {len(split.query)} query images) are absent from the gallery "
+                        f"(e.g. pid {absent[0].pid}: {absent[0].path})")
     unmatched = sum(
         1 for q in split.query
         if q.pid in views and not any(_is_valid_match(split.rule, q, cam, c) for cam, c in views[q.pid])
@@ -83,13 +86,14 @@ def match_problems(name: str, split: EvalSplit) -> List[str]:
     return problems
 
 
-def _size(path: str) -> Tuple[int, int]:
-    """(width, height) from the header: PIL without decoding, ``.npy`` by memory map (H x W[ x C])."""
+def _header(path: str) -> Tuple[Tuple[int, int], Optional[int]]:
+    """((width, height), C) from the header: PIL without decoding, ``.npy`` by memory map;
+    C is the class count of an H x W x C ``.npy`` of scores, else None."""
     if path.lower().endswith(".npy"):
         shape = np.load(path, mmap_mode="r").shape
-        return int(shape[1]), int(shape[0])
+        return (int(shape[1]), int(shape[0])), (int(shape[2]) if len(shape) == 3 else None)
     with Image.open(path) as image:
-        return image.size
+        return image.size, None
 
 
 def _listed(kind: str, items: List[str]) -> List[str]:
@@ -137,18 +141,23 @@ def _deep_problems(records: Sequence[ImageRecord], num_classes: int, progress: b
     return _listed("unreadable file", unreadable) + _listed("parsing labels", bad_labels)
 
 
-def _parsing_report(records: Sequence[ImageRecord], parsing_root: Optional[str]) -> Tuple[Dict[str, int], List[str]]:
+def _parsing_report(records: Sequence[ImageRecord], parsing_root: Optional[str],
+                    labels: LabelSet) -> Tuple[Dict[str, int], List[str]]:
     """found / missing / resized counts (sizes from headers) and the problems they reveal."""
     expected = parsing_root is not None or any(r.parsing_path for r in records)
     with_map = [r for r in records if r.parsing_path]
     missing = [r.path for r in records if not r.parsing_path] if expected else []
-    resized, unreadable = [], []
+    resized, unreadable, foreign = [], [], []
     for r in with_map:
         try:
-            if _size(r.path) != _size(r.parsing_path):
-                resized.append(r.parsing_path)
+            (size, _), (map_size, classes) = _header(r.path), _header(r.parsing_path)
         except Exception as err:  # a header that cannot be read: the file is broken
             unreadable.append(f"{r.path} or {r.parsing_path} ({type(err).__name__})")
+            continue
+        if size != map_size:
+            resized.append(r.parsing_path)
+        if classes is not None and classes != labels.num_classes:
+            foreign.append((r.parsing_path, classes))
     problems = []
     if missing:
         where = f" under {parsing_root}" if parsing_root else ""
@@ -157,6 +166,10 @@ def _parsing_report(records: Sequence[ImageRecord], parsing_root: Optional[str])
     if resized:
         problems.append(f"parsing: {len(resized)} maps differ in size from their image and are resized "
                         f"(nearest-neighbour) when loaded (e.g. {resized[0]})")
+    if foreign:
+        problems.append(f"parsing: {len(foreign)} .npy maps hold scores of another class count than the label set "
+                        f"{labels.name}'s {labels.num_classes} (e.g. {foreign[0][0]} has {foreign[0][1]}); "
+                        f"check data.parsing.labels")
     problems += _listed("unreadable header", unreadable)
     counts = {"found": len(with_map), "missing": len(missing), "resized": len(resized)}
     return counts, problems
@@ -182,11 +195,15 @@ def check_dataset(name: str, root: str, parsing_root: Optional[str] = None, labe
     splits.update({f"val/{key}": split for key, split in dataset.val.items()})
     report_protocols = {}
     for key, split in splits.items():
+        if split.query and not {q.pid for q in split.query} & {g.pid for g in split.gallery}:
+            raise DatasetUnusable(f"{name}: protocol {key}: no query identity appears in the gallery "
+                                  f"(e.g. pid {split.query[0].pid}: {split.query[0].path}); "
+                                  f"expected query and gallery to share identities")
         report_protocols[key] = {"query": split_stats(split.query), "gallery": split_stats(split.gallery)}
         problems += match_problems(key, split)
     everything = list({r.path: r for r in dataset.train + [
         r for split in splits.values() for r in split.query + split.gallery]}.values())
-    parsing_counts, parsing_problems = _parsing_report(everything, cfg.parsing.root)
+    parsing_counts, parsing_problems = _parsing_report(everything, cfg.parsing.root, label_set)
     problems += parsing_problems
     if deep:
         problems += _deep_problems(everything, label_set.num_classes, progress)

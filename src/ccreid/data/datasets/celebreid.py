@@ -1,25 +1,33 @@
-"""Celeb-reID and Celeb-reID-light (Huang et al., 2019): ``{train,query,gallery}/PID_IDX_X.jpg``.
+"""Celeb-reID and Celeb-reID-light (Huang et al., 2019): ``{train,query,gallery}/PID_A_B.jpg``.
 
-PID is the person, IDX the image's number, X carries no meaning. No clothes labels and
-no camera ids exist: as CAL-style loaders, every image is its own outfit (clothes key =
-(PID, IDX)); query images get camera 0 and gallery images camera 1, so that no
-same-identity gallery image is discarded (as the PS and CCUP loaders). Protocol:
-``general`` only (clothes-based protocols are undefined).
+PID is the person; A and B carry no clothes or camera meaning that the release documents.
+No clothes labels and no camera ids exist: as the CAL-style loaders, the outfit key is
+(PID, A), which is unique per image, so every image is its own outfit; query images get
+camera 0 and gallery images camera 1, so no same-identity gallery image is discarded (as
+the PS and CCUP loaders). Protocol: ``general`` only (clothes-based protocols are
+undefined); ``data check`` says so.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from functools import partial
+from pathlib import Path
+from typing import Callable, Tuple
 
 from ccreid.config import DataConfig
 from ccreid.data.datasets.common import (
-    Item, Loaded, NamePattern, ParsingIndex, dataset_root, find_base, list_images, make_dataset,
-    protocol, register, to_records, train_records,
+    Item, Loaded, NamePattern, ParsingIndex, dataset_root, find_base, make_dataset, parse_folder, protocol,
+    register, to_records, train_records,
 )
 
 SPLITS = ("train", "query", "gallery")
-NAME = NamePattern(r"(\d+)_(\d+)_(\d+)", "PID_IDX_X.jpg, three underscore-separated numbers")
+NAME = NamePattern(r"(\d+)_(\d+)_(\d+)", "PID_A_B.jpg, three underscore-separated numbers (1_1_0.jpg)")
 SPLIT_CAMERA = {"train": 0, "query": 0, "gallery": 1}
+
+
+def _item(camid: int, path: Path, groups: Tuple[str, ...]) -> Item:
+    pid, a = int(groups[0]), int(groups[1])
+    return Item(path, pid, camid, (pid, a))
 
 
 def _loader(name: str, label: str, folder: str) -> Callable[[DataConfig], Loaded]:
@@ -27,12 +35,8 @@ def _loader(name: str, label: str, folder: str) -> Callable[[DataConfig], Loaded
         root = dataset_root(label, cfg.root)
         base = find_base(label, root, SPLITS, f"{folder}/{{train,query,gallery}}", wrappers=(folder,))
         parsing = ParsingIndex(cfg.parsing.root, [root, base])
-        items = {}
-        for split in SPLITS:
-            items[split] = []
-            for path in list_images(label, base / split, base, NAME.expected):
-                pid, index, _ = (int(g) for g in NAME.match(label, path, base))
-                items[split].append(Item(path, pid, SPLIT_CAMERA[split], (pid, index)))
+        items = {split: parse_folder(label, base / split, base, NAME, partial(_item, SPLIT_CAMERA[split]))
+                 for split in SPLITS}
         train = train_records(items["train"], parsing)
         query, gallery = to_records([items["query"], items["gallery"]], parsing)
         note = (f"{label}: no clothes labels exist (each image is its own outfit) and no cameras "

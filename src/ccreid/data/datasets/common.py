@@ -143,6 +143,18 @@ class NamePattern:
         return found.groups()
 
 
+def parse_folder(label: str, folder: Path, base: Path, pattern: NamePattern,
+                 make: Callable[[Path, Tuple[str, ...]], Optional[Item]]) -> List[Item]:
+    """Items of the images directly in ``folder``: ``make(path, groups of the name)``;
+    ``make`` returns None to drop an image (e.g. Market-1501 junk)."""
+    items = []
+    for path in list_images(label, folder, base, pattern.expected):
+        item = make(path, pattern.match(label, path, base))
+        if item is not None:
+            items.append(item)
+    return items
+
+
 class ParsingIndex:
     """Parsing maps in a tree mirroring the image tree (same relative path and stem).
 

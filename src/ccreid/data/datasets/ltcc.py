@@ -6,10 +6,13 @@ CLOTHES being the person's own outfit number. Protocols: ``general`` and ``cc``.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Tuple
+
 from ccreid.config import DataConfig
 from ccreid.data.datasets.common import (
-    Item, Loaded, NamePattern, ParsingIndex, dataset_root, find_base, list_images, make_dataset,
-    protocol, register, to_records, train_records,
+    Item, Loaded, NamePattern, ParsingIndex, dataset_root, find_base, make_dataset, parse_folder, protocol,
+    register, to_records, train_records,
 )
 
 LABEL = "LTCC"
@@ -18,17 +21,17 @@ EXPECTED = "LTCC_ReID/{train,query,test}"
 NAME = NamePattern(r"(\d+)_(\d+)_c(\d+)_\w+", "PID_CLOTHES_cCAM_FRAME.png (001_1_c11_015861.png)")
 
 
+def _item(path: Path, groups: Tuple[str, ...]) -> Item:
+    pid, clothes, cam = (int(g) for g in groups)
+    return Item(path, pid, cam - 1, (pid, clothes))
+
+
 @register("ltcc")
 def load_ltcc(cfg: DataConfig) -> Loaded:
     root = dataset_root(LABEL, cfg.root)
     base = find_base(LABEL, root, SPLITS, EXPECTED, wrappers=("LTCC_ReID",))
     parsing = ParsingIndex(cfg.parsing.root, [root, base])
-    items = {}
-    for split in SPLITS:
-        items[split] = []
-        for path in list_images(LABEL, base / split, base, NAME.expected):
-            pid, clothes, cam = (int(g) for g in NAME.match(LABEL, path, base))
-            items[split].append(Item(path, pid, cam - 1, (pid, clothes)))
+    items = {split: parse_folder(LABEL, base / split, base, NAME, _item) for split in SPLITS}
     train = train_records(items["train"], parsing)
     query, gallery = to_records([items["query"], items["test"]], parsing)
     protocols = {"general": protocol(query, gallery), "cc": protocol(query, gallery, "cc")}

@@ -8,10 +8,13 @@ so the clothes-changing terms see no cross-clothes pair. Protocol: ``general``.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional, Tuple
+
 from ccreid.config import DataConfig
 from ccreid.data.datasets.common import (
-    Item, Loaded, NamePattern, ParsingIndex, dataset_root, find_base, list_images, make_dataset,
-    protocol, register, rel, require_images, to_records, train_records,
+    Item, Loaded, NamePattern, ParsingIndex, dataset_root, find_base, make_dataset, parse_folder, protocol,
+    register, rel, require_images, to_records, train_records,
 )
 
 LABEL = "Market-1501"
@@ -21,6 +24,11 @@ NAME = NamePattern(r"(-?\d+)_c(\d)\w*", "PPPP_cCsS_FFFFFF_BB.jpg (0002_c1s1_0004
 NOTE = f"{LABEL}: no clothes labels; clothes id = person id (one outfit each), general protocol only"
 
 
+def _item(path: Path, groups: Tuple[str, ...]) -> Optional[Item]:
+    pid, cam = (int(g) for g in groups)
+    return None if pid == -1 else Item(path, pid, cam - 1, (pid, 0))
+
+
 @register("market1501")
 def load_market1501(cfg: DataConfig) -> Loaded:
     root = dataset_root(LABEL, cfg.root)
@@ -28,11 +36,7 @@ def load_market1501(cfg: DataConfig) -> Loaded:
     parsing = ParsingIndex(cfg.parsing.root, [root, base])
     items = {}
     for split in SPLITS:
-        items[split] = []
-        for path in list_images(LABEL, base / split, base, NAME.expected):
-            pid, cam = (int(g) for g in NAME.match(LABEL, path, base))
-            if pid != -1:
-                items[split].append(Item(path, pid, cam - 1, (pid, 0)))
+        items[split] = parse_folder(LABEL, base / split, base, NAME, _item)
         require_images(LABEL, rel(base / split, root), items[split], "only junk images of pid -1")
     train = train_records(items["bounding_box_train"], parsing)
     query, gallery = to_records([items["query"], items["bounding_box_test"]], parsing)

@@ -1,28 +1,30 @@
-"""NKUP (Wang et al., 2020) in two layouts.
+"""NKUP (Nankai University, 107 identities) in two layouts.
 
 - NKUP+ (``NKUP2``): ``bounding_box_train/<pid>/<appearance>/<img>`` and
   ``bounding_box_test/{query,gallery_sameapp,gallery_crossapp_moderate,
   gallery_crossapp_dramatic}/<pid>/<appearance>/<img>``; the appearance folder is the
-  outfit; camera = characters 13-14 of the file name. Protocols: ``general`` (query vs
-  every gallery), ``sc`` (vs ``gallery_sameapp``, same-clothes rule), ``cc`` (vs both
-  cross-appearance galleries, clothes-changing rule), ``cc_moderate``, ``cc_dramatic``.
+  outfit; camera = characters 13-14 of the file name; parsing maps ship as the mirror
+  tree ``NKUP2_Parsing/``. Protocols: ``general`` (query vs every gallery), ``sc`` (vs
+  ``gallery_sameapp``, same-clothes rule), ``cc`` (vs both cross-appearance galleries,
+  clothes-changing rule), ``cc_moderate``, ``cc_dramatic``.
 - Market style: ``{bounding_box_train,bounding_box_test,query}/<pid>_<x>_<c><CAM>..._*.jpg``
-  (pid = first field, camera = the two digits after the letter opening the third
-  field). Names carry no outfit: clothes ids come from ``clothes.csv`` (columns
-  ``path,clothes_id``, paths relative to the dataset folder) when present, which adds
-  ``cc``; without it every person has one outfit and only ``general`` exists.
+  (pid = first field, camera = characters 2-3 of the third field). Names carry no
+  outfit: clothes ids come from ``clothes.csv`` (columns ``path,clothes_id``, paths
+  relative to the dataset folder) when present, which adds ``cc``; without it every
+  person has one outfit, only ``general`` exists and ``data check`` says so.
 """
 
 from __future__ import annotations
 
 import csv
+from functools import partial
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from ccreid.config import DataConfig
 from ccreid.data.datasets.common import (
-    Item, Loaded, NamePattern, ParsingIndex, dataset_root, find_base, int_folder, list_images,
-    list_subfolders, make_dataset, protocol, register, rel, stray_images, to_records, train_records,
+    Item, Loaded, NamePattern, ParsingIndex, dataset_root, find_base, int_folder,
+    list_subfolders, make_dataset, parse_folder, protocol, register, rel, stray_images, to_records, train_records,
 )
 from ccreid.errors import CCReIDError
 
@@ -34,9 +36,15 @@ PLUS_WRAPPERS = ("NKUP2_0126/NKUP2", "NKUP2")
 MARKET_SPLITS = ("bounding_box_train", "query", TEST)
 EXPECTED = ("{bounding_box_train,bounding_box_test,query} or the NKUP+ layout bounding_box_train/<pid>/"
             "<appearance>/ + bounding_box_test/{query,gallery_sameapp,gallery_crossapp_*}/<pid>/<appearance>/")
-PLUS_NAME = NamePattern(r".{12}(\d{2}).*", "a name whose characters 13-14 are the camera number")
-MARKET_NAME = NamePattern(r"(\d+)_[^_]+_[A-Za-z](\d{2})[^_]*(?:_.*)?", "PID_X_cCC..._*.jpg (camera = CC)")
+PLUS_NAME = NamePattern(r".{12}(\d{2}).*", "a name whose characters 13-14 are the camera number (0001_01_000105_0.jpg)")
+MARKET_NAME = NamePattern(r"(\d+)_[^_]+_[^_](\d{2})[^_]*(?:_.*)?",
+                          "PID_X_cCC_*.jpg, camera CC = characters 2-3 of the third field (0001_01_c05_0001.jpg)")
 MANIFEST = "clothes.csv"
+PLUS_PARSING = "NKUP2_Parsing"  # the release's parsing tree, next to NKUP2/
+
+
+def _plus_item(pid: int, appearance: str, path: Path, groups: Tuple[str, ...]) -> Item:
+    return Item(path, pid, int(groups[0]) - 1, (pid, appearance))
 
 
 def _plus_items(split: Path, base: Path) -> List[Item]:
@@ -50,9 +58,7 @@ def _plus_items(split: Path, base: Path) -> List[Item]:
     for person in list_subfolders(split):
         pid = int_folder(LABEL, person, base, "pid")
         for appearance in list_subfolders(person):
-            for path in list_images(LABEL, appearance, base, PLUS_NAME.expected):
-                (cam,) = PLUS_NAME.match(LABEL, path, base)
-                items.append(Item(path, pid, int(cam) - 1, (pid, appearance.name)))
+            items += parse_folder(LABEL, appearance, base, PLUS_NAME, partial(_plus_item, pid, appearance.name))
     if not items:
         raise CCReIDError(f"{LABEL}: no images in folder {rel(split, base)} under {base} "
                           f"(expected {rel(split, base)}/<pid>/<appearance>/<image>)")
@@ -71,7 +77,10 @@ def _load_plus(cfg: DataConfig, root: Path, base: Path) -> Loaded:
         "cc_moderate": protocol(query, moderate, "cc"),
         "cc_dramatic": protocol(query, dramatic, "cc"),
     }
-    return Loaded(make_dataset("nkup", cfg, train, protocols))
+    maps = base.parent / PLUS_PARSING
+    notes = [f"{LABEL}: parsing maps found in {maps}; pass them with data.parsing.root / --parsing"] \
+        if cfg.parsing.root is None and maps.is_dir() else []
+    return Loaded(make_dataset("nkup", cfg, train, protocols), notes)
 
 
 def _manifest(base: Path) -> Optional[Dict[str, str]]:
@@ -86,19 +95,23 @@ def _manifest(base: Path) -> Optional[Dict[str, str]]:
         return {Path(row["path"]).as_posix(): row["clothes_id"].strip() for row in reader}
 
 
+def _market_item(clothes: Optional[Dict[str, str]], base: Path, path: Path, groups: Tuple[str, ...]) -> Item:
+    """A Market-style image; its outfit from the manifest (one per person without it)."""
+    pid, cam = int(groups[0]), int(groups[1])
+    outfit = ""
+    if clothes is not None:
+        outfit = clothes.get(rel(path, base), "")
+        if not outfit:
+            raise CCReIDError(f"{LABEL}: {rel(path, base)} has no clothes id in {base / MANIFEST} "
+                              f"(columns path,clothes_id)")
+    return Item(path, pid, cam - 1, (pid, outfit))
+
+
 def _load_market_style(cfg: DataConfig, root: Path, base: Path) -> Loaded:
     parsing = ParsingIndex(cfg.parsing.root, [root, base])
     clothes = _manifest(base)
-    items: Dict[str, List[Item]] = {}
-    for split in MARKET_SPLITS:
-        items[split] = []
-        for path in list_images(LABEL, base / split, base, MARKET_NAME.expected):
-            pid, cam = (int(g) for g in MARKET_NAME.match(LABEL, path, base))
-            outfit = "" if clothes is None else clothes.get(rel(path, base))
-            if outfit is None:
-                raise CCReIDError(f"{LABEL}: {rel(path, base)} has no row in {base / MANIFEST} "
-                                  f"(columns path,clothes_id)")
-            items[split].append(Item(path, pid, cam - 1, (pid, outfit)))
+    make = partial(_market_item, clothes, base)
+    items = {split: parse_folder(LABEL, base / split, base, MARKET_NAME, make) for split in MARKET_SPLITS}
     train = train_records(items["bounding_box_train"], parsing)
     query, gallery = to_records([items["query"], items[TEST]], parsing)
     protocols = {"general": protocol(query, gallery)}

@@ -9,18 +9,26 @@ clothes-id rules to all cameras.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Tuple
+
 from ccreid.config import DataConfig
 from ccreid.data.datasets.common import (
-    Item, Loaded, NamePattern, ParsingIndex, camera_subset, dataset_root, find_base, list_images,
-    make_dataset, protocol, register, to_records, train_records,
+    Item, Loaded, NamePattern, ParsingIndex, camera_subset, dataset_root, find_base, make_dataset,
+    parse_folder, protocol, register, to_records, train_records,
 )
 
 LABEL = "VC-Clothes"
 SPLITS = ("train", "query", "gallery")
 EXPECTED = "{train,query,gallery}"
-NAME = NamePattern(r"(\d+)-(\d+)-(\d+)-(\d+)", "PID-CAM-CLOTHES-FRAME.jpg, four dash-separated numbers")
+NAME = NamePattern(r"(\d+)-(\d+)-(\d+)-(\d+)", "PID-CAM-CLOTHES-FRAME.jpg (0001-01-01-01.jpg)")
 SC_CAMERAS = (1, 2)  # cameras 2 and 3
 CC_CAMERAS = (2, 3)  # cameras 3 and 4
+
+
+def _item(path: Path, groups: Tuple[str, ...]) -> Item:
+    pid, cam, clothes, _ = (int(g) for g in groups)
+    return Item(path, pid, cam - 1, (pid, clothes))
 
 
 @register("vcclothes")
@@ -28,12 +36,7 @@ def load_vcclothes(cfg: DataConfig) -> Loaded:
     root = dataset_root(LABEL, cfg.root)
     base = find_base(LABEL, root, SPLITS, EXPECTED, wrappers=("VC-Clothes",))
     parsing = ParsingIndex(cfg.parsing.root, [root, base])
-    items = {}
-    for split in SPLITS:
-        items[split] = []
-        for path in list_images(LABEL, base / split, base, NAME.expected):
-            pid, cam, clothes, _ = NAME.match(LABEL, path, base)
-            items[split].append(Item(path, int(pid), int(cam) - 1, (int(pid), int(clothes))))
+    items = {split: parse_folder(LABEL, base / split, base, NAME, _item) for split in SPLITS}
     train = train_records(items["train"], parsing)
     query, gallery = to_records([items["query"], items["gallery"]], parsing)
     protocols = {"general": protocol(query, gallery)}
