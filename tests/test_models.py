@@ -1,13 +1,10 @@
-"""Backbones, heads, presets and pretrained-weight loading (tiny ResNet-18 at 64x32)."""
+"""Backbones, heads and presets (tiny ResNet-18 at 64x32); weight files: test_pretrained.py."""
 
 from __future__ import annotations
-
-from urllib.error import URLError
 
 import pytest
 import torch
 import torchvision
-from safetensors.torch import save_file
 
 from ccreid.config import ModelConfig
 from ccreid.errors import CCReIDError
@@ -20,7 +17,6 @@ from ccreid.models import (
     build_model,
     build_model_from_config,
 )
-from ccreid.models import backbones as backbones_module
 from ccreid.models.heads import BNNeckHead
 
 TINY = dict(backbone="resnet18", width_mult=0.25)
@@ -139,54 +135,3 @@ def test_config_builders_follow_preset_and_overrides() -> None:
     baseline = ModelConfig(preset="baseline", pretrained="none", **TINY)
     assert build_cre_from_config(baseline, [5]) is None
     assert len(build_model_from_config(baseline, 7).bsga) == 0
-
-
-def test_local_weight_file_with_prefixes_and_key_mismatches(tmp_path) -> None:
-    source = BACKBONES.get("resnet18")(width_mult=0.25)
-    state = {f"module.{k}": v for k, v in source.state_dict().items() if not k.startswith("layer4.1.")}
-    state["module.fc.weight"] = torch.zeros(10, 128)  # classifier: ignored
-    state["module.extra.weight"] = torch.zeros(3)  # unknown key
-    state["module.conv1.weight"] = torch.zeros(16, 3, 3, 3)  # wrong shape: skipped
-    path = tmp_path / "weights.pth"
-    torch.save({"state_dict": state, "epoch": 3}, path)
-    backbone = BACKBONES.get("resnet18")(pretrained=str(path), width_mult=0.25)
-    report = backbone.load_report
-    assert report.unexpected == ["extra.weight"] and report.mismatched == ["conv1.weight"]
-    assert "conv1.weight" in report.missing and "layer4.1.conv1.weight" in report.missing
-    assert torch.equal(backbone.layer2[0].conv1.weight, source.layer2[0].conv1.weight)
-    assert not torch.equal(backbone.conv1.weight, source.conv1.weight)
-
-    st_path = tmp_path / "weights.safetensors"
-    save_file({f"backbone.{k}": v.contiguous() for k, v in source.state_dict().items()}, str(st_path))
-    model = build_model("baseline", num_classes=2, pretrained=str(st_path), **TINY)
-    assert model.backbone.load_report.missing == [] and model.backbone.load_report.unexpected == []
-    assert torch.equal(model.backbone.conv1.weight, source.conv1.weight)
-
-
-def test_weight_file_errors(tmp_path) -> None:
-    wrong = tmp_path / "other.pth"
-    torch.save({"encoder.weight": torch.zeros(2)}, wrong)
-    with pytest.raises(CCReIDError, match="no tensor of .*other.pth matches"):
-        BACKBONES.get("resnet18")(pretrained=str(wrong), width_mult=0.25)
-    with pytest.raises(CCReIDError, match="not found"):
-        BACKBONES.get("resnet18")(pretrained=str(tmp_path / "missing.pth"), width_mult=0.25)
-    broken = tmp_path / "broken.pt"
-    broken.write_bytes(b"not a checkpoint")
-    with pytest.raises(CCReIDError, match="cannot read weight file"):
-        BACKBONES.get("resnet18")(pretrained=str(broken), width_mult=0.25)
-
-
-def test_imagenet_offline_is_a_clear_error(monkeypatch, tmp_path) -> None:
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-
-    def offline(*args, **kwargs):
-        raise URLError("no network")
-
-    monkeypatch.setattr(backbones_module, "load_state_dict_from_url", offline)
-    with pytest.raises(CCReIDError) as err:
-        BACKBONES.get("resnet18")(pretrained="imagenet")
-    message = str(err.value)
-    assert "resnet18-f37072fd.pth" in message and str(tmp_path) in message
-    assert "model.pretrained=/path/to/file" in message and "\n" not in message
-    with pytest.raises(CCReIDError, match="width_mult=1"):
-        BACKBONES.get("resnet18")(pretrained="imagenet", width_mult=0.5)

@@ -80,8 +80,8 @@ class BSGAConfig:
 @dataclass
 class ModelConfig:
     preset: str = "baseline"
-    backbone: str = "resnet50"
-    pretrained: str = "imagenet"  # imagenet | none | path to a local weight file
+    backbone: str = "resnet50"  # resnet18 | resnet34 | resnet50 | resnet101 | timm:<timm model name>
+    pretrained: str = "imagenet"  # imagenet | none | path to a local .safetensors/.pth weight file
     width_mult: float = 1.0
     last_stride: int = 1
     pooling: str = "avg"  # avg | max | gem | avgmax
@@ -126,6 +126,10 @@ class TrainConfig:
     keep_last: int = 2  # resumable checkpoints kept
     select_on: str = "last"  # last | val (never the test split)
     threads: int = 0  # CPU threads for torch (0: torch default)
+    sync_bn: bool = False  # SyncBatchNorm across torchrun processes (CUDA only)
+    tensorboard: bool = False  # scalars to <out>/tensorboard (needs `pip install tensorboard`)
+    channels_last: Optional[bool] = None  # None: on for CUDA, off elsewhere
+    compile: bool = False  # torch.compile the model for training
 
 
 @dataclass
@@ -216,6 +220,9 @@ def validate(cfg: Config) -> None:
     bad = set(cfg.model.cre.losses) - {"ce", "tri", "bctri"}
     if bad:
         raise CCReIDError(f"config key 'model.cre.losses': unknown terms {sorted(bad)} (use ce, tri, bctri)")
+    from ccreid.models.backbones import check_backbone_name  # here: ccreid.models imports this module
+
+    check_backbone_name(cfg.model.backbone)
     for key in ("data.ids_per_batch", "data.images_per_id", "data.height", "data.width", "train.epochs"):
         if _get(cfg, key) < 1:
             raise CCReIDError(f"config key {key!r}: must be >= 1")

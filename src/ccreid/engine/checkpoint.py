@@ -1,7 +1,8 @@
 """Checkpoints: weights as safetensors (with the config as metadata) + a small state file.
 
 Nothing here unpickles code: weights load with safetensors, the state file with
-``torch.load(weights_only=True)``. Every file is written atomically.
+``torch.load(weights_only=True)``. Every file is written atomically; a missing, truncated or
+tampered file is a one-line :class:`CCReIDError` naming it.
 """
 
 from __future__ import annotations
@@ -12,15 +13,17 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 from ccreid.engine.runtime import atomic_path
 from ccreid.errors import CCReIDError
+from ccreid.models.weights import count_names
 
 WEIGHTS_NAME = "model.safetensors"
 STATE_NAME = "state.pt"
+REDO = "re-download it or retrain"
 
 
 @dataclass
@@ -41,25 +44,49 @@ def save_weights(path: str | Path, model: nn.Module, config_yaml: str, num_class
         save_file(tensors, str(tmp), metadata=metadata)
 
 
+def _reason(err: Exception) -> str:
+    """``Type: first line`` of a reading error, kept short (one-line messages)."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0][:120]}" if lines else type(err).__name__
+
+
 def load_weights(path: str | Path) -> LoadedWeights:
-    """Read a ccreid ``.safetensors`` checkpoint; a missing or damaged file is a clear error."""
+    """Read a ccreid ``.safetensors`` checkpoint; a missing or damaged file is a one-line error."""
     path = Path(path)
     if path.is_dir():
         path = path / WEIGHTS_NAME
     if not path.is_file():
         raise CCReIDError(f"weights file {path} not found (pass the model.safetensors of a training run)")
     try:
-        tensors = load_file(str(path))
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as err:
-        raise CCReIDError(f"weights file {path} is damaged or not a safetensors file ({err})")
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except Exception as err:  # safetensors, OS and torch errors for truncated or tampered files
+        raise CCReIDError(f"weights file {path} is damaged or not a safetensors file ({_reason(err)}); {REDO}")
+    if "num_classes" not in metadata:
+        raise CCReIDError(f"weights file {path} has no ccreid metadata (num_classes); pass a model.safetensors "
+                          "written by ccreid train")
     try:
-        num_classes = int(metadata.get("num_classes", "0"))
+        num_classes = int(metadata["num_classes"])
         extra = json.loads(metadata.get("extra", "{}"))
     except ValueError:
-        raise CCReIDError(f"weights file {path}: metadata is damaged (num_classes/extra)")
+        raise CCReIDError(f"weights file {path}: metadata is damaged (num_classes/extra); {REDO}")
     return LoadedWeights(tensors, metadata.get("config"), num_classes, extra)
+
+
+def restore_weights(model: nn.Module, state_dict: Dict[str, torch.Tensor], path: str | Path) -> None:
+    """``model.load_state_dict(state_dict)``; missing, unexpected or reshaped tensors are a one-line error."""
+    own = model.state_dict()
+    problems = {
+        "missing": [k for k in own if k not in state_dict],
+        "unexpected": [k for k in state_dict if k not in own],
+        "other shape": [k for k in own if k in state_dict and state_dict[k].shape != own[k].shape],
+    }
+    found = [count_names(kind, keys) for kind, keys in problems.items() if keys]
+    if found:
+        raise CCReIDError(f"weights file {path} does not fit the model: {'; '.join(found)}; was it trained with "
+                          "other model.backbone / model.preset / model.width_mult settings?")
+    model.load_state_dict(state_dict)
 
 
 def save_state(path: str | Path, state: Dict[str, Any]) -> None:
@@ -69,10 +96,14 @@ def save_state(path: str | Path, state: Dict[str, Any]) -> None:
 
 
 def load_state(path: str | Path) -> Dict[str, Any]:
-    """Load a state file without executing pickled code."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
+    """Load a state file without executing pickled code; a damaged file is a one-line error."""
+    path = Path(path)
+    if not path.is_file():
         raise CCReIDError(f"state file {path} not found")
-    except Exception as err:  # truncated or tampered files raise many types
-        raise CCReIDError(f"state file {path} is damaged or not a ccreid state file ({type(err).__name__})")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated or tampered files raise many types; never unpickle code
+        raise CCReIDError(f"state file {path} is damaged or not a ccreid state file ({type(err).__name__}); {REDO}")
+    if not isinstance(state, dict):
+        raise CCReIDError(f"state file {path} holds a {type(state).__name__}, not a ccreid state dict; {REDO}")
+    return state

@@ -11,12 +11,13 @@ from __future__ import annotations
 import random
 import shutil
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 import torch
 
 from ccreid.engine.checkpoint import STATE_NAME, WEIGHTS_NAME, load_state, load_weights, save_state, save_weights
+from ccreid.errors import CCReIDError
 
 CHECKPOINTS = "checkpoints"
 
@@ -65,6 +66,40 @@ def latest_checkpoint(out: Path) -> Optional[Path]:
     return done[-1] if done else None
 
 
-def load_checkpoint(folder: Path) -> tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
-    """Weights and state of a checkpoint folder (nothing pickled is executed)."""
-    return load_weights(folder / WEIGHTS_NAME).state_dict, load_state(folder / STATE_NAME)
+def _readable(folder: Path) -> bool:
+    """Whether both files of the checkpoint in ``folder`` load."""
+    try:
+        load_weights(folder / WEIGHTS_NAME)
+        load_state(folder / STATE_NAME)
+    except CCReIDError:
+        return False
+    return True
+
+
+def _fallback(folder: Path) -> str:
+    """What to do when the checkpoint in ``folder`` cannot be used: name the last readable one."""
+    earlier = sorted((p for p in folder.parent.glob("epoch-*") if p.name < folder.name), reverse=True)
+    good = next((p for p in earlier if _readable(p)), None)
+    if good is not None:
+        return f"delete {folder} to resume from the last good checkpoint, {good.name}"
+    return "no earlier good checkpoint: train again without --resume"
+
+
+def load_checkpoint(folder: Path, required: Sequence[str] = ()) -> tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    """Weights and state of a checkpoint folder (nothing pickled is executed).
+
+    A missing or damaged file, weights without their config metadata, or a state without a
+    key of ``required`` is a one-line :class:`CCReIDError` naming the file and the checkpoint
+    to fall back on.
+    """
+    try:
+        weights = load_weights(folder / WEIGHTS_NAME)
+        if weights.config_yaml is None:
+            raise CCReIDError(f"weights file {folder / WEIGHTS_NAME} has no config metadata")
+        state = load_state(folder / STATE_NAME)
+        missing = [key for key in required if key not in state]
+        if missing:
+            raise CCReIDError(f"state file {folder / STATE_NAME} lacks {', '.join(missing)}")
+    except CCReIDError as err:
+        raise CCReIDError(f"{err}; {_fallback(folder)}") from None
+    return weights.state_dict, state

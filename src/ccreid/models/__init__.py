@@ -11,14 +11,16 @@ from __future__ import annotations
 from typing import Iterable, Optional, Sequence
 
 from ccreid.config import ModelConfig
-from ccreid.models.backbones import BACKBONES, LoadReport, ResNetBackbone
+from ccreid.models.backbones import BACKBONES, Backbone, ResNetBackbone, build_backbone
 from ccreid.models.bsga import BodyShapeGuidedAttention, bsga_loss
 from ccreid.models.cre import ClothesErasure, CREOutput
 from ccreid.models.presets import PRESETS, Components, resolve_components
 from ccreid.models.reid import ReIDModel
+from ccreid.models.weights import LoadReport, summarize
 
 __all__ = [
     "BACKBONES",
+    "Backbone",
     "PRESETS",
     "BodyShapeGuidedAttention",
     "CREOutput",
@@ -28,10 +30,12 @@ __all__ = [
     "ReIDModel",
     "ResNetBackbone",
     "bsga_loss",
+    "build_backbone",
     "build_cre_from_config",
     "build_model",
     "build_model_from_config",
     "resolve_components",
+    "summarize",
 ]
 
 
@@ -49,10 +53,11 @@ def build_model(
     feature: str = "bn",
 ) -> ReIDModel:
     """The model of ``preset``; ``bsga_stages`` applies when the preset (or ``bsga=True``)
-    switches BSGA on. CRE and BCTri live outside the network (see :func:`build_cre_from_config`
-    and :class:`ccreid.losses.ReIDObjective`)."""
+    switches BSGA on. ``backbone`` may be ``timm:<name>``; ``model.backbone.pretrained_report``
+    describes the weights loaded (:mod:`ccreid.models.weights`). CRE and BCTri live outside
+    the network (see :func:`build_cre_from_config` and :class:`ccreid.losses.ReIDObjective`)."""
     components = resolve_components(preset, bsga=bsga)
-    net = BACKBONES.get(backbone)(pretrained=pretrained, width_mult=width_mult, last_stride=last_stride)
+    net = build_backbone(backbone, pretrained, width_mult, last_stride)
     stages = tuple(bsga_stages) if components.bsga else ()
     return ReIDModel(net, num_classes, pooling=pooling, bsga_stages=stages, feature=feature)
 

@@ -1,19 +1,21 @@
-"""torchvision ResNets as re-ID backbones: last stride, width multiplier, pretrained weights.
+"""Re-ID backbones: torchvision ResNets (last stride, width multiplier, pretrained weights).
 
 ``BACKBONES.get("resnet50")(pretrained="none", width_mult=1.0, last_stride=1)`` returns a
 :class:`ResNetBackbone`: the stem and ``layer1``..``layer4`` of a torchvision ResNet under
-torchvision's parameter names (so torchvision checkpoints load as they are), with
-per-stage access for attention branches and ``out_channels`` for the head.
+torchvision's parameter names (so torchvision and timm ResNet checkpoints load as they are),
+with per-stage access for attention branches and ``out_channels`` for the head.
 ``width_mult < 1`` scales every channel count (fast CPU runs) using torchvision's own
-``BasicBlock``/``Bottleneck`` classes.
+``BasicBlock``/``Bottleneck`` classes. :func:`build_backbone` also accepts ``timm:<name>``
+(:mod:`ccreid.models.timm_backbone`); both kinds implement :class:`Backbone`. After loading
+weights, a backbone's ``pretrained_report`` holds a :class:`ccreid.models.weights.LoadReport`
+(``None`` when no weights were loaded).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Type, Union
+from typing import Callable, Dict, Optional, Sequence, Type, Union
 
 import torch
 from torch import nn
@@ -22,6 +24,7 @@ from torchvision.models import get_model_weights
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from ccreid.errors import CCReIDError
+from ccreid.models.weights import LoadReport, load_state_into, load_weight_file, read_weight_file
 from ccreid.registry import Registry
 
 Block = Type[Union[BasicBlock, Bottleneck]]
@@ -29,22 +32,37 @@ BackboneFactory = Callable[..., "ResNetBackbone"]
 BACKBONES: Registry[BackboneFactory] = Registry("backbone")
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")
-#: Checkpoint key prefixes removed before matching (DataParallel, re-ID codebases).
-STRIP_PREFIXES = ("module.", "backbone.", "model.", "base.")
+TIMM_PREFIX = "timm:"
 
 
-@dataclass
-class LoadReport:
-    """What loading a weight file into a backbone matched and what it did not."""
+class Backbone(nn.Module):
+    """What :class:`ccreid.models.ReIDModel` needs: ``stem``, ``stage(name)`` for each of
+    :data:`STAGES`, ``stage_channels`` (stages BSGA may follow), ``out_channels``, ``pretrained_report``."""
 
-    source: str
-    loaded: List[str] = field(default_factory=list)
-    missing: List[str] = field(default_factory=list)  # backbone keys the file lacks
-    unexpected: List[str] = field(default_factory=list)  # file keys the backbone lacks
-    mismatched: List[str] = field(default_factory=list)  # same name, other shape (skipped)
+    stage_channels: Dict[str, int]
+    out_channels: int
+    pretrained_report: Optional[LoadReport]
+
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def stage(self, name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for name in STAGES:
+            x = self.stage(name)(x)
+        return x
 
 
-class ResNetBackbone(nn.Module):
+def check_stage(name: str) -> None:
+    """Raise :class:`CCReIDError` unless ``name`` is one of :data:`STAGES`."""
+    if name not in STAGES:
+        raise CCReIDError(f"unknown backbone stage {name!r}; choose from {', '.join(STAGES)}")
+
+
+class ResNetBackbone(Backbone):
     """Stem + ``layer1``..``layer4`` of a ResNet (no pooling, no fc)."""
 
     def __init__(self, block: Block, layers: Sequence[int], width_mult: float = 1.0, last_stride: int = 1) -> None:
@@ -65,7 +83,7 @@ class ResNetBackbone(nn.Module):
             setattr(self, name, self._make_layer(block, planes, blocks, stride))
             self.stage_channels[name] = planes * block.expansion
         self.out_channels = self.stage_channels["layer4"]
-        self.load_report: Optional[LoadReport] = None
+        self.pretrained_report: Optional[LoadReport] = None  # see ccreid.models.weights
         self._init_weights()
 
     def _make_layer(self, block: Block, planes: int, blocks: int, stride: int) -> nn.Sequential:
@@ -91,104 +109,27 @@ class ResNetBackbone(nn.Module):
 
     def stage(self, name: str) -> nn.Sequential:
         """The module of stage ``name`` (``layer1``..``layer4``)."""
-        if name not in STAGES:
-            raise CCReIDError(f"unknown backbone stage {name!r}; choose from {', '.join(STAGES)}")
+        check_stage(name)
         return getattr(self, name)
 
     def stem(self, x: torch.Tensor) -> torch.Tensor:
         return self.maxpool(self.relu(self.bn1(self.conv1(x))))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        for name in STAGES:
-            x = getattr(self, name)(x)
-        return x
-
-
-def _read_weight_file(path: Path) -> Mapping[str, object]:
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(path))
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # unpickling and safetensors errors come in many types
-        raise CCReIDError(
-            f"config key 'model.pretrained': cannot read weight file {path} "
-            f"({type(err).__name__}); pass a .pth/.pt state dict or a .safetensors file"
-        )
-
-
-def _unwrap(obj: Mapping[str, object]) -> Mapping[str, object]:
-    """A checkpoint may wrap its state dict under ``state_dict`` or ``model``."""
-    for key in ("state_dict", "model"):
-        inner = obj.get(key)
-        if isinstance(inner, Mapping):
-            return inner
-    return obj
-
-
-def _canonical_key(key: str) -> str:
-    stripped = True
-    while stripped:
-        stripped = False
-        for prefix in STRIP_PREFIXES:
-            if key.startswith(prefix):
-                key, stripped = key[len(prefix):], True
-    return key
-
-
-def load_state_into(backbone: ResNetBackbone, state: Mapping[str, object], source: str) -> LoadReport:
-    """Copy matching tensors of ``state`` into ``backbone``; ``fc.*`` is ignored.
-
-    Common prefixes (``module.``, ``backbone.``, ``model.``, ``base.``) are stripped.
-    Raises :class:`CCReIDError` when no tensor matched.
-    """
-    own = backbone.state_dict()
-    tensors = {_canonical_key(k): v for k, v in _unwrap(state).items() if isinstance(v, torch.Tensor)}
-    tensors = {k: v for k, v in tensors.items() if not k.startswith("fc.")}
-    report = LoadReport(source)
-    matched = {}
-    for key, value in tensors.items():
-        if key not in own:
-            report.unexpected.append(key)
-        elif own[key].shape != value.shape:
-            report.mismatched.append(key)
-        else:
-            matched[key] = value
-    if not matched:
-        raise CCReIDError(
-            f"config key 'model.pretrained': no tensor of {source} matches the backbone "
-            f"(first keys: {', '.join(list(tensors)[:3]) or 'none'}); is it a torchvision ResNet of the same depth and width?"
-        )
-    backbone.load_state_dict(matched, strict=False)
-    report.loaded = sorted(matched)
-    report.missing = sorted(k for k in own if k not in matched and not k.endswith("num_batches_tracked"))
-    return report
-
-
-def load_weight_file(backbone: ResNetBackbone, path: Union[str, Path]) -> LoadReport:
-    """Load a local ``.pth``/``.pt`` (``weights_only``) or ``.safetensors`` file."""
-    path = Path(path)
-    if not path.is_file():
-        raise CCReIDError(
-            f"config key 'model.pretrained': weight file {path} not found (use imagenet, none or a path to a .pth/.safetensors file)"
-        )
-    return load_state_into(backbone, _read_weight_file(path), str(path))
-
 
 def load_imagenet(backbone: ResNetBackbone, arch: str) -> LoadReport:
-    """torchvision's default ImageNet weights of ``arch`` (downloaded into the torch hub cache)."""
+    """torchvision's default ImageNet weights of ``arch``, from the torch hub cache or downloaded there."""
     weights = get_model_weights(arch).DEFAULT
-    cached = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url))
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+    if cached.is_file():
+        return load_state_into(backbone, read_weight_file(cached), str(cached), arch)
     try:
-        state = load_state_dict_from_url(weights.url, progress=False, check_hash=True)
+        state = load_state_dict_from_url(weights.url, progress=False, check_hash=True, weights_only=True)
     except Exception as err:  # URLError, socket errors, hash mismatch...
         raise CCReIDError(
             f"config key 'model.pretrained': cannot download {weights} ({type(err).__name__}); "
             f"put the file at {cached}, or set model.pretrained=/path/to/file or model.pretrained=none"
         )
-    return load_state_into(backbone, state, str(weights))
+    return load_state_into(backbone, state, str(weights), arch)
 
 
 def _builder(arch: str, block: Block, layers: Sequence[int]) -> BackboneFactory:
@@ -196,12 +137,11 @@ def _builder(arch: str, block: Block, layers: Sequence[int]) -> BackboneFactory:
         backbone = ResNetBackbone(block, layers, width_mult, last_stride)
         if pretrained == "imagenet":
             if width_mult != 1.0:
-                raise CCReIDError(
-                    f"config key 'model.pretrained': imagenet weights need model.width_mult=1 (got {width_mult}); use pretrained=none"
-                )
-            backbone.load_report = load_imagenet(backbone, arch)
+                raise CCReIDError(f"config key 'model.pretrained': imagenet weights need model.width_mult=1 "
+                                  f"(got {width_mult}); use pretrained=none")
+            backbone.pretrained_report = load_imagenet(backbone, arch)
         elif pretrained != "none":
-            backbone.load_report = load_weight_file(backbone, pretrained)
+            backbone.pretrained_report = load_weight_file(backbone, pretrained, arch)
         return backbone
 
     build.__doc__ = f"{arch} backbone: ``pretrained`` is 'none', 'imagenet' or a weight-file path."
@@ -212,3 +152,26 @@ resnet18 = _builder("resnet18", BasicBlock, (2, 2, 2, 2))
 resnet34 = _builder("resnet34", BasicBlock, (3, 4, 6, 3))
 resnet50 = _builder("resnet50", Bottleneck, (3, 4, 6, 3))
 resnet101 = _builder("resnet101", Bottleneck, (3, 4, 23, 3))
+
+
+def check_backbone_name(name: str) -> None:
+    """Raise :class:`CCReIDError` unless ``name`` is a registered backbone or ``timm:<model>``."""
+    if name.startswith(TIMM_PREFIX):
+        from ccreid.models.timm_backbone import check_timm_name
+
+        check_timm_name(name[len(TIMM_PREFIX):])
+    elif name not in BACKBONES:
+        raise CCReIDError(
+            f"config key 'model.backbone': unknown backbone {name!r}; choose one of: "
+            f"{', '.join(BACKBONES)}, or timm:<timm model name>"
+        )
+
+
+def build_backbone(name: str, pretrained: str = "none", width_mult: float = 1.0, last_stride: int = 1) -> Backbone:
+    """The backbone called ``name`` (``resnet50``, ..., or ``timm:<timm model name>``)."""
+    if name.startswith(TIMM_PREFIX):
+        from ccreid.models.timm_backbone import TimmBackbone
+
+        return TimmBackbone(name[len(TIMM_PREFIX):], pretrained, width_mult, last_stride)
+    check_backbone_name(name)
+    return BACKBONES.get(name)(pretrained=pretrained, width_mult=width_mult, last_stride=last_stride)

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ccreid.errors import CCReIDError
-from ccreid.models.backbones import STAGES, ResNetBackbone
+from ccreid.models.backbones import STAGES, Backbone
 from ccreid.models.bsga import build_bsga
 from ccreid.models.heads import BNNeckHead
 
@@ -27,7 +27,7 @@ class ReIDModel(nn.Module):
 
     def __init__(
         self,
-        backbone: ResNetBackbone,
+        backbone: Backbone,
         num_classes: int,
         pooling: str = "avg",
         bsga_stages: Sequence[str] = (),

@@ -1,0 +1,124 @@
+"""Pretrained weights from local files (torchvision / timm layouts), the load report, errors."""
+
+from __future__ import annotations
+
+import pickle
+from urllib.error import URLError
+
+import pytest
+import torch
+import torchvision
+from safetensors.torch import save_file
+
+from ccreid.config import load_config
+from ccreid.errors import CCReIDError
+from ccreid.models import BACKBONES, build_model, summarize
+from ccreid.models import backbones as backbones_module
+
+TINY = dict(backbone="resnet18", width_mult=0.25)
+
+
+class Evil:
+    """Unpickling this would create ``path``: the test asserts it never does."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+def one_line_error(match: str, build, *args, **kwargs) -> str:
+    with pytest.raises(CCReIDError, match=match) as err:
+        build(*args, **kwargs)
+    assert "\n" not in str(err.value)
+    return str(err.value)
+
+
+def test_prefixes_containers_and_report(tmp_path) -> None:
+    source = BACKBONES.get("resnet18")(width_mult=0.25)
+    state = {f"module.{k}": v for k, v in source.state_dict().items() if not k.startswith("layer4.1.")}
+    state["module.fc.weight"] = torch.zeros(10, 128)  # classifier: ignored, not a problem
+    state["module.extra.weight"] = torch.zeros(3)  # unknown key
+    state["module.conv1.weight"] = torch.zeros(16, 3, 3, 3)  # wrong shape: skipped
+    path = tmp_path / "weights.pth"
+    torch.save({"model": {"state_dict": state}, "epoch": 3}, path)
+    backbone = BACKBONES.get("resnet18")(pretrained=str(path), width_mult=0.25)
+    report = backbone.pretrained_report
+    assert report["source"] == str(path) and report["ignored"] == ["fc.weight"]
+    assert report["unexpected"] == ["extra.weight"] and report["mismatched"] == ["conv1.weight"]
+    assert "conv1.weight" in report["missing"] and "layer4.1.conv1.weight" in report["missing"]
+    assert "layer2.0.conv1.weight" in report["loaded"] and "conv1.weight" not in report["loaded"]
+    assert torch.equal(backbone.layer2[0].conv1.weight, source.layer2[0].conv1.weight)
+    assert not torch.equal(backbone.conv1.weight, source.conv1.weight)
+    line = summarize(report)
+    assert line.startswith(f"{len(report['loaded'])} tensors loaded from {path}") and "1 ignored (fc.weight)" in line
+
+    st_path = tmp_path / "weights.safetensors"
+    save_file({f"backbone.{k}": v.contiguous() for k, v in source.state_dict().items()}, str(st_path))
+    model = build_model("baseline", num_classes=2, pretrained=str(st_path), **TINY)
+    report = model.backbone.pretrained_report
+    assert report["missing"] == report["unexpected"] == report["mismatched"] == report["ignored"] == []
+    assert torch.equal(model.backbone.conv1.weight, source.conv1.weight)
+    assert BACKBONES.get("resnet18")(width_mult=0.25).pretrained_report is None
+
+
+def test_torchvision_state_dict_loads_except_the_classifier(tmp_path) -> None:
+    path = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), path)
+    report = BACKBONES.get("resnet18")(pretrained=str(path)).pretrained_report
+    assert report["ignored"] == ["fc.weight", "fc.bias"]
+    assert report["missing"] == report["unexpected"] == report["mismatched"] == []
+
+
+def test_timm_resnet_state_dict_gives_the_same_features(tmp_path) -> None:
+    timm = pytest.importorskip("timm")
+    net = timm.create_model("resnet18", pretrained=False).eval()
+    path = tmp_path / "timm_resnet18.safetensors"
+    save_file(net.state_dict(), str(path))
+    ours = BACKBONES.get("resnet18")(pretrained=str(path), last_stride=2).eval()
+    report = ours.pretrained_report
+    assert sorted(report["ignored"]) == ["fc.bias", "fc.weight"] and report["missing"] == report["unexpected"] == []
+    images = torch.randn(2, 3, 64, 32)
+    with torch.no_grad():
+        assert torch.allclose(ours(images), net.forward_features(images), atol=1e-5)
+
+
+def test_weight_file_errors(tmp_path) -> None:
+    wrong = tmp_path / "other.pth"
+    torch.save({"encoder.weight": torch.zeros(2)}, wrong)
+    message = one_line_error("no backbone weights matched", BACKBONES.get("resnet18"), pretrained=str(wrong))
+    assert str(wrong) in message and "expected a torchvision/timm resnet18 state dict" in message
+    one_line_error(f"{tmp_path / 'missing.pth'} not found", BACKBONES.get("resnet18"),
+                   pretrained=str(tmp_path / "missing.pth"))
+    for name, content in [("broken.pt", b"not a checkpoint"), ("broken.safetensors", b"\x08" * 40)]:
+        (tmp_path / name).write_bytes(content)
+        one_line_error(f"cannot read weight file {tmp_path / name}", BACKBONES.get("resnet18"),
+                       pretrained=str(tmp_path / name))
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pth"
+    evil.write_bytes(pickle.dumps({"conv1.weight": Evil(str(marker))}, protocol=2))
+    one_line_error("cannot read weight file", BACKBONES.get("resnet18"), pretrained=str(evil))
+    assert not marker.exists()
+
+
+def test_imagenet_uses_the_cache_and_offline_is_a_clear_error(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+
+    def offline(*args, **kwargs):
+        raise URLError("no network")
+
+    monkeypatch.setattr(backbones_module, "load_state_dict_from_url", offline)
+    message = one_line_error("cannot download", BACKBONES.get("resnet18"), pretrained="imagenet")
+    cached = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    assert str(cached) in message and "model.pretrained=/path/to/file" in message
+    one_line_error("width_mult=1", BACKBONES.get("resnet18"), pretrained="imagenet", width_mult=0.5)
+    cached.parent.mkdir(parents=True)
+    torch.save(torchvision.models.resnet18().state_dict(), cached)
+    assert BACKBONES.get("resnet18")(pretrained="imagenet").pretrained_report["source"] == str(cached)
+
+
+def test_config_rejects_unknown_backbones() -> None:
+    message = one_line_error("model.backbone", load_config, None, ["model.backbone=resnet99"])
+    assert "resnet50" in message and "timm:<timm model name>" in message
+    assert load_config(None, ["model.backbone=resnet18"]).model.backbone == "resnet18"
