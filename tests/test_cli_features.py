@@ -138,3 +138,35 @@ def test_test_feature_key_selects_the_feature(checkpoint, tmp_path):
     assert feats["bn"].shape == feats["pre"].shape and not np.allclose(feats["bn"], feats["pre"], atol=1e-3)
     assert main(["extract", "--weights", str(weights), "--protocol", "cc", "--out", str(tmp_path / "x.npz"),
                  "test.feature=mid"]) == 2
+
+
+def test_test_rerank_and_single_shot_match_stored_feature_evaluation(checkpoint, tmp_path, capsys):
+    from ccreid.data.datasets import single_shot_galleries
+    from ccreid.engine.features_io import load_features
+    from ccreid.evaluation import evaluate
+    from ccreid.data.manager import DataManager
+
+    root, _, weights = checkpoint
+    feats = tmp_path / "cc.npz"
+    main(["extract", "--weights", str(weights), "--protocol", "cc", "--out", str(feats), "--quiet"])
+    reranked = run_json(["eval", "--features", str(feats), "--protocol", "cc", "--rerank", "--json"], capsys)
+    assert main(["test", "--weights", str(weights), "--out", str(tmp_path / "rr"), "--rerank", "--quiet",
+                 "--no-report"]) == 0
+    tested = json.loads((tmp_path / "rr" / "results.json").read_text())["presets"]["ours"]["cc"]
+    assert tested["mAP"] == pytest.approx(reranked["mAP"], abs=1e-6)
+    assert tested["rank1"] == pytest.approx(reranked["rank1"], abs=1e-6)
+
+    single = tester.test_checkpoint(weights, tmp_path / "ss", overrides=["test.single_shot=3"])["ours"]["cc"]
+    arrays = load_features(feats, require_clothes=True)
+    cfg, _ = tester.load_checkpoint_config(weights, None, [])
+    split = DataManager(cfg, need_parsing=False).eval_splits("test")["cc"]
+    row = {str(p): i for i, p in enumerate(arrays["g_paths"])}
+    expected = []
+    for gallery in single_shot_galleries(split.gallery, 3):
+        keep = np.array([row[r.path] for r in gallery])
+        assert len(keep) == len({r.pid for r in split.gallery})  # one image per identity
+        expected.append(evaluate(arrays["qf"], arrays["gf"][keep], arrays["q_pids"], arrays["g_pids"][keep],
+                                 arrays["q_camids"], arrays["g_camids"][keep], arrays["q_clothes"],
+                                 arrays["g_clothes"][keep], rule="cc")["mAP"])
+    assert single["mAP"] == pytest.approx(float(np.mean(expected)), abs=1e-4)
+    assert main(["test", "--weights", str(weights), "--out", str(tmp_path / "x"), "test.single_shot=-1"]) == 2

@@ -122,3 +122,24 @@ def test_config_rejects_unknown_backbones() -> None:
     message = one_line_error("model.backbone", load_config, None, ["model.backbone=resnet99"])
     assert "resnet50" in message and "timm:<timm model name>" in message
     assert load_config(None, ["model.backbone=resnet18"]).model.backbone == "resnet18"
+
+
+def test_training_logs_the_pretrained_report(tmp_path, capsys):
+    """`ccreid train` with a local weight file logs the key-mapping summary and keeps the report."""
+    import json
+
+    from ccreid.cli import main
+
+    weights = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), weights)
+    out = tmp_path / "run"
+    args = ["train", "-c", "synthetic", "--out", str(out), "--no-report", f"data.root={tmp_path / 'data'}",
+            "data.synthetic.ids=20", "data.synthetic.outfits=2", "data.synthetic.images_per_outfit=2",
+            "data.synthetic.height=64", "data.synthetic.width=32", "data.height=64", "data.width=32",
+            "data.ids_per_batch=4", "data.images_per_id=2", "model.backbone=resnet18", "model.width_mult=1",
+            f"model.pretrained={weights}", "train.epochs=1", "train.warmup_epochs=0", "train.milestones=[]",
+            "train.device=cpu", "test.flip=false"]
+    assert main(args) == 0
+    report = json.loads((out / "pretrained_report.json").read_text())
+    assert report["source"] == str(weights) and report["missing"] == [] and "fc.weight" in report["ignored"]
+    assert "model.pretrained: 120 tensors loaded from" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
@@ -100,6 +101,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     cfg = load_config(args.config, args.overrides)
     result = train(cfg, args.out, progress=_progress(args), on_log=None if args.quiet else _log_line,
                    resume=args.resume)
+    if result.rank != 0:  # under torchrun, rank 0 reports for the job
+        return
     presets = {result.preset: strip_curves(result.results)}
     write_results(args.out, presets, f"{result.preset} on {cfg.data.name}",
                   timings={"train_and_eval_s": round(result.seconds, 1),
@@ -114,7 +117,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_test(args: argparse.Namespace) -> None:
     from ccreid.engine.tester import test_checkpoint
 
-    presets = test_checkpoint(args.weights, args.out, args.config, args.overrides, progress=_progress(args))
+    overrides = args.overrides + (["test.rerank=true"] if args.rerank else [])
+    presets = test_checkpoint(args.weights, args.out, args.config, overrides, progress=_progress(args))
     print_results(presets, f"evaluation of {args.weights}")
     console.print(f"results in {args.out}/results.json")
     _write_report(args, args.out)
@@ -337,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=1, help="runs trained at once (CPU threads shared out)")
     p.add_argument("overrides", nargs="*", help="dotted config overrides")
 
+    test_p.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (same as test.rerank=true)")
     for p in (train_p, test_p, demo_p, ablation_p):
         p.add_argument("--no-report", action="store_true", help="do not write report.html")
 
@@ -453,8 +458,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _setup_logging(quiet: bool) -> None:
+    """Engine notes (``logging.getLogger("ccreid...")``) go to stderr unless ``--quiet``."""
+    from rich.logging import RichHandler
+
+    logger = logging.getLogger("ccreid")
+    logger.handlers = [RichHandler(console=err_console, show_time=False, show_path=False, markup=False)]
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    logger.propagate = False
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    _setup_logging(getattr(args, "quiet", False))
     try:
         args.func(args)
     except CCReIDError as err:

@@ -139,6 +139,8 @@ class TestConfig:
     feature: str = "bn"  # bn (after BNNeck) | pre (before BNNeck)
     ap_mode: str = "noninterp"  # noninterp | market1501
     protocols: Optional[List[str]] = None  # None: all the dataset defines
+    rerank: bool = False  # k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3)
+    single_shot: int = 0  # N > 0: mean over N one-image-per-identity galleries (PRCC single-shot: 10)
 
 
 @dataclass
@@ -226,6 +228,8 @@ def validate(cfg: Config) -> None:
     for key in ("data.ids_per_batch", "data.images_per_id", "data.height", "data.width", "train.epochs"):
         if _get(cfg, key) < 1:
             raise CCReIDError(f"config key {key!r}: must be >= 1")
+    if cfg.test.single_shot < 0:
+        raise CCReIDError("config key 'test.single_shot': must be >= 0 (0: the whole gallery)")
 
 
 def to_yaml(cfg: Config) -> str:

@@ -12,6 +12,7 @@ The torchreid-style entry point::
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -64,7 +65,9 @@ class DataManager:
         self.cfg = cfg
         self.need_parsing = need_parsing
         self.missing = missing_mode(data.parsing.missing, need_parsing)
-        self.dataset: ReIDDataset = DATASETS.get(data.name)(data)
+        distributed = dist.is_available() and dist.is_initialized()
+        self.rank, world_size = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+        self.dataset: ReIDDataset = self._build_dataset(distributed)
         if not self.dataset.train:
             raise CCReIDError(f"dataset {data.name!r} at {data.root} has no training images; check data.root")
         # data.parsing.labels, unless left at its default while the dataset declares its own
@@ -73,12 +76,10 @@ class DataManager:
         self._check_files()
         train_transform = build_train_transform(data.height, data.width, data.flip_p, data.pad, data.erasing_p)
         self.train_set = ReIDImageDataset(self.dataset.train, train_transform, need_parsing, self.missing)
-        distributed = dist.is_available() and dist.is_initialized()
-        rank, world_size = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
         pids = [r.pid for r in self.dataset.train]
         clothes = [r.clothes_id for r in self.dataset.train]
         self.sampler = ClothesAwarePKSampler(
-            pids, clothes, data.ids_per_batch, data.images_per_id, cfg.seed, rank, world_size
+            pids, clothes, data.ids_per_batch, data.images_per_id, cfg.seed, self.rank, world_size
         )
         self.train_loader = DataLoader(
             self.train_set, batch_sampler=self.sampler, **self._loader_options()
@@ -95,11 +96,12 @@ class DataManager:
     def set_epoch(self, epoch: int) -> None:
         """Make the next pass over :attr:`train_loader` the batches of ``epoch``.
 
-        Batches and worker seeds depend only on ``(seed, epoch)``, so a resumed run
-        sees exactly the data an uninterrupted one would (workers restart each epoch).
+        Batches and worker seeds depend only on ``(seed, epoch, rank)``, so a resumed run
+        sees exactly the data an uninterrupted one would (workers restart each epoch)
+        and the ranks of a distributed job draw different augmentations.
         """
         self.sampler.set_epoch(epoch)
-        self.train_loader.generator.manual_seed(self.cfg.seed * 1_000_003 + epoch)
+        self.train_loader.generator.manual_seed(self.cfg.seed * 1_000_003 + epoch + self.rank * 7_919)
 
     def loader(
         self, records: List[ImageRecord], batch_size: Optional[int] = None, need_parsing: bool = False
@@ -116,6 +118,21 @@ class DataManager:
         if split not in ("test", "val"):
             raise ValueError(f"split must be 'test' or 'val', got {split!r}")
         return dict(self.dataset.protocols if split == "test" else self.dataset.val)
+
+    def _build_dataset(self, distributed: bool) -> ReIDDataset:
+        """The adapter's dataset. Adapters may write files (the synthetic one renders its
+        images), so in a distributed job rank 0 goes first, then each node's first
+        process, then the rest: no two processes write one folder at once."""
+        adapter = DATASETS.get(self.cfg.data.name)
+        if not distributed:
+            return adapter(self.cfg.data)
+        local_rank = int(os.environ.get("LOCAL_RANK", self.rank))
+        turn = 0 if self.rank == 0 else 1 if local_rank == 0 else 2
+        for phase in range(3):
+            if phase == turn:
+                dataset = adapter(self.cfg.data)
+            dist.barrier()
+        return dataset
 
     def _check_files(self) -> None:
         splits = [*self.dataset.protocols.values(), *self.dataset.val.values()]
@@ -135,6 +152,10 @@ class DataManager:
                 )
 
     def _loader_options(self) -> dict:
+        # No persistent_workers: workers seed their RNGs once, when started, from the
+        # loader generator. Kept alive across epochs, epoch e's augmentations would depend
+        # on every epoch before it and a resumed run would no longer see the data of an
+        # uninterrupted one; restarting them each epoch is what set_epoch relies on.
         device = self.cfg.train.device
         return {
             "num_workers": self.cfg.data.workers,

@@ -1,4 +1,8 @@
-"""Feature extraction and protocol evaluation of a model on a dataset's splits."""
+"""Feature extraction and protocol evaluation of a model on a dataset's splits.
+
+Under ``torchrun`` every rank extracts the features of a 1/world_size share of the
+images and the shares are all-gathered, so each rank computes the same metrics.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from ccreid.config import TestConfig
+from ccreid.data.datasets import single_shot_galleries
 from ccreid.data.records import EvalSplit, ImageRecord
-from ccreid.evaluation import evaluate
+from ccreid.engine.distributed import current, gather_rows
+from ccreid.evaluation import evaluate, evaluate_distmat, rerank_features
 
 METRIC_KEYS = ("rank1", "rank5", "rank10", "mAP", "queries", "queries_without_match")
 
@@ -36,6 +43,25 @@ def extract_features(
     return torch.cat(chunks) if chunks else torch.empty(0)
 
 
+def extract_all(
+    model: nn.Module,
+    records: List[ImageRecord],
+    make_loader: Callable[[List[ImageRecord]], DataLoader],
+    device: torch.device,
+    flip: bool = True,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Features of ``records`` in order; shared out over the ranks of a distributed job."""
+    info = current()
+    if not info.enabled:
+        return extract_features(model, make_loader(records), device, flip, progress)
+    share = -(-len(records) // info.world_size)
+    padded = (records * info.world_size)[: share * info.world_size]  # equal shares for all_gather
+    mine = extract_features(model, make_loader(padded[info.rank :: info.world_size]), device, flip,
+                            progress and info.is_main)
+    return gather_rows(mine, len(records), info)
+
+
 def _labels(records: List[ImageRecord]) -> Dict[str, torch.Tensor]:
     return {
         "pids": torch.tensor([r.pid for r in records]),
@@ -44,17 +70,39 @@ def _labels(records: List[ImageRecord]) -> Dict[str, torch.Tensor]:
     }
 
 
+def _score(feats: torch.Tensor, unique: Dict[str, int], query: List[ImageRecord], gallery: List[ImageRecord],
+           rule: str, test: TestConfig) -> dict:
+    q_idx = torch.tensor([unique[r.path] for r in query], dtype=torch.long)
+    g_idx = torch.tensor([unique[r.path] for r in gallery], dtype=torch.long)
+    q, g = _labels(query), _labels(gallery)
+    labels = (q["pids"], g["pids"], q["camids"], g["camids"], q["clothes"], g["clothes"])
+    if test.rerank:
+        return evaluate_distmat(rerank_features(feats[q_idx], feats[g_idx]), *labels, rule=rule, ap_mode=test.ap_mode)
+    return evaluate(feats[q_idx], feats[g_idx], *labels, rule=rule, ap_mode=test.ap_mode)
+
+
+def _mean(runs: List[dict]) -> dict:
+    """Metrics averaged over single-shot galleries (query counts from the first)."""
+    out = {key: sum(r[key] for r in runs) / len(runs) for key in ("rank1", "rank5", "rank10", "mAP")}
+    out["cmc"] = torch.tensor([r["cmc"] for r in runs]).mean(0).tolist() if runs[0].get("cmc") else None
+    return runs[0] | out
+
+
 def evaluate_splits(
     model: nn.Module,
     splits: Dict[str, EvalSplit],
     make_loader: Callable[[List[ImageRecord]], DataLoader],
     device: torch.device,
-    flip: bool = True,
-    ap_mode: str = "noninterp",
+    test: TestConfig,
     protocols: Optional[Iterable[str]] = None,
     progress: bool = False,
 ) -> Dict[str, dict]:
-    """Score ``model`` on each protocol; every distinct image is extracted once."""
+    """Score ``model`` on each protocol; every distinct image is extracted once.
+
+    ``test``: flip averaging, AP mode, k-reciprocal re-ranking (``test.rerank``) and
+    ``test.single_shot`` (N > 0: the mean over N galleries of one random image per
+    identity, PRCC's original single-shot protocol with N = 10; 0: the whole gallery).
+    """
     names = [n for n in splits if protocols is None or n in set(protocols)]
     unique: Dict[str, int] = {}
     records: List[ImageRecord] = []
@@ -65,16 +113,11 @@ def evaluate_splits(
                 records.append(rec)
     if not records:
         return {}
-    feats = extract_features(model, make_loader(records), device, flip, progress)
+    feats = extract_all(model, records, make_loader, device, test.flip, progress)
     results: Dict[str, dict] = {}
     for name in names:
         split = splits[name]
-        q_idx = torch.tensor([unique[r.path] for r in split.query], dtype=torch.long)
-        g_idx = torch.tensor([unique[r.path] for r in split.gallery], dtype=torch.long)
-        q, g = _labels(split.query), _labels(split.gallery)
-        metrics = evaluate(
-            feats[q_idx], feats[g_idx], q["pids"], g["pids"], q["camids"], g["camids"],
-            q["clothes"], g["clothes"], rule=split.rule, ap_mode=ap_mode,
-        )
+        galleries = single_shot_galleries(split.gallery, test.single_shot) if test.single_shot else [split.gallery]
+        metrics = _mean([_score(feats, unique, split.query, gallery, split.rule, test) for gallery in galleries])
         results[name] = {key: metrics[key] for key in METRIC_KEYS} | {"cmc": metrics.get("cmc")}
     return results

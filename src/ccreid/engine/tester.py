@@ -9,7 +9,7 @@ from typing import Dict, Optional, Sequence
 
 from ccreid.config import Config, load_config, to_yaml
 from ccreid.data.manager import DataManager
-from ccreid.engine.checkpoint import LoadedWeights, load_weights
+from ccreid.engine.checkpoint import LoadedWeights, load_weights, restore_weights
 from ccreid.engine.evaluator import evaluate_splits
 from ccreid.engine.results import strip_curves, write_results
 from ccreid.engine.runtime import machine_info, resolve_device, write_text
@@ -37,13 +37,7 @@ def trained_model(cfg: Config, loaded: LoadedWeights, weights) -> ReIDModel:
     cfg.model.pretrained = "none"  # the checkpoint provides every weight
     model = build_model_from_config(cfg.model, loaded.num_classes)
     model.feature = cfg.test.feature
-    try:
-        model.load_state_dict(loaded.state_dict)
-    except RuntimeError as err:
-        lines = str(err).splitlines()
-        detail = lines[1].strip() if len(lines) > 1 else lines[0]
-        raise CCReIDError(f"weights file {weights} does not match its config model.backbone={cfg.model.backbone} "
-                          f"({detail})")
+    restore_weights(model, loaded.state_dict, weights)
     return model
 
 
@@ -61,8 +55,8 @@ def test_checkpoint(
     manager = DataManager(cfg, need_parsing=False)
     model = trained_model(cfg, loaded, weights)
     model.to(device)
-    results = evaluate_splits(model, manager.eval_splits("test"), manager.loader, device, cfg.test.flip,
-                              cfg.test.ap_mode, cfg.test.protocols, progress)
+    results = evaluate_splits(model, manager.eval_splits("test"), manager.loader, device, cfg.test,
+                              cfg.test.protocols, progress)
     presets = {cfg.model.preset: strip_curves(results)}
     out = Path(out_dir)
     write_text(out / "config.yaml", to_yaml(cfg))

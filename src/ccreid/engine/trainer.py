@@ -1,27 +1,41 @@
-"""The training loop: CRE on the batch, forward, the METHOD.md objective, Adam + warm-up."""
+"""The training loop: CRE on the batch, forward, the METHOD.md objective, Adam + warm-up.
+
+Under ``torchrun`` (see :mod:`ccreid.engine.distributed`) the model is wrapped in
+DistributedDataParallel: each process trains on its own P x K batch (global batch
+``world_size x P x K``; triplet and BCTri mining stay within a process's batch), rank 0
+alone writes logs, checkpoints and weights, and evaluation features are gathered
+from all ranks.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
 import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from ccreid.config import Config, to_yaml
 from ccreid.data.manager import DataManager
-from ccreid.engine.checkpoint import STATE_NAME, WEIGHTS_NAME, save_state, save_weights
+from ccreid.engine.checkpoint import STATE_NAME, WEIGHTS_NAME, restore_weights, save_state, save_weights
+from ccreid.engine.distributed import DistInfo, setup
 from ccreid.engine.evaluator import evaluate_splits
 from ccreid.engine.results import strip_curves
 from ccreid.engine.resume import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from ccreid.engine.runtime import autocast, resolve_device, seed_everything, write_text
+from ccreid.engine.runtime import autocast, seed_everything, write_json, write_text
 from ccreid.errors import CCReIDError
 from ccreid.losses import ReIDObjective
-from ccreid.models import build_cre_from_config, build_model_from_config
+from ccreid.models import ReIDModel, build_cre_from_config, build_model_from_config, summarize
+from ccreid.models.cre import ClothesErasure
 from ccreid.models.presets import Components, resolve_components
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -34,6 +48,7 @@ class TrainResult:
     seconds: float
     images_per_second: float
     out_dir: Path
+    rank: int = 0  # the process's rank under torchrun; only rank 0 should write results
 
 
 def components_of(cfg: Config) -> Components:
@@ -68,21 +83,40 @@ def train(
 
     With ``resume``, training continues from the newest checkpoint in
     ``out_dir/checkpoints`` (an error if there is none) and ends exactly as an
-    uninterrupted run with the same config would. An existing run in ``out_dir`` is
-    never replaced unless ``overwrite``.
+    uninterrupted run with the same config (and number of processes) would. An
+    existing run in ``out_dir`` is never replaced unless ``overwrite``. Launched by
+    ``torchrun``, every process calls this; all of them return the same results.
     """
     out = Path(out_dir)
     if not (resume or overwrite) and ((out / WEIGHTS_NAME).exists() or latest_checkpoint(out) is not None):
         raise CCReIDError(f"{out} already holds a training run; use --resume to continue it or choose another --out")
-    device = resolve_device(cfg.train.device)
+    info = setup(cfg.train.device, cfg.train.sync_bn)
+    try:
+        return _train(cfg, out, info, progress, on_log, resume)
+    finally:
+        info.close()
+
+
+def _train(cfg: Config, out: Path, info: DistInfo, progress: bool,
+           on_log: Optional[Callable[[dict], None]], resume: bool) -> TrainResult:
+    """:func:`train` in one process of the job ``info`` (process group already joined)."""
+    device = info.device
     autocast(device, cfg.train.amp)  # an amp mode the device lacks fails here, before any output
-    out.mkdir(parents=True, exist_ok=True)
-    seed_everything(cfg.seed)
+    writer_class = _summary_writer_class() if cfg.train.tensorboard else None
+    seed_everything(cfg.seed + info.rank)
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
     comps = components_of(cfg)
     manager = DataManager(cfg, need_parsing=comps.cre or comps.bsga)
+    channels_last = device.type == "cuda" if cfg.train.channels_last is None else cfg.train.channels_last
     model = build_model_from_config(cfg.model, manager.num_train_pids).to(device)
+    model.feature = cfg.test.feature
+    if info.is_main:
+        _report_pretrained(model, out)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if info.enabled and cfg.train.sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     cre = build_cre_from_config(cfg.model, sorted(manager.label_set.clothes)) if comps.cre else None
     objective = ReIDObjective.from_config(cfg, comps, manager.num_train_pids).to(device)
     params = list(model.parameters()) + list(objective.parameters())
@@ -90,7 +124,7 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e, cfg))
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.amp == "fp16")
     config_yaml = to_yaml(cfg)
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed + info.rank)
     val_splits = manager.eval_splits("val") if cfg.train.select_on == "val" else {}
     if cfg.train.select_on == "val" and not val_splits:
         raise CCReIDError(f"config key 'train.select_on': dataset {cfg.data.name!r} has no validation split (use last)")
@@ -98,61 +132,72 @@ def train(
     run = {"epoch": 0, "iteration": 0, "processed": 0, "seconds": 0.0, "best_score": float("-inf"),
            "best_state": None, "val_results": {}}
     if resume:
-        run = _restore(out, config_yaml, model, optimizer, scheduler, scaler, generator)
-    write_text(out / "config.yaml", config_yaml)
-    log_path = out / "metrics.jsonl"
-    _truncate_log(log_path, run["epoch"])
+        run = _restore(out, config_yaml, info, model, optimizer, scheduler, scaler, generator)
+    net: nn.Module = model
+    if info.enabled:
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.train.compile:
+        net = torch.compile(net)
+    step = TrainStep(net, objective, optimizer, scaler, device, cfg.train.amp, cre, manager.num_train_clothes,
+                     generator, channels_last)
+    if info.is_main:
+        write_text(out / "config.yaml", config_yaml)
     start = time.perf_counter() - run["seconds"]
-    with open(log_path, "a") as log_file:
+    with _RunLog(out, run, on_log, cfg.train.log_every, info.is_main, writer_class) as log:
         for epoch in range(run["epoch"], cfg.train.epochs):
-            model.train()
+            net.train()
             manager.set_epoch(epoch)
             bar = tqdm(manager.train_loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
-                       disable=not progress, leave=False, unit="batch")
+                       disable=not (progress and info.is_main), leave=False, unit="batch")
             for batch in bar:
-                terms = _train_step(batch, model, cre, objective, optimizer, scaler, manager, device, cfg, generator)
+                terms = info.reduce_terms(step(batch), summed=("images", "num_erased", "num_without_map"))
                 run["iteration"] += 1
                 run["processed"] += terms.pop("images")
                 rate = run["processed"] / (time.perf_counter() - start)
                 record = {"epoch": epoch + 1, "iter": run["iteration"], "lr": optimizer.param_groups[0]["lr"],
                           "images_per_s": round(rate, 2)} | terms
-                log_file.write(json.dumps(record) + "\n")
-                if on_log and run["iteration"] % cfg.train.log_every == 0:
-                    on_log(record)
+                if device.type == "cuda":
+                    record["gpu_mem_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+                log.step(record)
                 bar.set_postfix(loss=f"{terms['loss']:.3f}", img_s=f"{rate:.0f}")
             scheduler.step()
+            info.broadcast_buffers(model)  # rank 0's BatchNorm statistics for evaluation and checkpoints
             run["epoch"] = epoch + 1
             last_epoch = run["epoch"] == cfg.train.epochs
             due = cfg.train.eval_every > 0 and run["epoch"] % cfg.train.eval_every == 0
             if val_splits and (due or last_epoch):
-                res = evaluate_splits(model, val_splits, manager.loader, device, cfg.test.flip,
-                                      cfg.test.ap_mode, progress=progress)
+                res = evaluate_splits(model, val_splits, manager.loader, device, cfg.test, progress=progress)
                 score = _selection_score(res)
-                log_file.write(json.dumps({"epoch": run["epoch"], "val": strip_curves(res)}) + "\n")
+                log.validation(run["epoch"], run["iteration"], strip_curves(res))
                 if score > run["best_score"]:
                     run["best_score"], run["val_results"] = score, res | {"epoch": run["epoch"]}
                     run["best_state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            log_file.flush()
+            log.flush()
             every = cfg.train.checkpoint_every
             if every > 0 and (run["epoch"] % every == 0) and not last_epoch:
                 run["seconds"] = time.perf_counter() - start
-                state = run | {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                               "scaler": scaler.state_dict(), "rng": rng_state(generator)}
-                save_checkpoint(out, run["epoch"], model, config_yaml, manager.num_train_pids, state,
-                                cfg.train.keep_last)
+                rngs = info.all_gather_object(rng_state(generator))
+                if info.is_main:
+                    state = run | {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                                   "scaler": scaler.state_dict(), "rng": rngs}
+                    save_checkpoint(out, run["epoch"], model, config_yaml, manager.num_train_pids, state,
+                                    cfg.train.keep_last)
+                info.barrier()
     seconds = time.perf_counter() - start
     if run["best_state"] is not None:
         model.load_state_dict(run["best_state"])
-    save_weights(out / WEIGHTS_NAME, model, config_yaml, manager.num_train_pids, preset=cfg.model.preset)
-    save_state(out / STATE_NAME, {"epoch": run["epoch"], "iteration": run["iteration"],
-                                  "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()})
-    results = evaluate_splits(model, manager.eval_splits("test"), manager.loader, device, cfg.test.flip,
-                              cfg.test.ap_mode, cfg.test.protocols, progress)
+    if info.is_main:
+        save_weights(out / WEIGHTS_NAME, model, config_yaml, manager.num_train_pids, preset=cfg.model.preset)
+        save_state(out / STATE_NAME, {"epoch": run["epoch"], "iteration": run["iteration"],
+                                      "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()})
+    info.barrier()
+    results = evaluate_splits(model, manager.eval_splits("test"), manager.loader, device, cfg.test,
+                              cfg.test.protocols, progress)
     return TrainResult(cfg.model.preset, results, run["val_results"], seconds,
-                       run["processed"] / max(seconds, 1e-9), out)
+                       run["processed"] / max(seconds, 1e-9), out, info.rank)
 
 
-def _restore(out: Path, config_yaml: str, model, optimizer, scheduler, scaler, generator) -> dict:
+def _restore(out: Path, config_yaml: str, info: DistInfo, model, optimizer, scheduler, scaler, generator) -> dict:
     """Load the newest checkpoint of ``out`` into the training objects; return the run counters."""
     folder = latest_checkpoint(out)
     if folder is None:
@@ -160,14 +205,88 @@ def _restore(out: Path, config_yaml: str, model, optimizer, scheduler, scaler, g
     saved_cfg = out / "config.yaml"
     if saved_cfg.is_file() and saved_cfg.read_text() != config_yaml:
         raise CCReIDError(f"--resume: the config differs from {saved_cfg}; resume with the same config and overrides")
-    weights, state = load_checkpoint(folder)
-    model.load_state_dict(weights)
+    counters = ("epoch", "iteration", "processed", "seconds", "best_score", "best_state", "val_results")
+    weights, state = load_checkpoint(folder, required=("optimizer", "scheduler", "scaler", "rng", *counters))
+    rngs = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]  # one per rank (older: a dict)
+    if len(rngs) != info.world_size:
+        raise CCReIDError(f"--resume: {folder} was written by {len(rngs)} process(es), this run has "
+                          f"{info.world_size}; resume with the same torchrun --nnodes x --nproc_per_node")
+    restore_weights(model, weights, folder / WEIGHTS_NAME)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     scaler.load_state_dict(state["scaler"])
-    set_rng_state(state["rng"], generator)
-    return {k: state[k] for k in ("epoch", "iteration", "processed", "seconds", "best_score", "best_state",
-                                  "val_results")}
+    set_rng_state(rngs[info.rank], generator)
+    return {k: state[k] for k in counters}
+
+
+def _report_pretrained(model: ReIDModel, out: Path) -> None:
+    """Log what ``model.pretrained`` loaded and keep the full report as ``pretrained_report.json``."""
+    report = model.backbone.pretrained_report
+    if report is not None:
+        logger.info("model.pretrained: %s", summarize(report))
+        write_json(out / "pretrained_report.json", report)
+
+
+def _summary_writer_class() -> type:
+    """TensorBoard's ``SummaryWriter`` (``train.tensorboard``), or a one-line error."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise CCReIDError("config key 'train.tensorboard': tensorboard is not installed (pip install tensorboard)")
+    return SummaryWriter
+
+
+class _RunLog:
+    """Rank 0's records: ``metrics.jsonl``, the ``on_log`` callback, TensorBoard scalars.
+
+    Inactive (other ranks) it writes nothing. Records of epochs after the resumed one
+    are dropped from ``metrics.jsonl`` and from TensorBoard (``purge_step``).
+    """
+
+    def __init__(self, out: Path, run: dict, on_log: Optional[Callable[[dict], None]], log_every: int,
+                 active: bool, writer_class: Optional[type]) -> None:
+        self.on_log, self.log_every = on_log, log_every
+        self.file, self.writer = None, None
+        if active:
+            _truncate_log(out / "metrics.jsonl", run["epoch"])
+            self.file = open(out / "metrics.jsonl", "a")
+            if writer_class is not None:
+                self.writer = writer_class(str(out / "tensorboard"), purge_step=run["iteration"] + 1)
+
+    def __enter__(self) -> "_RunLog":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in (self.file, self.writer):
+            if handle is not None:
+                handle.close()
+
+    def step(self, record: dict) -> None:
+        """One training iteration's record."""
+        if self.file is None:
+            return
+        self.file.write(json.dumps(record) + "\n")
+        if self.on_log and record["iter"] % self.log_every == 0:
+            self.on_log(record)
+        if self.writer is not None:
+            for key, value in record.items():
+                if key not in ("epoch", "iter"):
+                    self.writer.add_scalar(f"train/{key}", value, record["iter"])
+
+    def validation(self, epoch: int, iteration: int, results: Dict[str, dict]) -> None:
+        """Validation metrics (per protocol) after ``epoch``."""
+        if self.file is None:
+            return
+        self.file.write(json.dumps({"epoch": epoch, "val": results}) + "\n")
+        if self.writer is not None:
+            for protocol, metrics in results.items():
+                for key in ("rank1", "rank5", "mAP"):
+                    self.writer.add_scalar(f"val/{protocol}/{key}", metrics[key], iteration)
+
+    def flush(self) -> None:
+        for handle in (self.file, self.writer):
+            if handle is not None:
+                handle.flush()
 
 
 def _truncate_log(path: Path, epoch: int) -> None:
@@ -178,31 +297,54 @@ def _truncate_log(path: Path, epoch: int) -> None:
     write_text(path, "".join(line + "\n" for line in kept))
 
 
-def _train_step(batch, model, cre, objective, optimizer, scaler, manager, device, cfg, generator) -> dict:
-    """One optimisation step; returns the loss terms as floats and the images processed."""
-    images = batch["image"].to(device, non_blocking=True)
-    parsing = batch["parsing"].to(device, non_blocking=True)
-    has_parsing = batch["has_parsing"].to(device)
-    pids = batch["pid"].to(device)
-    clothes = batch["clothes"].to(device)
-    is_erased = torch.zeros(len(pids), dtype=torch.bool, device=device)
-    counts = {}
-    if cre is not None:
-        erased = cre(images, parsing, has_parsing, pids, clothes, manager.num_train_clothes, generator=generator)
-        images, pids, clothes, parsing, is_erased = (erased.images, erased.pids, erased.clothes,
-                                                     erased.parsing, erased.is_erased)
-        counts = {"num_erased": int(erased.num_erased), "num_without_map": int(erased.num_without_map)}
-    has_mask = (parsing >= 0).flatten(1).any(1)
-    with autocast(device, cfg.train.amp):
-        outputs = model(images)
-    outputs = {k: (v.float() if torch.is_tensor(v) else [a.float() for a in v]) for k, v in outputs.items()}
-    loss, terms = objective(outputs, pids, clothes, is_erased, parsing > 0, has_mask)
-    if not torch.isfinite(loss):
-        bad = [k for k, v in terms.items() if torch.is_tensor(v) and not torch.isfinite(v).all()]
-        raise CCReIDError(f"loss became {loss.item()} (terms: {', '.join(bad) or 'total'}); lower train.lr or use train.amp=off")
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    scaler.step(optimizer)
-    scaler.update()
-    floats = {k: (float(v.detach()) if torch.is_tensor(v) else v) for k, v in terms.items()}
-    return {"loss": float(loss.detach())} | floats | counts | {"images": len(pids)}
+@dataclass
+class TrainStep:
+    """One optimisation step: CRE on the batch, forward, the objective, backward, update.
+
+    ``net`` runs the forward: the model itself, its DistributedDataParallel wrapper
+    (gradients all-reduced in backward) or its ``torch.compile`` form.
+    """
+
+    net: nn.Module
+    objective: ReIDObjective
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    device: torch.device
+    amp: str = "off"
+    cre: Optional[ClothesErasure] = None
+    num_clothes: int = 0
+    generator: Optional[torch.Generator] = None
+    channels_last: bool = False
+
+    def __call__(self, batch: Dict[str, torch.Tensor]) -> Dict[str, float]:
+        """The loss terms as floats, the counts, and ``images`` (the batch size after CRE)."""
+        device = self.device
+        images = batch["image"].to(device, non_blocking=True)
+        parsing = batch["parsing"].to(device, non_blocking=True)
+        has_parsing = batch["has_parsing"].to(device)
+        pids = batch["pid"].to(device)
+        clothes = batch["clothes"].to(device)
+        is_erased = torch.zeros(len(pids), dtype=torch.bool, device=device)
+        counts = {}
+        if self.cre is not None:
+            erased = self.cre(images, parsing, has_parsing, pids, clothes, self.num_clothes, generator=self.generator)
+            images, pids, clothes, parsing, is_erased = (erased.images, erased.pids, erased.clothes,
+                                                         erased.parsing, erased.is_erased)
+            counts = {"num_erased": int(erased.num_erased), "num_without_map": int(erased.num_without_map)}
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        has_mask = (parsing >= 0).flatten(1).any(1)
+        with autocast(device, self.amp):
+            outputs = self.net(images)
+        outputs = {k: (v.float() if torch.is_tensor(v) else [a.float() for a in v]) for k, v in outputs.items()}
+        loss, terms = self.objective(outputs, pids, clothes, is_erased, parsing > 0, has_mask)
+        if not torch.isfinite(loss):
+            bad = [k for k, v in terms.items() if torch.is_tensor(v) and not torch.isfinite(v).all()]
+            raise CCReIDError(f"loss became {loss.item()} (terms: {', '.join(bad) or 'total'}); "
+                              "lower train.lr or use train.amp=off")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        floats = {k: (float(v.detach()) if torch.is_tensor(v) else v) for k, v in terms.items()}
+        return {"loss": float(loss.detach())} | floats | counts | {"images": len(pids)}

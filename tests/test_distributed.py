@@ -1,0 +1,158 @@
+"""Multi-process training: two CPU processes (gloo) behave as one process on their joint batch."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch.nn.parallel import DistributedDataParallel
+
+from ccreid.config import ModelConfig
+from ccreid.engine.checkpoint import load_weights
+from ccreid.engine.distributed import setup
+from ccreid.engine import tester
+from ccreid.engine.trainer import TrainStep
+from ccreid.errors import CCReIDError
+from ccreid.losses import ReIDObjective
+from ccreid.models import build_model_from_config
+
+pytestmark = pytest.mark.skipif(
+    not (dist.is_available() and dist.is_gloo_available()),
+    reason="this PyTorch build has no torch.distributed gloo backend",
+)
+
+B = 8  # per-rank batch: 2 identities x 4 images
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _setup():
+    """Identical model, objective and a 2B batch (rank r's half: identities 2r, 2r+1) in every process."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(backbone="resnet18", width_mult=0.25, pretrained="none")
+    model = build_model_from_config(cfg, num_classes=4)
+    g = torch.Generator().manual_seed(1)
+    batch = {"image": torch.randn(2 * B, 3, 64, 32, generator=g), "pid": torch.arange(4).repeat_interleave(4),
+             "clothes": torch.arange(8).repeat_interleave(2), "parsing": torch.full((2 * B, 64, 32), -1),
+             "has_parsing": torch.zeros(2 * B, dtype=torch.bool)}
+    return model, ReIDObjective(num_classes=4), batch
+
+
+def _sgd(model):
+    # SGD, not the trainer's Adam: weights then follow gradients linearly. Adam's first steps
+    # move each weight by about lr * sign(grad), so a 1e-7 gradient difference flips
+    # near-zero-gradient weights by lr and would hide what is compared here.
+    return torch.optim.SGD(model.parameters(), lr=0.1, weight_decay=5e-4)
+
+
+def _ddp_worker(rank: int, port: int, out: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    model, objective, batch = _setup()
+    info = setup("cpu")  # joins the group made above
+    step = TrainStep(DistributedDataParallel(model), objective, _sgd(model),
+                     torch.amp.GradScaler("cpu", enabled=False), info.device)
+    mine = {k: v[rank * B : (rank + 1) * B] for k, v in batch.items()}
+    step(mine)
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    step(mine)
+    info.broadcast_buffers(model)
+    torch.save({"grads": grads, "state": model.state_dict()}, os.path.join(out, f"rank{rank}.pt"))
+    dist.destroy_process_group()
+
+
+def test_two_ranks_equal_one_process_on_the_joint_batch(tmp_path):
+    mp.spawn(_ddp_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    for key, value in ranks[0]["state"].items():  # parameters by DDP, buffers by broadcast_buffers
+        assert torch.equal(value, ranks[1]["state"][key]), key
+    # Reference: one process, both halves. Without SyncBatchNorm (CUDA only) each rank
+    # normalises its own half and mines triplets within it, and DDP averages the ranks'
+    # gradients: the reference loss is the mean of the two halves' losses.
+    model, objective, batch = _setup()
+    optimizer = _sgd(model)
+    for step in range(2):
+        optimizer.zero_grad()
+        losses = [objective(model(batch["image"][h]), batch["pid"][h], batch["clothes"][h],
+                            torch.zeros(B, dtype=torch.bool))[0] for h in (slice(0, B), slice(B, 2 * B))]
+        (sum(losses) / 2).backward()
+        if step == 0:
+            for name, p in model.named_parameters():
+                if p.requires_grad:
+                        torch.testing.assert_close(ranks[0]["grads"][name], p.grad, rtol=1e-4, atol=1e-5, msg=name)
+        optimizer.step()
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(ranks[0]["state"][name], p.detach(), rtol=0, atol=1e-5, msg=name)
+
+
+TINY = [
+    "data.synthetic.ids=16", "data.synthetic.outfits=2", "data.synthetic.images_per_outfit=3",
+    "data.synthetic.height=64", "data.synthetic.width=32", "data.height=64", "data.width=32",
+    "data.ids_per_batch=2", "data.images_per_id=4", "data.workers=0", "model.preset=ours",
+    "model.backbone=resnet18", "model.width_mult=0.25", "model.pretrained=none", "train.epochs=2",
+    "train.warmup_epochs=1", "train.milestones=[]", "train.device=cpu", "train.threads=1",
+    "train.checkpoint_every=1", "test.batch_size=32",
+]
+
+
+def _torchrun(out, data, *extra):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={_free_port()}", "-m", "ccreid", "train", "-c", "synthetic", "--out", str(out),
+           "--quiet", f"data.root={data}", *TINY, *extra]
+    proc = subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.mark.timeout(240)
+def test_torchrun_trains_logs_once_and_resumes_exactly(tmp_path):
+    out, data = tmp_path / "run", tmp_path / "synthetic"
+    _torchrun(out, data)  # 8 training identities, 2 ranks x 2 identities a step: 3 steps an epoch
+    steps = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [s["iter"] for s in steps] == list(range(1, 7))  # rank 0 alone logs
+    assert not list(out.rglob("*.tmp")) and [p.name for p in (out / "checkpoints").iterdir()] == ["epoch-0001"]
+    gathered = json.loads((out / "results.json").read_text())["presets"]["ours"]
+    single = tester.test_checkpoint(out / "model.safetensors", tmp_path / "test")["ours"]  # one process
+    for name, metrics in single.items():
+        assert gathered[name]["mAP"] == pytest.approx(metrics["mAP"], abs=1e-3), name
+    first = load_weights(out / "model.safetensors").state_dict
+    losses = lambda: [json.loads(x)["loss"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    before = losses()
+    _torchrun(out, data, "--resume")  # continues from epoch 1 with each rank's saved RNG state
+    resumed = load_weights(out / "model.safetensors").state_dict
+    for key, value in first.items():
+        assert torch.equal(value, resumed[key]), key
+    assert losses() == before
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"RANK": "1"}, "WORLD_SIZE is not"),
+    ({"WORLD_SIZE": "two"}, "WORLD_SIZE='two'"),
+    ({"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}, "MASTER_ADDR, MASTER_PORT unset"),
+    ({"WORLD_SIZE": "2", "RANK": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "x", "MASTER_PORT": "1"}, "RANK=2 outside"),
+])
+def test_inconsistent_torchrun_environment_is_a_one_line_error(monkeypatch, env, message):
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(CCReIDError, match=message):
+        setup("cpu")
+
+
+def test_sync_bn_on_cpu_processes_is_refused_before_joining(monkeypatch):
+    env = {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(CCReIDError, match="train.sync_bn"):
+        setup("cpu", sync_bn=True)
+    assert not dist.is_initialized()
