@@ -25,3 +25,13 @@ def test_failed_write_keeps_the_old_file_and_no_temp(tmp_path):
             tmp.write_text("half")
             raise RuntimeError("crash")
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_amp_auto_is_off_on_cpu_and_explicit_modes_pass_through():
+    import torch
+
+    from ccreid.engine.runtime import resolve_amp
+
+    cpu = torch.device("cpu")
+    assert resolve_amp(cpu, "auto") == "off"
+    assert [resolve_amp(cpu, m) for m in ("off", "bf16", "fp16")] == ["off", "bf16", "fp16"]

@@ -119,7 +119,7 @@ class TrainConfig:
     gamma: float = 0.1
     warmup_epochs: int = 10
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    amp: str = "off"  # off | bf16 | fp16
+    amp: str = "auto"  # auto (bf16 on CUDA with bf16 support, else off) | off | bf16 | fp16
     log_every: int = 20
     eval_every: int = 0  # 0: evaluate only at the end
     checkpoint_every: int = 1  # epochs between resumable checkpoints (0: only the final weights)
@@ -197,7 +197,7 @@ _CHOICES = {
     "model.pooling": ("avg", "max", "gem", "avgmax"),
     "loss.bctri.metric": ("euclidean", "cosine"),
     "loss.bctri.reduction": ("mean", "sum"),
-    "train.amp": ("off", "bf16", "fp16"),
+    "train.amp": ("auto", "off", "bf16", "fp16"),
     "train.select_on": ("last", "val"),
     "test.feature": ("bn", "pre"),
     "test.ap_mode": ("noninterp", "market1501"),

@@ -43,6 +43,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def resolve_amp(device: torch.device, amp: str) -> str:
+    """``train.amp=auto``: bf16 on CUDA devices that support it, off elsewhere."""
+    if amp != "auto":
+        return amp
+    return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "off"
+
+
 def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
     """Autocast for ``amp`` in ``off|bf16|fp16`` (fp16 only where the device supports it)."""
     if amp == "off":

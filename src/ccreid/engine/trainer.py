@@ -28,7 +28,7 @@ from ccreid.engine.distributed import DistInfo, setup
 from ccreid.engine.evaluator import evaluate_splits
 from ccreid.engine.results import strip_curves
 from ccreid.engine.resume import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from ccreid.engine.runtime import autocast, seed_everything, write_json, write_text
+from ccreid.engine.runtime import autocast, resolve_amp, seed_everything, write_json, write_text
 from ccreid.errors import CCReIDError
 from ccreid.losses import ReIDObjective
 from ccreid.models import ReIDModel, build_cre_from_config, build_model_from_config, summarize
@@ -101,7 +101,8 @@ def _train(cfg: Config, out: Path, info: DistInfo, progress: bool,
            on_log: Optional[Callable[[dict], None]], resume: bool) -> TrainResult:
     """:func:`train` in one process of the job ``info`` (process group already joined)."""
     device = info.device
-    autocast(device, cfg.train.amp)  # an amp mode the device lacks fails here, before any output
+    amp = resolve_amp(device, cfg.train.amp)
+    autocast(device, amp)  # an amp mode the device lacks fails here, before any output
     writer_class = _summary_writer_class() if cfg.train.tensorboard else None
     seed_everything(cfg.seed + info.rank)
     if cfg.train.threads > 0:
@@ -122,7 +123,7 @@ def _train(cfg: Config, out: Path, info: DistInfo, progress: bool,
     params = list(model.parameters()) + list(objective.parameters())
     optimizer = torch.optim.Adam(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e, cfg))
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.amp == "fp16")
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
     config_yaml = to_yaml(cfg)
     generator = torch.Generator(device=device).manual_seed(cfg.seed + info.rank)
     val_splits = manager.eval_splits("val") if cfg.train.select_on == "val" else {}
@@ -138,7 +139,7 @@ def _train(cfg: Config, out: Path, info: DistInfo, progress: bool,
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.train.compile:
         net = torch.compile(net)
-    step = TrainStep(net, objective, optimizer, scaler, device, cfg.train.amp, cre, manager.num_train_clothes,
+    step = TrainStep(net, objective, optimizer, scaler, device, amp, cre, manager.num_train_clothes,
                      generator, channels_last)
     if info.is_main:
         write_text(out / "config.yaml", config_yaml)
