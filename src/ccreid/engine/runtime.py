@@ -51,7 +51,8 @@ def resolve_amp(device: torch.device, amp: str) -> str:
 
 
 def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
-    """Autocast for ``amp`` in ``off|bf16|fp16`` (fp16 only where the device supports it)."""
+    """Autocast for ``amp`` in ``auto|off|bf16|fp16`` (fp16 only where the device supports it)."""
+    amp = resolve_amp(device, amp)
     if amp == "off":
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if amp == "bf16" else torch.float16

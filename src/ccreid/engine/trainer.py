@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,7 +141,7 @@ def _train(cfg: Config, out: Path, info: DistInfo, progress: bool,
     if cfg.train.compile:
         net = torch.compile(net)
     step = TrainStep(net, objective, optimizer, scaler, device, amp, cre, manager.num_train_clothes,
-                     generator, channels_last)
+                     generator, channels_last, comps.cre or comps.bsga)
     if info.is_main:
         write_text(out / "config.yaml", config_yaml)
     start = time.perf_counter() - run["seconds"]
@@ -153,6 +154,7 @@ def _train(cfg: Config, out: Path, info: DistInfo, progress: bool,
             for batch in bar:
                 terms = info.reduce_terms(step(batch), summed=("images", "num_erased", "num_without_map"))
                 run["iteration"] += 1
+                check_finite(terms, epoch + 1, run["iteration"], out)
                 run["processed"] += terms.pop("images")
                 rate = run["processed"] / (time.perf_counter() - start)
                 record = {"epoch": epoch + 1, "iter": run["iteration"], "lr": optimizer.param_groups[0]["lr"],
@@ -316,36 +318,49 @@ class TrainStep:
     num_clothes: int = 0
     generator: Optional[torch.Generator] = None
     channels_last: bool = False
+    uses_parsing: bool = True  # CRE or BSGA need the parsing maps on the device
 
     def __call__(self, batch: Dict[str, torch.Tensor]) -> Dict[str, float]:
-        """The loss terms as floats, the counts, and ``images`` (the batch size after CRE)."""
+        """The loss and its terms as floats (possibly NaN: the caller checks), the CRE
+        counts, and ``images`` (the batch size after CRE). One host read per step."""
         device = self.device
         images = batch["image"].to(device, non_blocking=True)
-        parsing = batch["parsing"].to(device, non_blocking=True)
-        has_parsing = batch["has_parsing"].to(device)
+        parsing = batch["parsing"].to(device, non_blocking=True) if self.uses_parsing else None
         pids = batch["pid"].to(device)
         clothes = batch["clothes"].to(device)
         is_erased = torch.zeros(len(pids), dtype=torch.bool, device=device)
-        counts = {}
+        counts: Dict[str, torch.Tensor] = {}
         if self.cre is not None:
-            erased = self.cre(images, parsing, has_parsing, pids, clothes, self.num_clothes, generator=self.generator)
+            erased = self.cre(images, parsing, batch["has_parsing"].to(device), pids, clothes, self.num_clothes,
+                              generator=self.generator)
             images, pids, clothes, parsing, is_erased = (erased.images, erased.pids, erased.clothes,
                                                          erased.parsing, erased.is_erased)
-            counts = {"num_erased": int(erased.num_erased), "num_without_map": int(erased.num_without_map)}
+            counts = {"num_erased": erased.num_erased, "num_without_map": erased.num_without_map}
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        has_mask = (parsing >= 0).flatten(1).any(1)
+        body_mask, has_mask = (parsing > 0, (parsing >= 0).flatten(1).any(1)) if parsing is not None else (None, None)
         with autocast(device, self.amp):
             outputs = self.net(images)
         outputs = {k: (v.float() if torch.is_tensor(v) else [a.float() for a in v]) for k, v in outputs.items()}
-        loss, terms = self.objective(outputs, pids, clothes, is_erased, parsing > 0, has_mask)
-        if not torch.isfinite(loss):
-            bad = [k for k, v in terms.items() if torch.is_tensor(v) and not torch.isfinite(v).all()]
-            raise CCReIDError(f"loss became {loss.item()} (terms: {', '.join(bad) or 'total'}); "
-                              "lower train.lr or use train.amp=off")
+        loss, terms = self.objective(outputs, pids, clothes, is_erased, body_mask, has_mask)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        floats = {k: (float(v.detach()) if torch.is_tensor(v) else v) for k, v in terms.items()}
-        return {"loss": float(loss.detach())} | floats | counts | {"images": len(pids)}
+        named = {"loss": loss.detach()} | terms | counts
+        values = torch.stack([torch.as_tensor(v, device=device).float().reshape(()) for v in named.values()]).tolist()
+        floats = dict(zip(named, values))
+        for key in counts:
+            floats[key] = int(floats[key])
+        return floats | {"images": len(pids)}
+
+
+def check_finite(terms: Dict[str, float], epoch: int, iteration: int, out: Path) -> None:
+    """Stop with the iteration and the loss terms that are NaN/inf; checkpoints on disk stay good."""
+    if math.isfinite(terms["loss"]):
+        return
+    bad = [k for k, v in terms.items() if isinstance(v, float) and not math.isfinite(v) and k != "loss"]
+    last = latest_checkpoint(out)
+    kept = f"the last good checkpoint is {last}" if last is not None else "no checkpoint was written yet"
+    raise CCReIDError(f"iteration {iteration} (epoch {epoch}): loss became {terms['loss']} "
+                      f"(terms: {', '.join(bad) or 'total'}); {kept}; lower train.lr or use train.amp=off")
