@@ -76,3 +76,10 @@ def test_presets_and_overrides():
     assert resolve_components("ours", bsga=False).bsga is False
     with pytest.raises(CCReIDError, match="model.preset"):
         resolve_components("mine")
+
+
+def test_bare_off_means_off_from_the_command_line_and_yaml(tmp_path):
+    assert load_config(None, ["train.amp=off"]).train.amp == "off"
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  amp: off\n")
+    assert load_config(str(path)).train.amp == "off"

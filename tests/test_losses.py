@@ -33,6 +33,10 @@ def test_label_smoothed_ce_matches_a_loop() -> None:
     plain = torch.nn.functional.cross_entropy(logits, targets)
     assert CrossEntropyLabelSmooth(5, 0.0)(logits, targets).item() == pytest.approx(plain.item(), rel=1e-6)
     assert CrossEntropyLabelSmooth(5)(logits[:0], targets[:0]).item() == 0
+    rows = torch.tensor([True, False, True, True, False, False])
+    masked = CrossEntropyLabelSmooth(5, 0.1)(logits, targets, rows)
+    assert masked.item() == pytest.approx(CrossEntropyLabelSmooth(5, 0.1)(logits[rows], targets[rows]).item(), rel=1e-6)
+    assert CrossEntropyLabelSmooth(5)(logits, targets, torch.zeros(6, dtype=torch.bool)).item() == 0
 
 
 @pytest.mark.parametrize("metric", ["euclidean", "cosine"])

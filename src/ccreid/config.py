@@ -211,10 +211,18 @@ def _get(cfg: Config, dotted: str):
     return obj
 
 
+def _set(cfg: Config, dotted: str, value) -> None:
+    *parents, last = dotted.split(".")
+    setattr(_get(cfg, ".".join(parents)), last, value)
+
+
 def validate(cfg: Config) -> None:
     """Value checks that types alone cannot express; one-line errors naming the key."""
     for key, choices in _CHOICES.items():
         value = _get(cfg, key)
+        if value == "False" and "off" in choices:  # YAML 1.1 reads a bare `off` as false
+            value = "off"
+            _set(cfg, key, value)
         if value not in choices:
             raise CCReIDError(f"config key {key!r}: {value!r} is not one of {', '.join(choices)}")
     if not 0.0 <= cfg.model.cre.p <= 1.0:

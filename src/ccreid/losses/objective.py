@@ -101,8 +101,8 @@ class ReIDObjective(nn.Module):
         feat, logits = outputs["feat"], outputs["logits"]
         originals = ~is_erased
         zero = feat.new_zeros((), dtype=torch.float32)
-        ce_orig = self.ce(logits[originals], pids[originals])
-        ce_erased = self.ce(logits[is_erased], pids[is_erased]) if "ce" in self.erased_terms else zero
+        ce_orig = self.ce(logits, pids, originals)
+        ce_erased = self.ce(logits, pids, is_erased) if "ce" in self.erased_terms else zero
 
         tri_rows = slice(None) if "tri" in self.erased_terms else originals
         tri = batch_hard_triplet_loss(feat[tri_rows], pids[tri_rows], self.triplet_margin, self.triplet_metric)
