@@ -13,14 +13,10 @@ import torch
 from ccreid.cli import main
 from ccreid.engine.checkpoint import load_weights
 from ccreid.engine.resume import latest_checkpoint
+from tiny_run import TINY as BASE
 
-TINY = [
-    "data.synthetic.ids=16", "data.synthetic.outfits=2", "data.synthetic.images_per_outfit=3",
-    "data.synthetic.height=64", "data.synthetic.width=32", "data.height=64", "data.width=32",
-    "data.ids_per_batch=4", "data.images_per_id=4", "data.workers=0", "model.preset=ours",
-    "model.backbone=resnet18", "model.width_mult=0.25", "model.pretrained=none", "train.epochs=4",
-    "train.warmup_epochs=1", "train.milestones=[3]", "train.device=cpu", "train.threads=1", "train.checkpoint_every=1",
-]
+TINY = [*BASE, "data.synthetic.ids=16", "model.preset=ours", "train.epochs=4", "train.milestones=[3]",
+        "train.checkpoint_every=1"]
 
 
 def train_args(out, data):

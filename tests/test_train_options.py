@@ -9,14 +9,9 @@ from ccreid.config import load_config
 from ccreid.data.manager import DataManager
 from ccreid.engine.trainer import train
 from ccreid.errors import CCReIDError
+from tiny_run import TINY as BASE
 
-TINY = [
-    "data.synthetic.ids=20", "data.synthetic.outfits=2", "data.synthetic.images_per_outfit=3",
-    "data.synthetic.height=64", "data.synthetic.width=32", "data.height=64", "data.width=32",
-    "data.ids_per_batch=4", "data.images_per_id=4", "data.workers=0", "model.preset=ours",
-    "model.backbone=resnet18", "model.width_mult=0.25", "model.pretrained=none", "train.epochs=1",
-    "train.warmup_epochs=1", "train.milestones=[]", "train.device=cpu", "train.threads=1", "test.batch_size=64",
-]
+TINY = [*BASE, "model.preset=ours"]
 
 
 def _losses(tmp_path, name, *overrides):
