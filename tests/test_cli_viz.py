@@ -37,6 +37,8 @@ def test_viz_commands_write_pictures(runs, tmp_path, capsys):
     assert main(["viz", "ranks", "--weights", weights[1], "--protocol", "cc", "--num-queries", "2", "-k", "3",
                  *common]) == 0
     assert (tmp_path / "ranks_cc.png").is_file() and not (tmp_path / "ranks_sc.png").exists()
+    assert main(["viz", "cmc", "--weights", *weights, "--labels", "base", "ours", *common]) == 0
+    assert png_size(tmp_path / "cmc.png")[0] > 300
     assert main(["viz", "curves", "--runs", str(baseline), str(ours), "--out", str(tmp_path)]) == 0
     assert png_size(tmp_path / "training.png")[0] > 300
     assert "wrote" in capsys.readouterr().out

@@ -236,6 +236,12 @@ def cmd_viz_ranks(args: argparse.Namespace) -> None:
                              _device(args), args.queries, _progress(args)))
 
 
+def cmd_viz_cmc(args: argparse.Namespace) -> None:
+    from ccreid.viz.ranks import viz_cmc
+
+    _print_written(viz_cmc(args.weights, args.out, args.labels, _device(args), _progress(args)))
+
+
 def cmd_viz_curves(args: argparse.Namespace) -> None:
     from ccreid.viz.plots import plot_training
 
@@ -388,8 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--compact", action="store_true", help="JSON on one line")
 
-    viz = sub.add_parser("viz", help="pictures: activation / attention maps, ranked lists, training curves",
-                         description="pictures: activation / attention maps, ranked lists, training curves")
+    viz = sub.add_parser("viz", help="pictures: activation / attention maps, ranked lists, CMC and training curves",
+                         description="pictures: activation / attention maps, ranked lists, CMC and training curves")
     viz_sub = viz.add_subparsers(dest="viz_command", required=True, metavar="COMMAND")
 
     def add_viz(name: str, help_text: str, func: Callable[[argparse.Namespace], None]) -> argparse.ArgumentParser:
@@ -422,6 +428,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queries", nargs="+", default=None, help="query image paths (default: random)")
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p = add_viz("cmc", "CMC curves per test protocol, one curve per checkpoint", cmd_viz_cmc)
+    p.add_argument("--weights", nargs="+", required=True, help="one or more model.safetensors")
+    p.add_argument("--labels", nargs="+", default=None, help="legend labels (default: each preset)")
     p.add_argument("--device", default="auto")
     p = add_viz("curves", "training curves (losses, lr, validation top-1) of one or more runs", cmd_viz_curves)
     p.add_argument("--runs", nargs="+", required=True, help="training output folders (with metrics.jsonl)")

@@ -163,3 +163,19 @@ def viz_ranks(weights: str | Path, out_dir: str | Path, protocol: Optional[str] 
         image = render_ranks(pf, picked, k, size, f"{cfg.model.preset}, {name.upper()} protocol")
         written.append(save_png(image, Path(out_dir) / f"ranks_{name}.png"))
     return written
+
+
+def viz_cmc(weights_list: Sequence[str | Path], out_dir: str | Path, labels: Optional[Sequence[str]] = None,
+            device: torch.device | str = "cpu", progress: bool = False) -> List[Path]:
+    """``cmc.png``: one panel per test protocol, one curve per checkpoint (``labels`` or presets)."""
+    from ccreid.viz.plots import plot_cmc  # matplotlib: the viz extra
+
+    if labels is not None and len(labels) != len(weights_list):
+        raise CCReIDError(f"option --labels: {len(labels)} labels for {len(weights_list)} checkpoints")
+    curves: Dict[str, Dict[str, List[float]]] = {}
+    for i, weights in enumerate(weights_list):
+        model, cfg = load_model(weights, device)
+        label = labels[i] if labels else cfg.model.preset
+        for name, pf in protocol_features(model, cfg, device, cfg.test.protocols, progress).items():
+            curves.setdefault(label, {})[name] = protocol_metrics(pf, cfg.test.ap_mode)["cmc"]
+    return [plot_cmc(curves, Path(out_dir) / "cmc.png")]
