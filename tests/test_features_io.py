@@ -71,7 +71,7 @@ def test_missing_or_unreadable_files(tmp_path):
     with pytest.raises(CCReIDError, match="not found"):
         load_features(tmp_path / "nope.npz")
     (tmp_path / "text.npz").write_text("not a zip")
-    with pytest.raises(CCReIDError, match="not a readable .npz"):
+    with pytest.raises(CCReIDError, match="text.npz is not an .npz archive"):
         load_features(tmp_path / "text.npz")
     np.savez(tmp_path / "objects.npz", **arrays(), q_extra=np.array([{"a": 1}], dtype=object))
     with pytest.raises(CCReIDError, match="not a readable .npz"):

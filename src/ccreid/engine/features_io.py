@@ -30,6 +30,8 @@ _CHECK_ROWS = 65536
 def _read_npz(path: Path) -> Dict[str, np.ndarray]:
     if not path.is_file():
         raise CCReIDError(f"features file {path} not found (write one with `ccreid extract`)")
+    if not zipfile.is_zipfile(path):
+        raise CCReIDError(f"features file {path} is not an .npz archive (write one with `ccreid extract` or np.savez)")
     try:
         with np.load(path, allow_pickle=False) as npz:
             return {key: npz[key] for key in npz.files}
