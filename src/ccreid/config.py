@@ -123,6 +123,7 @@ class TrainConfig:
     log_every: int = 20
     eval_every: int = 0  # 0: evaluate only at the end
     checkpoint_every: int = 1  # epochs between resumable checkpoints (0: only the final weights)
+    checkpoint_every_iters: int = 0  # also every N iterations, mid-epoch (0: off); --resume continues exactly
     keep_last: int = 2  # resumable checkpoints kept
     select_on: str = "last"  # last | val (never the test split)
     threads: int = 0  # CPU threads for torch (0: torch default)
@@ -236,6 +237,8 @@ def validate(cfg: Config) -> None:
     for key in ("data.ids_per_batch", "data.images_per_id", "data.height", "data.width", "train.epochs"):
         if _get(cfg, key) < 1:
             raise CCReIDError(f"config key {key!r}: must be >= 1")
+    if cfg.train.checkpoint_every_iters < 0:
+        raise CCReIDError("config key 'train.checkpoint_every_iters': must be >= 0 (0: off)")
     if cfg.test.single_shot < 0:
         raise CCReIDError("config key 'test.single_shot': must be >= 0 (0: the whole gallery)")
 

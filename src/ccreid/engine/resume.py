@@ -43,12 +43,19 @@ def set_rng_state(state: Dict[str, Any], generator: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def checkpoint_name(epoch: int, batch: int = 0, iteration: int = 0) -> str:
+    """``epoch-NNNN`` after ``epoch`` whole epochs; ``epoch-NNNN-iter-IIIIIIII`` when
+    ``batch`` batches of the next epoch are done too (names sort in training order)."""
+    return f"epoch-{epoch:04d}" + (f"-iter-{iteration:08d}" if batch else "")
+
+
 def save_checkpoint(out: Path, epoch: int, model: torch.nn.Module, config_yaml: str, num_classes: int,
                     state: Dict[str, Any], keep_last: int) -> Path:
-    """Write ``checkpoints/epoch-NNNN`` atomically and prune older ones."""
+    """Write ``checkpoints/<checkpoint_name>`` atomically and prune older ones."""
     root = out / CHECKPOINTS
-    final = root / f"epoch-{epoch:04d}"
-    tmp = root / f".epoch-{epoch:04d}.tmp"
+    name = checkpoint_name(epoch, state.get("batch", 0), state.get("iteration", 0))
+    final = root / name
+    tmp = root / f".{name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_weights(tmp / WEIGHTS_NAME, model, config_yaml, num_classes, epoch=epoch)

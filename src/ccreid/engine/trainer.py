@@ -131,10 +131,11 @@ def _train(cfg: Config, out: Path, info: DistInfo, progress: bool,
     if cfg.train.select_on == "val" and not val_splits:
         raise CCReIDError(f"config key 'train.select_on': dataset {cfg.data.name!r} has no validation split (use last)")
 
-    run = {"epoch": 0, "iteration": 0, "processed": 0, "seconds": 0.0, "best_score": float("-inf"),
+    run = {"epoch": 0, "batch": 0, "iteration": 0, "processed": 0, "seconds": 0.0, "best_score": float("-inf"),
            "best_state": None, "val_results": {}}
+    saved_rng = None
     if resume:
-        run = _restore(out, config_yaml, info, model, optimizer, scheduler, scaler, generator)
+        run, saved_rng = _restore(out, config_yaml, info, model, optimizer, scheduler, scaler)
     net: nn.Module = model
     if info.enabled:
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -145,15 +146,33 @@ def _train(cfg: Config, out: Path, info: DistInfo, progress: bool,
     if info.is_main:
         write_text(out / "config.yaml", config_yaml)
     start = time.perf_counter() - run["seconds"]
+
+    def checkpoint() -> None:
+        """A resumable checkpoint of the current state (all ranks take part, rank 0 writes)."""
+        run["seconds"] = time.perf_counter() - start
+        rngs = info.all_gather_object(rng_state(generator))
+        if info.is_main:
+            state = run | {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                           "scaler": scaler.state_dict(), "rng": rngs}
+            save_checkpoint(out, run["epoch"], model, config_yaml, manager.num_train_pids, state, cfg.train.keep_last)
+        info.barrier()
+
     with _RunLog(out, run, on_log, cfg.train.log_every, info.is_main, writer_class) as log:
         for epoch in range(run["epoch"], cfg.train.epochs):
             net.train()
             manager.set_epoch(epoch)
-            bar = tqdm(manager.train_loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
-                       disable=not (progress and info.is_main), leave=False, unit="batch")
+            batches = iter(manager.train_loader)
+            for _ in range(run["batch"]):  # resumed mid-epoch: replay the data already trained on
+                next(batches)
+            if saved_rng is not None:  # after the replay, which draws from the same generators
+                set_rng_state(saved_rng[info.rank], generator)
+                saved_rng = None
+            bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", total=len(manager.train_loader),
+                       initial=run["batch"], disable=not (progress and info.is_main), leave=False, unit="batch")
             for batch in bar:
                 terms = info.reduce_terms(step(batch), summed=("images", "num_erased", "num_without_map"))
                 run["iteration"] += 1
+                run["batch"] += 1
                 check_finite(terms, epoch + 1, run["iteration"], out)
                 run["processed"] += terms.pop("images")
                 rate = run["processed"] / (time.perf_counter() - start)
@@ -163,6 +182,11 @@ def _train(cfg: Config, out: Path, info: DistInfo, progress: bool,
                     record["gpu_mem_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
                 log.step(record)
                 bar.set_postfix(loss=f"{terms['loss']:.3f}", img_s=f"{rate:.0f}")
+                every_iters = cfg.train.checkpoint_every_iters
+                if every_iters > 0 and run["iteration"] % every_iters == 0 and run["batch"] < len(bar):
+                    log.flush()
+                    checkpoint()
+            run["batch"] = 0
             scheduler.step()
             info.broadcast_buffers(model)  # rank 0's BatchNorm statistics for evaluation and checkpoints
             run["epoch"] = epoch + 1
@@ -178,14 +202,7 @@ def _train(cfg: Config, out: Path, info: DistInfo, progress: bool,
             log.flush()
             every = cfg.train.checkpoint_every
             if every > 0 and (run["epoch"] % every == 0) and not last_epoch:
-                run["seconds"] = time.perf_counter() - start
-                rngs = info.all_gather_object(rng_state(generator))
-                if info.is_main:
-                    state = run | {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                   "scaler": scaler.state_dict(), "rng": rngs}
-                    save_checkpoint(out, run["epoch"], model, config_yaml, manager.num_train_pids, state,
-                                    cfg.train.keep_last)
-                info.barrier()
+                checkpoint()
     seconds = time.perf_counter() - start
     if run["best_state"] is not None:
         model.load_state_dict(run["best_state"])
@@ -200,8 +217,9 @@ def _train(cfg: Config, out: Path, info: DistInfo, progress: bool,
                        run["processed"] / max(seconds, 1e-9), out, info.rank)
 
 
-def _restore(out: Path, config_yaml: str, info: DistInfo, model, optimizer, scheduler, scaler, generator) -> dict:
-    """Load the newest checkpoint of ``out`` into the training objects; return the run counters."""
+def _restore(out: Path, config_yaml: str, info: DistInfo, model, optimizer, scheduler, scaler) -> tuple[dict, list]:
+    """Load the newest checkpoint of ``out`` into the training objects; return the run
+    counters and the RNG states of every rank (restored by the loop, after any replay)."""
     folder = latest_checkpoint(out)
     if folder is None:
         raise CCReIDError(f"--resume: no checkpoint in {out / 'checkpoints'} (train without --resume to start)")
@@ -218,8 +236,7 @@ def _restore(out: Path, config_yaml: str, info: DistInfo, model, optimizer, sche
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     scaler.load_state_dict(state["scaler"])
-    set_rng_state(rngs[info.rank], generator)
-    return {k: state[k] for k in counters}
+    return {k: state[k] for k in counters} | {"batch": state.get("batch", 0)}, rngs
 
 
 def _report_pretrained(model: ReIDModel, out: Path) -> None:
@@ -251,7 +268,7 @@ class _RunLog:
         self.on_log, self.log_every = on_log, log_every
         self.file, self.writer = None, None
         if active:
-            _truncate_log(out / "metrics.jsonl", run["epoch"])
+            _truncate_log(out / "metrics.jsonl", run["epoch"], run["iteration"])
             self.file = open(out / "metrics.jsonl", "a")
             if writer_class is not None:
                 self.writer = writer_class(str(out / "tensorboard"), purge_step=run["iteration"] + 1)
@@ -292,11 +309,13 @@ class _RunLog:
                 handle.flush()
 
 
-def _truncate_log(path: Path, epoch: int) -> None:
-    """Keep only the log records of epochs up to ``epoch`` (all of them when starting anew)."""
+def _truncate_log(path: Path, epoch: int, iteration: int) -> None:
+    """Keep the log records up to the checkpoint: iterations up to ``iteration``, validations
+    of epochs up to ``epoch`` (nothing when starting anew)."""
     if not path.exists():
         return
-    kept = [line for line in path.read_text().splitlines() if epoch and json.loads(line)["epoch"] <= epoch]
+    records = [(line, json.loads(line)) for line in path.read_text().splitlines()]
+    kept = [line for line, r in records if (r["iter"] <= iteration if "iter" in r else r["epoch"] <= epoch)]
     write_text(path, "".join(line + "\n" for line in kept))
 
 
