@@ -32,7 +32,8 @@ from ccreid.data.manager import DataManager
 from ccreid.data.synthetic import generate
 from ccreid.engine.runtime import (machine_info, resolve_amp, resolve_device, seed_everything, write_json,
                                   write_text)
-from ccreid.engine.trainer import TrainStep, components_of
+from ccreid.engine.step import TrainStep
+from ccreid.engine.trainer import components_of
 from ccreid.losses import ReIDObjective
 from ccreid.models import build_cre_from_config, build_model_from_config
 

@@ -16,7 +16,7 @@ from ccreid.config import ModelConfig
 from ccreid.engine.checkpoint import load_weights
 from ccreid.engine.distributed import setup
 from ccreid.engine import tester
-from ccreid.engine.trainer import TrainStep
+from ccreid.engine.step import TrainStep
 from ccreid.errors import CCReIDError
 from ccreid.losses import ReIDObjective
 from ccreid.models import build_model_from_config

@@ -89,21 +89,22 @@ def test_nan_loss_stops_naming_iteration_and_terms(tmp_path, capsys):
 def test_nan_after_an_epoch_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     from ccreid.config import load_config
     from ccreid.data.manager import DataManager
-    from ccreid.engine import trainer
+    from ccreid.engine import step
+    from ccreid.engine.trainer import train
     from ccreid.engine.resume import load_checkpoint
     from ccreid.errors import CCReIDError
 
     cfg = load_config("synthetic", [f"data.root={tmp_path / 'synthetic'}", *TINY, "train.epochs=3"])
     per_epoch = len(DataManager(cfg, need_parsing=False).train_loader)
-    calls, original = [], trainer.TrainStep.__call__
+    calls, original = [], step.TrainStep.__call__
 
     def poisoned(self, batch):
         calls.append(1)
         terms = original(self, batch)
         return terms | ({"loss": math.nan, "tri": math.inf} if len(calls) == per_epoch + 2 else {})
 
-    monkeypatch.setattr(trainer.TrainStep, "__call__", poisoned)
+    monkeypatch.setattr(step.TrainStep, "__call__", poisoned)
     with pytest.raises(CCReIDError, match=f"iteration {per_epoch + 2} \\(epoch 2\\).*terms: tri.*epoch-0001"):
-        trainer.train(cfg, tmp_path / "run")
+        train(cfg, tmp_path / "run")
     weights, state = load_checkpoint(tmp_path / "run" / "checkpoints" / "epoch-0001")
     assert state["epoch"] == 1 and all(bool(v.isfinite().all()) for v in weights.values() if v.is_floating_point())

@@ -9,9 +9,7 @@ from all ranks.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,11 +27,12 @@ from ccreid.engine.distributed import DistInfo, setup
 from ccreid.engine.evaluator import evaluate_splits
 from ccreid.engine.results import strip_curves
 from ccreid.engine.resume import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from ccreid.engine.runlog import RunLog, summary_writer_class
 from ccreid.engine.runtime import autocast, resolve_amp, seed_everything, write_json, write_text
+from ccreid.engine.step import TrainStep, check_finite
 from ccreid.errors import CCReIDError
 from ccreid.losses import ReIDObjective
 from ccreid.models import ReIDModel, build_cre_from_config, build_model_from_config, summarize
-from ccreid.models.cre import ClothesErasure
 from ccreid.models.presets import Components, resolve_components
 
 logger = logging.getLogger(__name__)
@@ -104,7 +103,7 @@ def _train(cfg: Config, out: Path, info: DistInfo, progress: bool,
     device = info.device
     amp = resolve_amp(device, cfg.train.amp)
     autocast(device, amp)  # an amp mode the device lacks fails here, before any output
-    writer_class = _summary_writer_class() if cfg.train.tensorboard else None
+    writer_class = summary_writer_class() if cfg.train.tensorboard else None
     seed_everything(cfg.seed + info.rank)
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
@@ -157,7 +156,7 @@ def _train(cfg: Config, out: Path, info: DistInfo, progress: bool,
             save_checkpoint(out, run["epoch"], model, config_yaml, manager.num_train_pids, state, cfg.train.keep_last)
         info.barrier()
 
-    with _RunLog(out, run, on_log, cfg.train.log_every, info.is_main, writer_class) as log:
+    with RunLog(out, run, on_log, cfg.train.log_every, info.is_main, writer_class) as log:
         for epoch in range(run["epoch"], cfg.train.epochs):
             net.train()
             manager.set_epoch(epoch)
@@ -245,141 +244,3 @@ def _report_pretrained(model: ReIDModel, out: Path) -> None:
     if report is not None:
         logger.info("model.pretrained: %s", summarize(report))
         write_json(out / "pretrained_report.json", report)
-
-
-def _summary_writer_class() -> type:
-    """TensorBoard's ``SummaryWriter`` (``train.tensorboard``), or a one-line error."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise CCReIDError("config key 'train.tensorboard': tensorboard is not installed (pip install tensorboard)")
-    return SummaryWriter
-
-
-class _RunLog:
-    """Rank 0's records: ``metrics.jsonl``, the ``on_log`` callback, TensorBoard scalars.
-
-    Inactive (other ranks) it writes nothing. Records of epochs after the resumed one
-    are dropped from ``metrics.jsonl`` and from TensorBoard (``purge_step``).
-    """
-
-    def __init__(self, out: Path, run: dict, on_log: Optional[Callable[[dict], None]], log_every: int,
-                 active: bool, writer_class: Optional[type]) -> None:
-        self.on_log, self.log_every = on_log, log_every
-        self.file, self.writer = None, None
-        if active:
-            _truncate_log(out / "metrics.jsonl", run["epoch"], run["iteration"])
-            self.file = open(out / "metrics.jsonl", "a")
-            if writer_class is not None:
-                self.writer = writer_class(str(out / "tensorboard"), purge_step=run["iteration"] + 1)
-
-    def __enter__(self) -> "_RunLog":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for handle in (self.file, self.writer):
-            if handle is not None:
-                handle.close()
-
-    def step(self, record: dict) -> None:
-        """One training iteration's record."""
-        if self.file is None:
-            return
-        self.file.write(json.dumps(record) + "\n")
-        if self.on_log and record["iter"] % self.log_every == 0:
-            self.on_log(record)
-        if self.writer is not None:
-            for key, value in record.items():
-                if key not in ("epoch", "iter"):
-                    self.writer.add_scalar(f"train/{key}", value, record["iter"])
-
-    def validation(self, epoch: int, iteration: int, results: Dict[str, dict]) -> None:
-        """Validation metrics (per protocol) after ``epoch``."""
-        if self.file is None:
-            return
-        self.file.write(json.dumps({"epoch": epoch, "val": results}) + "\n")
-        if self.writer is not None:
-            for protocol, metrics in results.items():
-                for key in ("rank1", "rank5", "mAP"):
-                    self.writer.add_scalar(f"val/{protocol}/{key}", metrics[key], iteration)
-
-    def flush(self) -> None:
-        for handle in (self.file, self.writer):
-            if handle is not None:
-                handle.flush()
-
-
-def _truncate_log(path: Path, epoch: int, iteration: int) -> None:
-    """Keep the log records up to the checkpoint: iterations up to ``iteration``, validations
-    of epochs up to ``epoch`` (nothing when starting anew)."""
-    if not path.exists():
-        return
-    records = [(line, json.loads(line)) for line in path.read_text().splitlines()]
-    kept = [line for line, r in records if (r["iter"] <= iteration if "iter" in r else r["epoch"] <= epoch)]
-    write_text(path, "".join(line + "\n" for line in kept))
-
-
-@dataclass
-class TrainStep:
-    """One optimisation step: CRE on the batch, forward, the objective, backward, update.
-
-    ``net`` runs the forward: the model itself, its DistributedDataParallel wrapper
-    (gradients all-reduced in backward) or its ``torch.compile`` form.
-    """
-
-    net: nn.Module
-    objective: ReIDObjective
-    optimizer: torch.optim.Optimizer
-    scaler: torch.amp.GradScaler
-    device: torch.device
-    amp: str = "off"
-    cre: Optional[ClothesErasure] = None
-    num_clothes: int = 0
-    generator: Optional[torch.Generator] = None
-    channels_last: bool = False
-    uses_parsing: bool = True  # CRE or BSGA need the parsing maps on the device
-
-    def __call__(self, batch: Dict[str, torch.Tensor]) -> Dict[str, float]:
-        """The loss and its terms as floats (possibly NaN: the caller checks), the CRE
-        counts, and ``images`` (the batch size after CRE). One host read per step."""
-        device = self.device
-        images = batch["image"].to(device, non_blocking=True)
-        parsing = batch["parsing"].to(device, non_blocking=True) if self.uses_parsing else None
-        pids = batch["pid"].to(device)
-        clothes = batch["clothes"].to(device)
-        is_erased = torch.zeros(len(pids), dtype=torch.bool, device=device)
-        counts: Dict[str, torch.Tensor] = {}
-        if self.cre is not None:
-            erased = self.cre(images, parsing, batch["has_parsing"].to(device), pids, clothes, self.num_clothes,
-                              generator=self.generator)
-            images, pids, clothes, parsing, is_erased = (erased.images, erased.pids, erased.clothes,
-                                                         erased.parsing, erased.is_erased)
-            counts = {"num_erased": erased.num_erased, "num_without_map": erased.num_without_map}
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        body_mask, has_mask = (parsing > 0, (parsing >= 0).flatten(1).any(1)) if parsing is not None else (None, None)
-        with autocast(device, self.amp):
-            outputs = self.net(images)
-        outputs = {k: (v.float() if torch.is_tensor(v) else [a.float() for a in v]) for k, v in outputs.items()}
-        loss, terms = self.objective(outputs, pids, clothes, is_erased, body_mask, has_mask)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        named = {"loss": loss.detach()} | terms | counts
-        values = torch.stack([torch.as_tensor(v, device=device).float().reshape(()) for v in named.values()]).tolist()
-        floats = dict(zip(named, values))
-        for key in counts:
-            floats[key] = int(floats[key])
-        return floats | {"images": len(pids)}
-
-
-def check_finite(terms: Dict[str, float], epoch: int, iteration: int, out: Path) -> None:
-    """Stop with the iteration and the loss terms that are NaN/inf; checkpoints on disk stay good."""
-    if math.isfinite(terms["loss"]):
-        return
-    bad = [k for k, v in terms.items() if isinstance(v, float) and not math.isfinite(v) and k != "loss"]
-    last = latest_checkpoint(out)
-    kept = f"the last good checkpoint is {last}" if last is not None else "no checkpoint was written yet"
-    raise CCReIDError(f"iteration {iteration} (epoch {epoch}): loss became {terms['loss']} "
-                      f"(terms: {', '.join(bad) or 'total'}); {kept}; lower train.lr or use train.amp=off")

@@ -1,0 +1,82 @@
+"""A training run's records: ``metrics.jsonl``, the ``on_log`` callback, TensorBoard."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, Dict, Optional
+
+from ccreid.engine.runtime import write_text
+from ccreid.errors import CCReIDError
+
+
+def summary_writer_class() -> type:
+    """TensorBoard's ``SummaryWriter`` (``train.tensorboard``), or a one-line error."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise CCReIDError("config key 'train.tensorboard': tensorboard is not installed (pip install tensorboard)")
+    return SummaryWriter
+
+
+class RunLog:
+    """Rank 0's records: ``metrics.jsonl``, the ``on_log`` callback, TensorBoard scalars.
+
+    Inactive (other ranks) it writes nothing. Records of epochs after the resumed one
+    are dropped from ``metrics.jsonl`` and from TensorBoard (``purge_step``).
+    """
+
+    def __init__(self, out: Path, run: dict, on_log: Optional[Callable[[dict], None]], log_every: int,
+                 active: bool, writer_class: Optional[type]) -> None:
+        self.on_log, self.log_every = on_log, log_every
+        self.file, self.writer = None, None
+        if active:
+            _truncate_log(out / "metrics.jsonl", run["epoch"], run["iteration"])
+            self.file = open(out / "metrics.jsonl", "a")
+            if writer_class is not None:
+                self.writer = writer_class(str(out / "tensorboard"), purge_step=run["iteration"] + 1)
+
+    def __enter__(self) -> "RunLog":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in (self.file, self.writer):
+            if handle is not None:
+                handle.close()
+
+    def step(self, record: dict) -> None:
+        """One training iteration's record."""
+        if self.file is None:
+            return
+        self.file.write(json.dumps(record) + "\n")
+        if self.on_log and record["iter"] % self.log_every == 0:
+            self.on_log(record)
+        if self.writer is not None:
+            for key, value in record.items():
+                if key not in ("epoch", "iter"):
+                    self.writer.add_scalar(f"train/{key}", value, record["iter"])
+
+    def validation(self, epoch: int, iteration: int, results: Dict[str, dict]) -> None:
+        """Validation metrics (per protocol) after ``epoch``."""
+        if self.file is None:
+            return
+        self.file.write(json.dumps({"epoch": epoch, "val": results}) + "\n")
+        if self.writer is not None:
+            for protocol, metrics in results.items():
+                for key in ("rank1", "rank5", "mAP"):
+                    self.writer.add_scalar(f"val/{protocol}/{key}", metrics[key], iteration)
+
+    def flush(self) -> None:
+        for handle in (self.file, self.writer):
+            if handle is not None:
+                handle.flush()
+
+
+def _truncate_log(path: Path, epoch: int, iteration: int) -> None:
+    """Keep the log records up to the checkpoint: iterations up to ``iteration``, validations
+    of epochs up to ``epoch`` (nothing when starting anew)."""
+    if not path.exists():
+        return
+    records = [(line, json.loads(line)) for line in path.read_text().splitlines()]
+    kept = [line for line, r in records if (r["iter"] <= iteration if "iter" in r else r["epoch"] <= epoch)]
+    write_text(path, "".join(line + "\n" for line in kept))

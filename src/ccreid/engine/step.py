@@ -1,0 +1,83 @@
+"""One optimisation step of the METHOD.md objective, and the NaN/inf guard."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Optional
+
+import torch
+from torch import nn
+
+from ccreid.engine.resume import latest_checkpoint
+from ccreid.engine.runtime import autocast
+from ccreid.errors import CCReIDError
+from ccreid.losses import ReIDObjective
+from ccreid.models.cre import ClothesErasure
+
+
+@dataclass
+class TrainStep:
+    """One optimisation step: CRE on the batch, forward, the objective, backward, update.
+
+    ``net`` runs the forward: the model itself, its DistributedDataParallel wrapper
+    (gradients all-reduced in backward) or its ``torch.compile`` form.
+    """
+
+    net: nn.Module
+    objective: ReIDObjective
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    device: torch.device
+    amp: str = "off"
+    cre: Optional[ClothesErasure] = None
+    num_clothes: int = 0
+    generator: Optional[torch.Generator] = None
+    channels_last: bool = False
+    uses_parsing: bool = True  # CRE or BSGA need the parsing maps on the device
+
+    def __call__(self, batch: Dict[str, torch.Tensor]) -> Dict[str, float]:
+        """The loss and its terms as floats (possibly NaN: the caller checks), the CRE
+        counts, and ``images`` (the batch size after CRE). One host read per step."""
+        device = self.device
+        images = batch["image"].to(device, non_blocking=True)
+        parsing = batch["parsing"].to(device, non_blocking=True) if self.uses_parsing else None
+        pids = batch["pid"].to(device)
+        clothes = batch["clothes"].to(device)
+        is_erased = torch.zeros(len(pids), dtype=torch.bool, device=device)
+        counts: Dict[str, torch.Tensor] = {}
+        if self.cre is not None:
+            erased = self.cre(images, parsing, batch["has_parsing"].to(device), pids, clothes, self.num_clothes,
+                              generator=self.generator)
+            images, pids, clothes, parsing, is_erased = (erased.images, erased.pids, erased.clothes,
+                                                         erased.parsing, erased.is_erased)
+            counts = {"num_erased": erased.num_erased, "num_without_map": erased.num_without_map}
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        body_mask, has_mask = (parsing > 0, (parsing >= 0).flatten(1).any(1)) if parsing is not None else (None, None)
+        with autocast(device, self.amp):
+            outputs = self.net(images)
+        outputs = {k: (v.float() if torch.is_tensor(v) else [a.float() for a in v]) for k, v in outputs.items()}
+        loss, terms = self.objective(outputs, pids, clothes, is_erased, body_mask, has_mask)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        named = {"loss": loss.detach()} | terms | counts
+        values = torch.stack([torch.as_tensor(v, device=device).float().reshape(()) for v in named.values()]).tolist()
+        floats = dict(zip(named, values))
+        for key in counts:
+            floats[key] = int(floats[key])
+        return floats | {"images": len(pids)}
+
+
+def check_finite(terms: Dict[str, float], epoch: int, iteration: int, out: Path) -> None:
+    """Stop with the iteration and the loss terms that are NaN/inf; checkpoints on disk stay good."""
+    if math.isfinite(terms["loss"]):
+        return
+    bad = [k for k, v in terms.items() if isinstance(v, float) and not math.isfinite(v) and k != "loss"]
+    last = latest_checkpoint(out)
+    kept = f"the last good checkpoint is {last}" if last is not None else "no checkpoint was written yet"
+    raise CCReIDError(f"iteration {iteration} (epoch {epoch}): loss became {terms['loss']} "
+                      f"(terms: {', '.join(bad) or 'total'}); {kept}; lower train.lr or use train.amp=off")
