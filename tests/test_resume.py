@@ -23,29 +23,39 @@ def train_args(out, data):
     return ["train", "-c", "synthetic", "--out", str(out), "--quiet", f"data.root={data}", *TINY]
 
 
+def kill_once(victim, args, reached: str) -> None:
+    """Start ``ccreid train`` in a subprocess and SIGKILL it once its newest checkpoint's
+    name sorts at or after ``reached``."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "ccreid", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while latest_checkpoint(victim) is None or latest_checkpoint(victim).name < reached:
+        assert proc.poll() is None, "the run ended before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (victim / "model.safetensors").exists()
+
+
+def assert_same_run(full, resumed) -> None:
+    """Bit-identical final weights and identical per-iteration losses."""
+    full_w, resumed_w = (load_weights(run / "model.safetensors").state_dict for run in (full, resumed))
+    for key, value in full_w.items():
+        assert torch.equal(value, resumed_w[key]), key
+    log = lambda run: [json.loads(x).get("loss") for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert log(full) == log(resumed)
+
+
 @pytest.mark.timeout(300)
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     data = tmp_path / "synthetic"
     assert main(train_args(tmp_path / "full", data)) == 0
     victim = tmp_path / "killed"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, "-m", "ccreid", *train_args(victim, data)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while latest_checkpoint(victim) is None or latest_checkpoint(victim).name < "epoch-0002":
-        assert proc.poll() is None, "the run ended before it could be killed"
-        assert time.time() < deadline
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (victim / "model.safetensors").exists()
+    kill_once(victim, train_args(victim, data), "epoch-0002")
     assert main(train_args(victim, data) + ["--resume"]) == 0
-    full = load_weights(tmp_path / "full" / "model.safetensors").state_dict
-    resumed = load_weights(victim / "model.safetensors").state_dict
-    for key, value in full.items():
-        assert torch.equal(value, resumed[key]), key
-    log = lambda run: [json.loads(x)["loss"] for x in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
-    assert log("full") == log("killed")
+    assert_same_run(tmp_path / "full", victim)
     res = lambda run: json.loads((tmp_path / run / "results.json").read_text())["presets"]["ours"]
     assert res("full") == res("killed")
     assert len(list((victim / "checkpoints").glob("epoch-*"))) <= 2
@@ -71,21 +81,7 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path, workers):
     extra = ["train.checkpoint_every=0", "train.checkpoint_every_iters=2", f"data.workers={workers}"]
     assert main(train_args(tmp_path / "full", data) + extra) == 0
     victim = tmp_path / "killed"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, "-m", "ccreid", *train_args(victim, data), *extra], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while latest_checkpoint(victim) is None or latest_checkpoint(victim).name < "epoch-0001-iter":
-        assert proc.poll() is None, "the run ended before it could be killed"
-        assert time.time() < deadline
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_once(victim, train_args(victim, data) + extra, "epoch-0001-iter")
     assert "-iter-" in latest_checkpoint(victim).name
     assert main(train_args(victim, data) + extra + ["--resume"]) == 0
-    full = load_weights(tmp_path / "full" / "model.safetensors").state_dict
-    resumed = load_weights(victim / "model.safetensors").state_dict
-    for key, value in full.items():
-        assert torch.equal(value, resumed[key]), key
-    log = lambda run: [json.loads(x).get("loss") for x in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
-    assert log("full") == log("killed")
+    assert_same_run(tmp_path / "full", victim)
