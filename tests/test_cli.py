@@ -6,20 +6,21 @@ import pytest
 
 from ccreid.cli import build_parser, main
 
-COMMANDS = ["synth", "train", "test", "demo", "ablation"]
+COMMANDS = ["synth", "train", "test", "demo", "ablation", "eval", "extract", "index", "search", "report",
+            "viz actmap", "viz attention", "viz ranks", "viz cmc", "viz curves", "export onnx", "data check"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_help_on_every_command(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main([command, "--help"])
+        main([*command.split(), "--help"])
     assert exit_info.value.code == 0
     assert "usage: ccreid " + command in capsys.readouterr().out
 
 
 def test_parser_lists_commands():
     text = build_parser().format_help()
-    for command in COMMANDS + ["data"]:
+    for command in {c.split()[0] for c in COMMANDS}:
         assert command in text
 
 

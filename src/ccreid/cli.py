@@ -307,11 +307,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ccreid", description="Clothes-changing person re-identification toolkit.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, help_text: str, func: Callable[[argparse.Namespace], None]) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text)
+    def add_to(parent, name: str, help_text: str, func: Callable[[argparse.Namespace], None]) -> argparse.ArgumentParser:
+        p = parent.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--quiet", action="store_true", help="no progress bars or per-iteration logs")
         p.set_defaults(func=func)
         return p
+
+    def add(name: str, help_text: str, func: Callable[[argparse.Namespace], None]) -> argparse.ArgumentParser:
+        return add_to(sub, name, help_text, func)
+
+    def group(name: str, help_text: str, metavar: str = "COMMAND"):
+        """A command with sub-commands (``ccreid viz actmap``)."""
+        return sub.add_parser(name, help=help_text, description=help_text).add_subparsers(
+            dest=f"{name}_command", required=True, metavar=metavar)
 
     p = add("synth", "generate the synthetic clothes-changing dataset (cached)", cmd_synth)
     p.add_argument("--out", required=True, help="output folder")
@@ -395,15 +403,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--compact", action="store_true", help="JSON on one line")
 
-    viz = sub.add_parser("viz", help="pictures: activation / attention maps, ranked lists, CMC and training curves",
-                         description="pictures: activation / attention maps, ranked lists, CMC and training curves")
-    viz_sub = viz.add_subparsers(dest="viz_command", required=True, metavar="COMMAND")
+    viz_sub = group("viz", "pictures: activation / attention maps, ranked lists, CMC and training curves")
 
     def add_viz(name: str, help_text: str, func: Callable[[argparse.Namespace], None]) -> argparse.ArgumentParser:
-        p = viz_sub.add_parser(name, help=help_text, description=help_text)
+        p = add_to(viz_sub, name, help_text, func)
         p.add_argument("--out", required=True, help="output folder")
-        p.add_argument("--quiet", action="store_true", help="no progress bars")
-        p.set_defaults(func=func)
         return p
 
     def add_samples(p: argparse.ArgumentParser) -> None:
@@ -438,34 +442,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", nargs="+", required=True, help="training output folders (with metrics.jsonl)")
     p.add_argument("--labels", nargs="+", default=None, help="legend labels (default: folder names)")
 
-    export = sub.add_parser("export", help="export a checkpoint for deployment", description="export a checkpoint")
-    export_sub = export.add_subparsers(dest="export_command", required=True, metavar="FORMAT")
-    p = export_sub.add_parser("onnx", help="ONNX model: images [batch,3,H,W] -> features [batch,D]",
-                              description="ONNX model: images [batch,3,H,W] -> features [batch,D] (dynamic batch)")
+    export_sub = group("export", "export a checkpoint for deployment", "FORMAT")
+    p = add_to(export_sub, "onnx", "ONNX model: images [batch,3,H,W] -> features [batch,D] (dynamic batch)",
+               cmd_export_onnx)
     p.add_argument("--weights", required=True, help="model.safetensors")
     p.add_argument("--out", required=True, help="output .onnx")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18; 13-17 use the legacy exporter)")
     p.add_argument("--no-normalize", action="store_true", help="leave out the final L2 normalisation")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_export_onnx)
 
     p = add("report", "(re)write report.html of a train/test/demo/ablation output folder", cmd_report)
     p.add_argument("run", help="output folder holding results.json")
     p.add_argument("--no-samples", action="store_true", help="tables and curves only (no model needed)")
     p.add_argument("--device", default="auto")
 
-    data = sub.add_parser("data", help="dataset tools", description="dataset tools")
-    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
-    p = data_sub.add_parser("check", help="validate a dataset folder in seconds (no model)",
-                            description="validate a dataset folder in seconds (no model)")
+    data_sub = group("data", "dataset tools")
+    p = add_to(data_sub, "check", "validate a dataset folder in seconds (no model)", cmd_data_check)
     p.add_argument("--dataset", required=True, help="registered dataset name (prcc, vcclothes, ltcc, ...)")
     p.add_argument("--root", required=True, help="dataset folder")
     p.add_argument("--parsing", default=None, help="parsing-map tree mirroring the image tree")
     p.add_argument("--labels", default="lip", help="parsing label set: lip, atr or a table file")
     p.add_argument("--deep", action="store_true", help="decode every image and map")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_data_check)
     return parser
 
 
