@@ -56,3 +56,12 @@ def test_data_check_json_and_unusable(tmp_path, capsys):
     assert set(report) >= {"dataset", "train", "protocols", "parsing", "problems"}
     assert report["train"]["ids"] == 4 and report["parsing"]["missing"] == 0
     assert report["parsing"]["found"] == len(lines) - 1
+
+
+def test_ablation_never_replaces_an_earlier_one(tmp_path, capsys):
+    out = tmp_path / "ablation"
+    out.mkdir()
+    (out / "results.json").write_text('{"presets": {}}')
+    assert main(["ablation", "--out", str(out), "--seeds", "1"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (out / "results.json").read_text() == '{"presets": {}}'

@@ -147,6 +147,9 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_ablation(args: argparse.Namespace) -> None:
+    if (Path(args.out) / "results.json").exists() and not args.overwrite:
+        raise CCReIDError(f"{args.out} already holds an ablation (results.json); choose another --out "
+                          "or pass --overwrite to train it again")
     seeds = list(range(args.seeds))
     _run_experiment(args, args.presets, seeds, args.overrides,
                     f"ablation on {args.config} ({args.seeds} seeds, mean ± std)", args.jobs)
@@ -354,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1)")
     p.add_argument("--out", default="outputs/ablation", help="output folder")
     p.add_argument("--jobs", type=int, default=1, help="runs trained at once (CPU threads shared out)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier ablation in --out")
     p.add_argument("overrides", nargs="*", help="dotted config overrides")
 
     test_p.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (same as test.rerank=true)")
