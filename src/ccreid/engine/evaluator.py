@@ -17,7 +17,7 @@ from ccreid.config import TestConfig
 from ccreid.data.datasets import single_shot_galleries
 from ccreid.data.records import EvalSplit, ImageRecord
 from ccreid.engine.distributed import current, gather_rows
-from ccreid.evaluation import evaluate, evaluate_distmat, rerank_features
+from ccreid.evaluation import evaluate, evaluate_reranked
 
 METRIC_KEYS = ("rank1", "rank5", "rank10", "mAP", "queries", "queries_without_match")
 
@@ -76,9 +76,8 @@ def _score(feats: torch.Tensor, unique: Dict[str, int], query: List[ImageRecord]
     g_idx = torch.tensor([unique[r.path] for r in gallery], dtype=torch.long)
     q, g = _labels(query), _labels(gallery)
     labels = (q["pids"], g["pids"], q["camids"], g["camids"], q["clothes"], g["clothes"])
-    if test.rerank:
-        return evaluate_distmat(rerank_features(feats[q_idx], feats[g_idx]), *labels, rule=rule, ap_mode=test.ap_mode)
-    return evaluate(feats[q_idx], feats[g_idx], *labels, rule=rule, ap_mode=test.ap_mode)
+    score = evaluate_reranked if test.rerank else evaluate
+    return score(feats[q_idx], feats[g_idx], *labels, rule=rule, ap_mode=test.ap_mode)
 
 
 def _mean(runs: List[dict]) -> dict:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ccreid.engine.evaluator import METRIC_KEYS
 from ccreid.engine.features_io import load_features
-from ccreid.evaluation import evaluate, evaluate_distmat, rerank_features
+from ccreid.evaluation import evaluate, evaluate_reranked
 
 
 def evaluate_feature_file(
@@ -25,9 +25,6 @@ def evaluate_feature_file(
     arrays = load_features(path, require_clothes=protocol != "general")
     qf, gf = arrays["qf"], arrays["gf"]
     labels = {key: arrays.get(key) for key in ("q_pids", "g_pids", "q_camids", "g_camids", "q_clothes", "g_clothes")}
-    if rerank:
-        metrics = evaluate_distmat(rerank_features(qf, gf, metric), **labels, rule=protocol, ap_mode=ap_mode,
-                                   memory_mb=memory_mb)
-    else:
-        metrics = evaluate(qf, gf, **labels, rule=protocol, metric=metric, ap_mode=ap_mode, memory_mb=memory_mb)
+    score = evaluate_reranked if rerank else evaluate
+    metrics = score(qf, gf, **labels, rule=protocol, metric=metric, ap_mode=ap_mode, memory_mb=memory_mb)
     return {key: metrics[key] for key in METRIC_KEYS}

@@ -2,7 +2,10 @@
 
 from ccreid.evaluation.distance import pairwise_distance
 from ccreid.evaluation.ranking import AP_MODES, RULES, evaluate, evaluate_distmat
-from ccreid.evaluation.rerank import re_rank, rerank_features
+from ccreid.evaluation.rerank import evaluate_reranked, re_rank, rerank_features
 from ccreid.evaluation.search import build_index
 
-__all__ = ["AP_MODES", "RULES", "build_index", "evaluate", "evaluate_distmat", "pairwise_distance", "re_rank", "rerank_features"]
+__all__ = [
+    "AP_MODES", "RULES", "build_index", "evaluate", "evaluate_distmat", "evaluate_reranked", "pairwise_distance",
+    "re_rank", "rerank_features",
+]

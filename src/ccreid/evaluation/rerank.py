@@ -13,6 +13,7 @@ import torch
 
 from ccreid.errors import CCReIDError
 from ccreid.evaluation.distance import as_tensor, pairwise_distance
+from ccreid.evaluation.ranking import evaluate_distmat
 
 #: Rows handled at once when sorting and in query expansion; pairs summed at once for Jaccard.
 _ROWS = 256
@@ -107,3 +108,12 @@ def rerank_features(qf, gf, metric: str = "cosine", k1: int = 20, k2: int = 6,
     """:func:`re_rank` of the query-gallery, query-query and gallery-gallery distances of features."""
     return re_rank(pairwise_distance(qf, gf, metric), pairwise_distance(qf, qf, metric),
                    pairwise_distance(gf, gf, metric), k1, k2, lambda_value)
+
+
+def evaluate_reranked(qf, gf, q_pids, g_pids, q_camids, g_camids, q_clothes=None, g_clothes=None,
+                      metric: str = "cosine", k1: int = 20, k2: int = 6, lambda_value: float = 0.3,
+                      **options) -> dict:
+    """:func:`~ccreid.evaluation.evaluate` (same arguments and result) on the re-ranked
+    distances of the features; ``options`` (rule, ap_mode, ...) go to ``evaluate_distmat``."""
+    return evaluate_distmat(rerank_features(qf, gf, metric, k1, k2, lambda_value), q_pids, g_pids, q_camids,
+                            g_camids, q_clothes, g_clothes, **options)
