@@ -95,7 +95,8 @@ def test_two_ranks_equal_one_process_on_the_joint_batch(tmp_path):
 
 
 TINY = [
-    "data.synthetic.ids=16", "data.synthetic.outfits=2", "data.synthetic.images_per_outfit=3",
+    "data.synthetic.ids=16", "data.synthetic.extra_test_ids=0", "data.synthetic.outfits=2",
+    "data.synthetic.images_per_outfit=3",
     "data.synthetic.height=64", "data.synthetic.width=32", "data.height=64", "data.width=32",
     "data.ids_per_batch=2", "data.images_per_id=4", "data.workers=0", "model.preset=ours",
     "model.backbone=resnet18", "model.width_mult=0.25", "model.pretrained=none", "train.epochs=2",

@@ -134,7 +134,8 @@ def test_training_logs_the_pretrained_report(tmp_path, capsys):
     torch.save(torchvision.models.resnet18().state_dict(), weights)
     out = tmp_path / "run"
     args = ["train", "-c", "synthetic", "--out", str(out), "--no-report", f"data.root={tmp_path / 'data'}",
-            "data.synthetic.ids=20", "data.synthetic.outfits=2", "data.synthetic.images_per_outfit=2",
+            "data.synthetic.ids=20", "data.synthetic.extra_test_ids=0", "data.synthetic.outfits=2",
+            "data.synthetic.images_per_outfit=2",
             "data.synthetic.height=64", "data.synthetic.width=32", "data.height=64", "data.width=32",
             "data.ids_per_batch=4", "data.images_per_id=2", "model.backbone=resnet18", "model.width_mult=1",
             f"model.pretrained={weights}", "train.epochs=1", "train.warmup_epochs=0", "train.milestones=[]",

@@ -103,6 +103,21 @@ def test_refuses_non_empty_foreign_folder_and_bad_options(tmp_path):
         generate(tmp_path / "x", ids=10, outfits=1)
     with pytest.raises(CCReIDError, match="--ids"):
         generate(tmp_path / "y", ids=3)
+    with pytest.raises(CCReIDError, match="--extra-test-ids"):
+        generate(tmp_path / "z", ids=10, extra_test_ids=-1)
+
+
+def test_extra_test_ids_extend_only_the_test_split(root, tmp_path):
+    bigger = generate(tmp_path / "bigger", seed=3, extra_test_ids=4, **SMALL)
+    small_rows, big_rows = rows(root), rows(bigger)
+    assert big_rows[:len(small_rows)] == small_rows  # the first ids render identically
+    for row in small_rows[::7]:
+        assert (root / row["path"]).read_bytes() == (bigger / row["path"]).read_bytes()
+    added = big_rows[len(small_rows):]
+    assert {int(r["pid"]) for r in added} == set(range(10, 14))
+    assert {r["split"] for r in added} == {"gallery", "query_sc", "query_cc"}
+    with pytest.raises(CCReIDError, match="other options"):
+        generate(bigger, seed=3, **SMALL)
 
 
 def test_missing_file_is_named(tmp_path):

@@ -1,7 +1,7 @@
 """Config overrides for tiny CPU training runs on a tiny synthetic dataset (later keys win)."""
 
 TINY = [
-    "data.synthetic.ids=20", "data.synthetic.outfits=2", "data.synthetic.images_per_outfit=3",
+    "data.synthetic.ids=20", "data.synthetic.extra_test_ids=0", "data.synthetic.outfits=2", "data.synthetic.images_per_outfit=3",
     "data.synthetic.height=64", "data.synthetic.width=32", "data.height=64", "data.width=32",
     "data.ids_per_batch=4", "data.images_per_id=4", "data.workers=0",
     "model.backbone=resnet18", "model.width_mult=0.25", "model.pretrained=none", "train.epochs=1",

@@ -22,8 +22,8 @@ err_console = Console(stderr=True)
 DEMO_PRESETS = ("baseline", "ours")
 ABLATION_PRESETS = ("baseline", "baseline+bsga", "baseline+cre", "baseline+bctri", "ours-wo-bsga", "ours")
 #: Overrides that turn the demo config into a sub-minute smoke run.
-QUICK_OVERRIDES = ["data.synthetic.ids=40", "data.synthetic.images_per_outfit=4", "train.epochs=2",
-                   "train.warmup_epochs=1", "train.milestones=[]", "data.root=data/synthetic-quick"]
+QUICK_OVERRIDES = ["data.synthetic.ids=40", "data.synthetic.extra_test_ids=0", "data.synthetic.images_per_outfit=4",
+                   "train.epochs=2", "train.warmup_epochs=1", "train.milestones=[]", "data.root=data/synthetic-quick"]
 
 
 def _progress(args: argparse.Namespace) -> bool:
@@ -89,7 +89,8 @@ def cmd_synth(args: argparse.Namespace) -> None:
 
     height, width = _parse_size(args.size)
     root = generate(args.out, ids=args.ids, outfits=args.outfits, images_per_outfit=args.images_per_outfit,
-                    height=height, width=width, seed=args.seed, progress=_progress(args))
+                    height=height, width=width, seed=args.seed, progress=_progress(args),
+                    extra_test_ids=args.extra_test_ids)
     console.print(f"synthetic dataset ready in {root}")
 
 
@@ -328,6 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ids", type=int, default=120, help="number of identities (train 50%%, val 10%%, test 40%%)")
+    p.add_argument("--extra-test-ids", type=int, default=96,
+                   help="identities added to the test split only (default: as configs/synthetic.yaml)")
     p.add_argument("--outfits", type=int, default=3, help="outfits per identity")
     p.add_argument("--images-per-outfit", type=int, default=6)
     p.add_argument("--size", default="128x64", help="image size HxW")

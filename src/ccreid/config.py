@@ -25,6 +25,7 @@ class SyntheticConfig:
     """Options of the procedural dataset (used when ``data.name=synthetic``)."""
 
     ids: int = 120
+    extra_test_ids: int = 0
     outfits: int = 3
     images_per_outfit: int = 6
     height: int = 128

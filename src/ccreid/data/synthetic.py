@@ -7,7 +7,9 @@ Folder layout written by :func:`generate`::
     root/manifest.csv   path,pid,camid,clothes_id,split,parsing_path (relative paths)
     root/meta.json      generation options (the cache key)
 
-Identities are split train 50 % / val 10 % (at least 2) / test (the rest), PRCC-like:
+Identities are split train 50 % / val 10 % (at least 2) / test (the rest) of ``ids``, and
+``extra_test_ids`` more identities join the test split (a larger test set at the same
+training cost; the first ``ids`` identities render identically either way). PRCC-like:
 for val and test identities the gallery is outfit 0 from cameras 0 and 1, the
 same-clothes (SC) queries are outfit 0 from camera 2 and the clothes-changing (CC)
 queries are the other outfits from camera 3, so a CC query's outfit never appears in
@@ -39,19 +41,22 @@ SPLITS = ("train", "val_gallery", "val_query_sc", "val_query_cc", "gallery", "qu
 FIELDS = ("path", "pid", "camid", "clothes_id", "split", "parsing_path")
 
 
-def split_identities(ids: int) -> Tuple[range, range, range]:
-    """Train, val and test person ids (disjoint, contiguous)."""
+def split_identities(ids: int, extra_test_ids: int = 0) -> Tuple[range, range, range]:
+    """Train, val and test person ids (disjoint, contiguous; test ends at ``ids + extra_test_ids``)."""
     if ids < 6:
         raise CCReIDError(f"option --ids: {ids} is too few (at least 6: train, val and test identities)")
+    if extra_test_ids < 0:
+        raise CCReIDError(f"option --extra-test-ids: {extra_test_ids} is negative; use 0 or more")
     n_train, n_val = ids // 2, max(2, ids // 10)
-    return range(n_train), range(n_train, n_train + n_val), range(n_train + n_val, ids)
+    return range(n_train), range(n_train, n_train + n_val), range(n_train + n_val, ids + extra_test_ids)
 
 
-def plan(ids: int, outfits: int, images_per_outfit: int, seed: int) -> Iterator[Tuple[int, int, int, int, str]]:
+def plan(ids: int, outfits: int, images_per_outfit: int, seed: int,
+         extra_test_ids: int = 0) -> Iterator[Tuple[int, int, int, int, str]]:
     """Every image to render as ``(pid, outfit, camera, n, split)``."""
-    train, val, test = split_identities(ids)
+    train, val, test = split_identities(ids, extra_test_ids)
     n_query = max(1, images_per_outfit // 2)
-    for pid in range(ids):
+    for pid in range(test.stop):
         if pid in train:
             cams = np.random.default_rng([seed, pid, 31337]).integers(0, NUM_CAMERAS, outfits * images_per_outfit)
             for o in range(outfits):
@@ -68,16 +73,21 @@ def plan(ids: int, outfits: int, images_per_outfit: int, seed: int) -> Iterator[
                 yield pid, o, 3, n, prefix + "query_cc"
 
 
-def _options(ids: int, outfits: int, images_per_outfit: int, height: int, width: int, seed: int) -> dict:
-    return {"format": FORMAT_VERSION, "ids": ids, "outfits": outfits, "images_per_outfit": images_per_outfit,
-            "height": height, "width": width, "seed": seed}
+def _options(ids: int, outfits: int, images_per_outfit: int, height: int, width: int, seed: int,
+             extra_test_ids: int) -> dict:
+    options = {"format": FORMAT_VERSION, "ids": ids, "outfits": outfits, "images_per_outfit": images_per_outfit,
+               "height": height, "width": width, "seed": seed}
+    if extra_test_ids:  # absent when 0, so folders made before the option existed stay valid
+        options["extra_test_ids"] = extra_test_ids
+    return options
 
 
 def generate(root: str | Path, ids: int = 120, outfits: int = 3, images_per_outfit: int = 6, height: int = 128,
-             width: int = 64, seed: int = 0, progress: bool = False) -> Path:
+             width: int = 64, seed: int = 0, progress: bool = False, extra_test_ids: int = 0) -> Path:
     """Render the dataset into ``root`` (reused when it exists with the same options)."""
     root = Path(root)
-    options = _options(ids, outfits, images_per_outfit, height, width, seed)
+    split_identities(ids, extra_test_ids)
+    options = _options(ids, outfits, images_per_outfit, height, width, seed, extra_test_ids)
     if outfits < 2:
         raise CCReIDError(f"option --outfits: {outfits} is too few (clothes changing needs at least 2)")
     if images_per_outfit < 1 or height < 32 or width < 16:
@@ -90,7 +100,6 @@ def generate(root: str | Path, ids: int = 120, outfits: int = 3, images_per_outf
                           f"choose another output folder or delete it")
     if root.exists() and any(root.iterdir()):
         raise CCReIDError(f"{root} exists and is not a synthetic dataset (no meta.json); choose an empty folder")
-    split_identities(ids)
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
     try:
@@ -106,11 +115,12 @@ def generate(root: str | Path, ids: int = 120, outfits: int = 3, images_per_outf
 
 def _render_all(out: Path, options: dict, progress: bool) -> None:
     ids, outfits, seed = options["ids"], options["outfits"], options["seed"]
-    height, width = options["height"], options["width"]
-    people = [sample_identity(np.random.default_rng([seed, pid, 1])) for pid in range(ids)]
-    wardrobe = [[sample_outfit(np.random.default_rng([seed, pid, 2, o])) for o in range(outfits)] for pid in range(ids)]
+    extra, height, width = options.get("extra_test_ids", 0), options["height"], options["width"]
+    people = [sample_identity(np.random.default_rng([seed, pid, 1])) for pid in range(ids + extra)]
+    wardrobe = [[sample_outfit(np.random.default_rng([seed, pid, 2, o])) for o in range(outfits)]
+                for pid in range(ids + extra)]
     rows: List[Dict[str, object]] = []
-    jobs = list(plan(ids, outfits, options["images_per_outfit"], seed))
+    jobs = list(plan(ids, outfits, options["images_per_outfit"], seed, extra))
     for pid, o, cam, n, split in tqdm(jobs, desc="synth", disable=not progress, unit="img"):
         clothes = pid * outfits + o
         stem = f"{pid:04d}/{pid:04d}_{clothes:05d}_c{cam}_{n:03d}"
@@ -162,6 +172,7 @@ def _protocols(splits: Dict[str, List[ImageRecord]], prefix: str) -> Dict[str, E
 def load_synthetic(cfg: DataConfig) -> ReIDDataset:
     """Generate (cached) and load the synthetic dataset at ``cfg.root``."""
     s = cfg.synthetic
-    generate(cfg.root, s.ids, s.outfits, s.images_per_outfit, s.height, s.width, s.seed)
+    generate(cfg.root, s.ids, s.outfits, s.images_per_outfit, s.height, s.width, s.seed,
+             extra_test_ids=s.extra_test_ids)
     splits = read_manifest(cfg.root)
     return ReIDDataset("synthetic", relabel(splits["train"]), _protocols(splits, ""), _protocols(splits, "val_"), "lip")
