@@ -140,3 +140,18 @@ def test_adapter_protocols_and_relabelling(tmp_path):
     general = dataset.protocols["general"]
     assert len(general.query) == len(dataset.protocols["sc"].query) + len(dataset.protocols["cc"].query)
     assert all(r.parsing_path for r in dataset.train)
+
+
+def test_a_concurrent_render_of_the_same_dataset_is_accepted(tmp_path, monkeypatch):
+    import ccreid.data.synthetic as synthetic
+
+    render_all = synthetic._render_all
+
+    def render_while_another_process_finishes_first(out, options, progress):
+        monkeypatch.setattr(synthetic, "_render_all", render_all)
+        generate(tmp_path / "s", seed=2, **SMALL)  # the other process wins the rename
+        render_all(out, options, progress)
+
+    monkeypatch.setattr(synthetic, "_render_all", render_while_another_process_finishes_first)
+    root = generate(tmp_path / "s", seed=2, **SMALL)
+    assert read_manifest(root)["train"] and [p.name for p in tmp_path.iterdir()] == ["s"]

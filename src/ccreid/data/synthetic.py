@@ -107,6 +107,10 @@ def generate(root: str | Path, ids: int = 120, outfits: int = 3, images_per_outf
         if root.exists():
             root.rmdir()
         os.replace(tmp, root)
+    except OSError:
+        if not (meta.is_file() and json.loads(meta.read_text()) == options):
+            raise
+        # another process rendered the same dataset meanwhile (renders are deterministic)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import copy
 import multiprocessing
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
 from ccreid.config import Config, to_yaml
+from ccreid.data.registry import DATASETS
 from ccreid.engine.results import aggregate_seeds, strip_curves, write_results
 from ccreid.engine.runtime import machine_info, resolve_device
 from ccreid.engine.trainer import TrainResult, train
@@ -45,8 +46,9 @@ def run_presets(
     """Train every preset with every seed; write the aggregated ``results.json``/``.md``.
 
     Each run's own outputs (config, log, weights, results) go to
-    ``out_dir/<preset>/seed<seed>/``, replacing those of an earlier experiment there. ``jobs > 1`` trains that many runs at once in
-    worker processes (CPU threads shared out evenly; no progress bars or logs from them).
+    ``out_dir/<preset>/seed<seed>/``, replacing those of an earlier experiment there. ``jobs > 1``
+    trains that many runs at once in worker processes (CPU threads shared out evenly; no
+    progress bars or logs from them); the first failed run stops the rest.
     Returns the ``results.json`` content.
     """
     out = Path(out_dir)
@@ -58,9 +60,15 @@ def run_presets(
             run_cfg.model.preset, run_cfg.seed = preset, seed
             runs.append((run_cfg, out / preset / f"seed{seed}"))
     if jobs > 1:
+        DATASETS.get(cfg.data.name)(cfg.data)  # render (synthetic) and check once, before the workers read it
         threads = max(1, torch.get_num_threads() // jobs)
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             futures = [pool.submit(_run_in_worker, run_cfg, run_dir, threads) for run_cfg, run_dir in runs]
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            failed = [f for f in futures if f in done and f.exception() is not None]
+            if failed:  # stop at the first failed run instead of training the rest for nothing
+                pool.shutdown(cancel_futures=True)
+                raise failed[0].exception()
             results = [future.result() for future in futures]
     else:
         results = []
