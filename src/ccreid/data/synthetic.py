@@ -97,7 +97,7 @@ def generate(root: str | Path, ids: int = 120, outfits: int = 3, images_per_outf
         if json.loads(meta.read_text()) == options:
             return root
         raise CCReIDError(f"{root} holds a synthetic dataset made with other options ({meta}); "
-                          f"choose another output folder or delete it")
+                          f"choose another folder (ccreid synth --out, or the config key data.root) or delete it")
     if root.exists() and any(root.iterdir()):
         raise CCReIDError(f"{root} exists and is not a synthetic dataset (no meta.json); choose an empty folder")
     root.parent.mkdir(parents=True, exist_ok=True)
