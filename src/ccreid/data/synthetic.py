@@ -94,7 +94,7 @@ def generate(root: str | Path, ids: int = 120, outfits: int = 3, images_per_outf
         raise CCReIDError("options --images-per-outfit >= 1 and --size at least 32x16 are required")
     meta = root / "meta.json"
     if meta.is_file():
-        if json.loads(meta.read_text()) == options:
+        if _made_with(meta, options):
             return root
         raise CCReIDError(f"{root} holds a synthetic dataset made with other options ({meta}); "
                           f"choose another folder (ccreid synth --out, or the config key data.root) or delete it")
@@ -108,7 +108,7 @@ def generate(root: str | Path, ids: int = 120, outfits: int = 3, images_per_outf
             root.rmdir()
         os.replace(tmp, root)
     except OSError:
-        if not (meta.is_file() and json.loads(meta.read_text()) == options):
+        if not (meta.is_file() and _made_with(meta, options)):
             raise
         # another process rendered the same dataset meanwhile (renders are deterministic)
     finally:
@@ -117,12 +117,17 @@ def generate(root: str | Path, ids: int = 120, outfits: int = 3, images_per_outf
     return root
 
 
+def _made_with(meta: Path, options: dict) -> bool:
+    """Whether the dataset whose ``meta.json`` is ``meta`` was generated with ``options``."""
+    return json.loads(meta.read_text()) == options
+
+
 def _render_all(out: Path, options: dict, progress: bool) -> None:
     ids, outfits, seed = options["ids"], options["outfits"], options["seed"]
     extra, height, width = options.get("extra_test_ids", 0), options["height"], options["width"]
-    people = [sample_identity(np.random.default_rng([seed, pid, 1])) for pid in range(ids + extra)]
-    wardrobe = [[sample_outfit(np.random.default_rng([seed, pid, 2, o])) for o in range(outfits)]
-                for pid in range(ids + extra)]
+    pids = range(ids + extra)
+    people = [sample_identity(np.random.default_rng([seed, pid, 1])) for pid in pids]
+    wardrobe = [[sample_outfit(np.random.default_rng([seed, pid, 2, o])) for o in range(outfits)] for pid in pids]
     rows: List[Dict[str, object]] = []
     jobs = list(plan(ids, outfits, options["images_per_outfit"], seed, extra))
     for pid, o, cam, n, split in tqdm(jobs, desc="synth", disable=not progress, unit="img"):
