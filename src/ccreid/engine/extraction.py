@@ -147,7 +147,7 @@ def extract_to_file(
         feats = extract_features(model, loader, resolved, flip, progress, desc=f"extract {side}")
         arrays[f"{side}f"] = F.normalize(feats, dim=1).numpy().astype(np.float32)
         arrays[f"{side}_paths"] = np.array([r.path for r in records])
-        for key, attr in (("pids", "pid"), ("camids", "camid"), ("clothes", "clothes_id")):
+        for attr, key in LABEL_COLUMNS.items():  # the CSV columns are ImageRecord's attribute names
             if key in known[side]:
                 arrays[f"{side}_{key}"] = np.array([getattr(r, attr) for r in records], dtype=np.int64)
     save_features(out, **arrays)
