@@ -46,7 +46,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ccreid.config import load_config
 from ccreid.data.manager import DataManager
-from ccreid.engine.runtime import (machine_info, resolve_amp, resolve_device, seed_everything, write_json,
+from ccreid.engine.runtime import (machine_info, resolve_amp, resolve_device, seed_everything, use_channels_last,
+                                  write_json,
                                   write_text)
 from ccreid.engine.step import TrainStep
 from ccreid.engine.trainer import components_of
@@ -118,7 +119,7 @@ def make_bare_step(arch: str, num_classes: int, device: torch.device, lr: float,
 def make_ccreid_step(cfg, num_classes: int, num_clothes: int, device: torch.device) -> tuple[TrainStep, nn.Module]:
     """The trainer's objects for preset ``baseline`` (as ``ccreid.engine.trainer`` builds them)."""
     comps = components_of(cfg)
-    channels_last = device.type == "cuda" if cfg.train.channels_last is None else cfg.train.channels_last
+    channels_last = use_channels_last(device, cfg.train.amp, cfg.train.channels_last)
     model = build_model_from_config(cfg.model, num_classes).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

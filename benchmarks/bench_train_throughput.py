@@ -30,7 +30,8 @@ import torch
 from ccreid.config import load_config
 from ccreid.data.manager import DataManager
 from ccreid.data.synthetic import generate
-from ccreid.engine.runtime import (machine_info, resolve_amp, resolve_device, seed_everything, write_json,
+from ccreid.engine.runtime import (machine_info, resolve_amp, resolve_device, seed_everything, use_channels_last,
+                                  write_json,
                                   write_text)
 from ccreid.engine.step import TrainStep
 from ccreid.engine.trainer import components_of
@@ -45,7 +46,7 @@ def build_step(cfg, manager: DataManager, device: torch.device) -> TrainStep:
     """The trainer's objects for ``cfg.model.preset`` (no DDP, no compile, no logging)."""
     seed_everything(cfg.seed)
     comps = components_of(cfg)
-    channels_last = device.type == "cuda" if cfg.train.channels_last is None else cfg.train.channels_last
+    channels_last = use_channels_last(device, cfg.train.amp, cfg.train.channels_last)
     model = build_model_from_config(cfg.model, manager.num_train_pids).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

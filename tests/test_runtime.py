@@ -27,11 +27,26 @@ def test_failed_write_keeps_the_old_file_and_no_temp(tmp_path):
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["results.json"]
 
 
-def test_amp_auto_is_off_on_cpu_and_explicit_modes_pass_through():
+@pytest.mark.parametrize("native, expected", [(False, "off"), (True, "bf16")])
+def test_amp_auto_on_cpu_follows_bf16_instructions_and_explicit_modes_pass_through(monkeypatch, native, expected):
     import torch
 
-    from ccreid.engine.runtime import resolve_amp
+    from ccreid.engine import runtime
 
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: native)
     cpu = torch.device("cpu")
-    assert resolve_amp(cpu, "auto") == "off"
-    assert [resolve_amp(cpu, m) for m in ("off", "bf16", "fp16")] == ["off", "bf16", "fp16"]
+    assert runtime.resolve_amp(cpu, "auto") == expected
+    assert [runtime.resolve_amp(cpu, m) for m in ("off", "bf16", "fp16")] == ["off", "bf16", "fp16"]
+    assert runtime.use_channels_last(cpu, "auto", None) is native  # NHWC with CPU bf16 only
+    assert runtime.use_channels_last(cpu, "off", None) is False
+    assert runtime.use_channels_last(cpu, "off", True) is True and runtime.use_channels_last(cpu, "bf16", False) is False
+
+
+def test_bf16_instructions_are_read_from_cpuinfo_flags():
+    from ccreid.engine.runtime import cpuinfo_has_bf16
+
+    assert cpuinfo_has_bf16("processor\t: 0\nflags\t\t: fpu sse avx512f avx512_bf16 avx512_vnni\n")
+    assert cpuinfo_has_bf16("flags : fpu amx_bf16 amx_tile\n")
+    assert cpuinfo_has_bf16("Features\t: fp asimd bf16 i8mm\n")  # Arm
+    assert not cpuinfo_has_bf16("flags\t\t: fpu sse avx2 avx512f avx512bw\n")
+    assert not cpuinfo_has_bf16("model name\t: bf16 in a name is not a flag\n")

@@ -8,6 +8,7 @@ import os
 import platform
 import random
 import tempfile
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -43,11 +44,43 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+@lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """Whether the CPU has bf16 instructions (x86 AVX512-BF16 or AMX-BF16, Arm BF16), read from
+    ``/proc/cpuinfo`` (False where that file does not exist). Only there is CPU bf16 autocast
+    faster than fp32 (1.7x training images/s on a 2-core AVX512-BF16 machine, train_step.md)."""
+    try:
+        return cpuinfo_has_bf16(Path("/proc/cpuinfo").read_text())
+    except OSError:
+        return False
+
+
+def cpuinfo_has_bf16(cpuinfo: str) -> bool:
+    """Whether a ``/proc/cpuinfo`` text lists a bf16 instruction set among its flags."""
+    flags = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            flags.update(value.split())
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
 def resolve_amp(device: torch.device, amp: str) -> str:
-    """``train.amp=auto``: bf16 on CUDA devices that support it, off elsewhere."""
+    """``train.amp=auto``: bf16 on CUDA devices that support it and on CPUs with bf16
+    instructions, off elsewhere; other values pass through."""
     if amp != "auto":
         return amp
-    return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "off"
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "off"
+    return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "off"
+
+
+def use_channels_last(device: torch.device, amp: str, setting: bool | None) -> bool:
+    """``train.channels_last``: ``None`` = on for CUDA, and for CPU bf16 training (oneDNN's
+    fast bf16 convolutions are NHWC); ``True``/``False`` force it."""
+    if setting is not None:
+        return setting
+    return device.type == "cuda" or (device.type == "cpu" and resolve_amp(device, amp) == "bf16")
 
 
 def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
@@ -104,6 +137,8 @@ def machine_info(device: torch.device) -> dict:
         "torch_threads": torch.get_num_threads(),
         "device": str(device),
     }
+    if device.type == "cpu":
+        info["cpu_bf16"] = cpu_has_native_bf16()
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info

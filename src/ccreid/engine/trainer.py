@@ -28,7 +28,8 @@ from ccreid.engine.evaluator import evaluate_splits
 from ccreid.engine.results import strip_curves
 from ccreid.engine.resume import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from ccreid.engine.runlog import RunLog, summary_writer_class
-from ccreid.engine.runtime import autocast, resolve_amp, seed_everything, write_json, write_text
+from ccreid.engine.runtime import (autocast, resolve_amp, seed_everything, use_channels_last, write_json,
+                                  write_text)
 from ccreid.engine.step import TrainStep, check_finite
 from ccreid.errors import CCReIDError
 from ccreid.losses import ReIDObjective
@@ -109,7 +110,7 @@ def _train(cfg: Config, out: Path, info: DistInfo, progress: bool,
         torch.set_num_threads(cfg.train.threads)
     comps = components_of(cfg)
     manager = DataManager(cfg, need_parsing=comps.cre or comps.bsga)
-    channels_last = device.type == "cuda" if cfg.train.channels_last is None else cfg.train.channels_last
+    channels_last = use_channels_last(device, amp, cfg.train.channels_last)
     model = build_model_from_config(cfg.model, manager.num_train_pids).to(device)
     model.feature = cfg.test.feature
     if info.is_main:
