@@ -100,7 +100,7 @@ TINY = [
     "data.synthetic.height=64", "data.synthetic.width=32", "data.height=64", "data.width=32",
     "data.ids_per_batch=2", "data.images_per_id=4", "data.workers=0", "model.preset=ours",
     "model.backbone=resnet18", "model.width_mult=0.25", "model.pretrained=none", "train.epochs=2",
-    "train.warmup_epochs=1", "train.milestones=[]", "train.device=cpu", "train.threads=1",
+    "train.warmup_epochs=1", "train.milestones=[]", "train.device=cpu", "train.amp=off", "train.threads=1",
     "train.checkpoint_every=1", "test.batch_size=32",
 ]
 
