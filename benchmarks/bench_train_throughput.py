@@ -29,7 +29,6 @@ import torch
 
 from ccreid.config import load_config
 from ccreid.data.manager import DataManager
-from ccreid.data.synthetic import generate
 from ccreid.engine.runtime import (machine_info, resolve_amp, resolve_device, seed_everything, use_channels_last,
                                   write_json,
                                   write_text)
@@ -95,11 +94,7 @@ def main() -> None:
     cfg = load_config(args.config, args.overrides)
     device = resolve_device(cfg.train.device)
     cfg.train.amp = resolve_amp(device, cfg.train.amp)  # `auto` as the trainer resolves it
-    if cfg.data.name == "synthetic":  # render it first (reused when present with the same options)
-        s = cfg.data.synthetic
-        generate(cfg.data.root, ids=s.ids, outfits=s.outfits, images_per_outfit=s.images_per_outfit,
-                 height=s.height, width=s.width, seed=s.seed)
-    manager = DataManager(cfg, need_parsing=True)
+    manager = DataManager(cfg, need_parsing=True)  # renders the synthetic dataset when missing
     manager.set_epoch(0)
     batches = [b for _, b in zip(range(max(args.steps, 4)), manager.train_loader)]
     presets = args.presets.split(",")
