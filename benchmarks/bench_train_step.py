@@ -47,8 +47,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from ccreid.config import load_config
 from ccreid.data.manager import DataManager
 from ccreid.engine.runtime import (machine_info, resolve_amp, resolve_device, seed_everything, use_channels_last,
-                                  write_json,
-                                  write_text)
+                                  write_json, write_text)
 from ccreid.engine.step import TrainStep
 from ccreid.engine.trainer import components_of
 from ccreid.losses import ReIDObjective

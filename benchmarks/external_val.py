@@ -30,7 +30,7 @@ from typing import List
 from ccreid.config import load_config
 from ccreid.data.synthetic import generate, read_manifest, split_identities
 from ccreid.engine.results import aggregate_seeds, markdown_table
-from ccreid.engine.runtime import write_json, write_text
+from ccreid.engine.runtime import atomic_path, write_json, write_text
 from ccreid.engine.tester import test_checkpoint
 
 
@@ -44,7 +44,7 @@ def holdout_overrides(extra: int) -> List[str]:
     first = split_identities(s.ids, s.extra_test_ids)[2].stop
     roles = {"train": "train", "gallery": "gallery", "query_sc": "query", "query_cc": "query"}
     manifest = root / "holdout.csv"
-    with open(manifest, "w", newline="") as handle:
+    with atomic_path(manifest) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(("path", "pid", "camid", "clothes_id", "split"))
         for split, records in read_manifest(root).items():
@@ -66,14 +66,17 @@ def main() -> None:
     parser.add_argument("--out", default="outputs/external_val")
     parser.add_argument("--note", default="", help="text placed under the table (e.g. the selection rule)")
     args = parser.parse_args()
+    if args.holdout_ids:  # one dataset, prepared once for every group
+        datasets = {0: holdout_overrides(args.holdout_ids)}
+    else:
+        suffix = f"-x{args.extra_test_ids}" if args.extra_test_ids else ""
+        datasets = {seed: [f"data.synthetic.seed={seed}", f"data.root=data/synthetic-seed{seed}{suffix}",
+                           f"data.synthetic.extra_test_ids={args.extra_test_ids}", "train.threads=2"]
+                    for seed in args.data_seeds}
     groups = {}
     for label, *runs in args.group:
         scored = []
-        for data_seed in ([0] if args.holdout_ids else args.data_seeds):
-            root = f"data/synthetic-seed{data_seed}" + (f"-x{args.extra_test_ids}" if args.extra_test_ids else "")
-            overrides = holdout_overrides(args.holdout_ids) if args.holdout_ids else [
-                f"data.synthetic.seed={data_seed}", f"data.root={root}",
-                f"data.synthetic.extra_test_ids={args.extra_test_ids}", "train.threads=2"]
+        for data_seed, overrides in datasets.items():
             for run in runs:
                 out = Path(args.out) / args.name / label.replace(" ", "_") / f"data{data_seed}" / Path(run).name
                 scored.append(next(iter(test_checkpoint(Path(run) / "model.safetensors", out, None,
