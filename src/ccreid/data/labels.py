@@ -1,7 +1,7 @@
 """Parsing label sets as data: which labels are clothes, which are the body (METHOD.md).
 
 Background is label 0 in every set. ``lip`` (SCHP's LIP model, the synthetic dataset's
-maps) and ``atr`` are built in; any other parser is described by a small YAML/JSON table
+maps), ``atr`` and ``pascal`` (Pascal-Person-Part: no clothes classes) are built in; any other parser is described by a small YAML/JSON table
 ``{clothes: [...], body: [...]}`` passed by path wherever a label-set name is accepted.
 """
 
@@ -53,7 +53,10 @@ ATR = LabelSet(
     body=frozenset({2, 11, 12, 13, 14, 15}),
 )
 
-BUILTIN: dict[str, LabelSet] = {"lip": LIP, "atr": ATR}
+#: Pascal-Person-Part (SCHP's third model): body parts only, so BSGA can use it and CRE cannot.
+PASCAL = LabelSet(name="pascal", num_classes=7, clothes=frozenset(), body=frozenset(range(1, 7)))
+
+BUILTIN: dict[str, LabelSet] = {s.name: s for s in (LIP, ATR, PASCAL)}
 
 
 def _int_list(value: object, key: str, path: Path) -> frozenset[int]:

@@ -1,0 +1,105 @@
+"""Official SCHP checkpoint files -> :class:`~ccreid.parsing.network.SCHPNetwork`.
+
+The file is read with ``torch.load(weights_only=True)``: tensors only, pickled code is
+never run. Keys may carry DataParallel's ``module.`` prefix; the label set follows from
+the classifier width; InPlaceABN's ``|gamma| + eps`` scale is folded into each BatchNorm
+weight, so the result is a plain ``nn.Module``.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+import torch
+
+from ccreid.errors import CCReIDError
+from ccreid.parsing.network import ABN, SCHPNetwork
+from ccreid.parsing.variants import VARIANTS, SCHPVariant, variant_for_classes
+
+#: InPlaceABN's eps, as the C float its kernels use
+ABN_EPS = float(np.float32(1e-5))
+#: the fusion classifier, whose width gives the label set
+CLASSIFIER_KEY = "fushion.3.weight"
+EXAMPLE = VARIANTS["lip"].checkpoint
+
+
+def _fail(label: str, path: Path, what: str) -> CCReIDError:
+    return CCReIDError(f"{label} {path}: {what}; pass an SCHP checkpoint such as {EXAMPLE}")
+
+
+def read_state_dict(path: str | Path, label: str = "--weights") -> Dict[str, torch.Tensor]:
+    """The tensors of an SCHP checkpoint file, ``module.`` prefix stripped (one-line errors)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CCReIDError(f"{label} {path}: file not found (download {EXAMPLE} or another SCHP checkpoint)")
+    if path.suffix == ".safetensors":
+        raise _fail(label, path, "a safetensors file (ccreid re-ID weights?), not an SCHP checkpoint")
+    try:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as err:  # files of torch < 1.6 (the released ones) cannot be memory-mapped
+            if "mmap" not in str(err):
+                raise
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        detail = "holds pickled Python objects besides tensors (not executed)" \
+            if "Weights only load failed" in str(err) else "not a PyTorch checkpoint"
+        raise _fail(label, path, detail)
+    except Exception as err:  # torch.load raises many types for foreign or truncated files
+        raise _fail(label, path, f"not a readable PyTorch checkpoint ({str(err).splitlines()[0][:120]})")
+    state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise _fail(label, path, "no 'state_dict' of tensors in it")
+    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
+
+
+def checkpoint_variant(state: Dict[str, torch.Tensor], path: Path, labels: Optional[str] = None,
+                       label: str = "--weights") -> SCHPVariant:
+    """The label set of ``state``: from the classifier width, or ``labels`` when it fits."""
+    weight = state.get(CLASSIFIER_KEY)
+    if weight is None or weight.ndim != 4:
+        raise _fail(label, path, f"tensor {CLASSIFIER_KEY} is missing (a re-ID or other model?)")
+    classes = weight.shape[0]
+    if labels is not None:
+        if labels not in VARIANTS:
+            raise CCReIDError(f"option --labels: {labels!r} is not one of {', '.join(VARIANTS)}")
+        if VARIANTS[labels].num_classes != classes:
+            raise CCReIDError(f"option --labels: {labels} has {VARIANTS[labels].num_classes} classes but "
+                              f"{path} classifies into {classes}")
+        return VARIANTS[labels]
+    found = variant_for_classes(classes)
+    if found is None:
+        known = ", ".join(f"{v.name} {v.num_classes}" for v in VARIANTS.values())
+        raise _fail(label, path, f"its classifier has {classes} classes, none of the released models' ({known})")
+    return found
+
+
+def load_schp(path: str | Path, labels: Optional[str] = None, label: str = "--weights",
+              dtype: torch.dtype = torch.float32) -> Tuple[SCHPNetwork, SCHPVariant]:
+    """The network of an SCHP checkpoint in eval mode (CPU, ``dtype``) and its variant.
+
+    The ABN scale is folded in ``dtype`` (a float64 network matches SCHP's float64 run)."""
+    path = Path(path).expanduser()
+    state = read_state_dict(path, label)
+    variant = checkpoint_variant(state, path, labels, label)
+    model = SCHPNetwork(variant.num_classes)
+    expected = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    for key, tensor in expected.items():
+        if key not in state:
+            raise _fail(label, path, f"tensor {key} is missing")
+        if tuple(state[key].shape) != tuple(tensor.shape):
+            raise _fail(label, path, f"tensor {key} has shape {list(state[key].shape)}, "
+                                     f"expected {list(tensor.shape)}")
+    extra = sorted(k for k in state if k not in expected and not k.endswith("num_batches_tracked"))
+    if extra:
+        raise _fail(label, path, f"unexpected tensor {extra[0]} (not an AugmentCE2P ResNet-101)")
+    model = model.to(dtype)
+    model.load_state_dict({k: state[k].to(dtype) for k in expected}, strict=False)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, ABN):
+                module.weight.copy_(module.weight.abs() + ABN_EPS)
+    return model.eval(), variant

@@ -1,0 +1,113 @@
+""":class:`HumanParser`: batched SCHP inference on any device, images in, label maps out."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ccreid.engine.runtime import autocast, cpu_has_native_bf16, resolve_device
+from ccreid.errors import CCReIDError
+from ccreid.parsing.checkpoint import load_schp
+from ccreid.parsing.network import SCHPNetwork
+from ccreid.parsing.variants import SCHPVariant
+from ccreid.parsing.warp import PersonBox, preprocess, warp_back
+
+AMP_CHOICES = ("auto", "off", "bf16", "fp16")
+#: share of pixels whose label matches fp32, measured by benchmarks/bench_parse.py at 473x473
+#: (benchmarks/results/parse_speed.md); ``--amp auto`` picks only a precision listed here at >= 0.995
+MEASURED_AGREEMENT = {("cpu", "bf16"): 0.0, ("cuda", "bf16"): 0.0, ("cuda", "fp16"): 0.0}
+MIN_AGREEMENT = 0.995
+
+
+def resolve_parse_amp(device: torch.device, amp: str) -> str:
+    """``--amp``: ``auto`` is the fastest precision the device runs natively whose measured
+    label agreement with fp32 is at least :data:`MIN_AGREEMENT`, else ``off``."""
+    if amp not in AMP_CHOICES:
+        raise CCReIDError(f"option --amp: {amp!r} is not one of {', '.join(AMP_CHOICES)}")
+    if amp == "fp16" and device.type == "cpu":
+        raise CCReIDError("option --amp: fp16 needs a GPU (use bf16 or off on CPU)")
+    if amp != "auto":
+        return amp
+    native = {"cuda": ("fp16", "bf16") if device.type == "cuda" and torch.cuda.is_bf16_supported() else ("fp16",),
+              "cpu": ("bf16",) if cpu_has_native_bf16() else ()}.get(device.type, ())
+    good = [p for p in native if MEASURED_AGREEMENT.get((device.type, p), 0.0) >= MIN_AGREEMENT]
+    return good[0] if good else "off"
+
+
+@contextlib.contextmanager
+def exact_float32(device: torch.device) -> Iterator[None]:
+    """No TF32 on CUDA while parsing in fp32 (it changes labels); restored afterwards."""
+    if device.type != "cuda":
+        yield
+        return
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+class HumanParser:
+    """An SCHP network ready for inference: ``parser.logits(bgr_images)`` gives each image's
+    fusion logits at its own size (``[h,w,C]`` float32, pre-softmax), ``parser.labels`` the
+    argmax maps (``uint8 [h,w]``), exactly as SCHP's extractor computes them."""
+
+    def __init__(self, model: SCHPNetwork, variant: SCHPVariant, device: str = "auto", amp: str = "auto",
+                 fuse: bool = True, channels_last: Optional[bool] = None) -> None:
+        self.device = resolve_device(device)
+        self.amp = resolve_parse_amp(self.device, amp)
+        self.variant = variant
+        self.channels_last = self.device.type == "cuda" if channels_last is None else channels_last
+        model = model.eval()
+        if fuse:
+            model = model.fuse()
+        model = model.to(self.device)
+        self.model = model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, labels: Optional[str] = None, device: str = "auto",
+                        amp: str = "auto", label: str = "--weights") -> "HumanParser":
+        """Load an official SCHP ``.pth`` (LIP, ATR or Pascal-Person-Part)."""
+        model, variant = load_schp(path, labels, label)
+        return cls(model, variant, device, amp)
+
+    @property
+    def input_size(self) -> Tuple[int, int]:
+        return self.variant.input_size
+
+    @torch.inference_mode()
+    def input_logits(self, batch: torch.Tensor) -> torch.Tensor:
+        """Fusion logits of preprocessed inputs, upsampled to the input size: ``float32 [B,H,W,C]`` on CPU."""
+        batch = batch.to(self.device, non_blocking=True)
+        if self.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        with exact_float32(self.device), autocast(self.device, self.amp):
+            fusion = self.model(batch)
+        full = F.interpolate(fusion.float(), size=self.input_size, mode="bilinear", align_corners=True)
+        return full.permute(0, 2, 3, 1).cpu()
+
+    def logits(self, images: Sequence[np.ndarray]) -> List[np.ndarray]:
+        """Logits ``[h,w,C]`` at each BGR image's own size (one batch)."""
+        inputs: List[torch.Tensor] = []
+        boxes: List[PersonBox] = []
+        for image in images:
+            tensor, box = preprocess(image, self.input_size)
+            inputs.append(tensor)
+            boxes.append(box)
+        full = self.input_logits(torch.stack(inputs)).numpy()
+        return [warp_back(full[i], box, self.input_size) for i, box in enumerate(boxes)]
+
+    def labels(self, images: Sequence[np.ndarray]) -> List[np.ndarray]:
+        """Label maps ``uint8 [h,w]`` (first maximum on ties)."""
+        return [to_labels(logits) for logits in self.logits(images)]
+
+
+def to_labels(logits: np.ndarray) -> np.ndarray:
+    """Argmax over the class axis of ``[h,w,C]`` logits, as ``uint8``."""
+    return np.asarray(logits.argmax(axis=2), dtype=np.uint8)
