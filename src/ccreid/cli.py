@@ -156,6 +156,31 @@ def cmd_ablation(args: argparse.Namespace) -> None:
                     f"ablation on {args.config} ({args.seeds} seeds, mean ± std)", args.jobs)
 
 
+def cmd_parse(args: argparse.Namespace) -> None:
+    from ccreid.engine.runtime import resolve_device
+    from ccreid.parsing import HumanParser, dataset_items, folder_items, run_parse
+    from ccreid.parsing.parser import resolve_parse_amp
+
+    if (args.dataset is None) != (args.root is None):
+        raise CCReIDError("options --dataset and --root go together: --dataset NAME --root DATASET_FOLDER")
+    if args.batch < 1:
+        raise CCReIDError(f"option --batch: {args.batch} must be >= 1")
+    resolve_parse_amp(resolve_device(args.device), args.amp)
+    items = (folder_items(args.images, args.out) if args.images is not None
+             else dataset_items(args.dataset, args.root, args.out))
+    parser = HumanParser.from_checkpoint(args.weights, args.labels, args.device, args.amp)
+    if not args.quiet:
+        err_console.print(f"{len(items)} images, {parser.variant.name} labels ({parser.variant.num_classes} classes) "
+                          f"at {parser.input_size[0]}x{parser.input_size[1]} on {parser.device}, "
+                          f"precision {parser.amp}", highlight=False)
+    summary = run_parse(parser, items, args.out, args.logits, args.batch, args.overwrite, _progress(args))
+    rate = summary.parsed / summary.seconds if summary.seconds > 0 else 0.0
+    console.print(f"parsed {summary.parsed}, skipped {summary.skipped} (already complete), failed {summary.failed} "
+                  f"in {summary.seconds:.1f} s ({rate:.2f} images/s); maps in {args.out}", highlight=False)
+    if summary.failed:
+        raise CCReIDError(f"{summary.failed} image(s) could not be parsed; see {summary.errors_file}")
+
+
 def print_metrics(metrics: dict, title: str) -> None:
     """One row of ranking metrics (percent) with the query counts."""
     table = Table(title=title)
@@ -281,6 +306,15 @@ def cmd_data_check(args: argparse.Namespace) -> None:
 
     from ccreid.data.check import DatasetUnusable, check_dataset
 
+    if args.weights is not None:
+        from ccreid.config import DataConfig, ParsingConfig
+        from ccreid.engine.parsing_maps import fill_parsing_maps
+
+        if args.parsing is None:
+            raise CCReIDError("option --weights needs --parsing: the folder the maps are written to")
+        parsing = ParsingConfig(root=args.parsing, labels=args.labels, weights=args.weights)
+        fill_parsing_maps(DataConfig(name=args.dataset, root=args.root, parsing=parsing), args.device,
+                          _progress(args), label="--weights")
     try:
         report = check_dataset(args.dataset, args.root, args.parsing, args.labels, args.deep, _progress(args))
     except DatasetUnusable as err:
@@ -457,6 +491,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18; 13-17 use the legacy exporter)")
     p.add_argument("--no-normalize", action="store_true", help="leave out the final L2 normalisation")
 
+    from ccreid.parsing.parser import AMP_CHOICES
+    from ccreid.parsing.variants import VARIANTS
+
+    p = add("parse", "human-parsing maps with an SCHP checkpoint (LIP, ATR, Pascal) for CRE and BSGA", cmd_parse)
+    p.add_argument("--weights", required=True, help="official SCHP .pth, e.g. " + VARIANTS["lip"].checkpoint)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--images", help="folder of images (.jpg/.jpeg/.png/.bmp, nested); the maps mirror it")
+    source.add_argument("--dataset", help="registered dataset name (all splits; needs --root)")
+    p.add_argument("--root", help="dataset folder (with --dataset); then data.parsing.root=OUT finds every map")
+    p.add_argument("--out", required=True, help="output folder of <relative path>/<stem>.png maps")
+    p.add_argument("--labels", choices=tuple(VARIANTS), default=None,
+                   help="label set (default: from the checkpoint's classifier width)")
+    p.add_argument("--logits", action="store_true", help="also write <stem>.npy: HxWxC float32 logits")
+    p.add_argument("--batch", type=int, default=8, help="images per forward pass (default 8; 32+ on a GPU)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--amp", choices=AMP_CHOICES, default="auto",
+                   help="precision; auto = fp32 unless a faster one was measured to agree >= 99.5%%")
+    p.add_argument("--overwrite", action="store_true", help="redo maps that are already complete")
+
     p = add("report", "(re)write report.html of a train/test/demo/ablation output folder", cmd_report)
     p.add_argument("run", help="output folder holding results.json")
     p.add_argument("--no-samples", action="store_true", help="tables and curves only (no model needed)")
@@ -467,7 +520,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, help="registered dataset name (prcc, vcclothes, ltcc, ...)")
     p.add_argument("--root", required=True, help="dataset folder")
     p.add_argument("--parsing", default=None, help="parsing-map tree mirroring the image tree")
-    p.add_argument("--labels", default="lip", help="parsing label set: lip, atr or a table file")
+    p.add_argument("--labels", default="lip", help="parsing label set: lip, atr, pascal or a table file")
+    p.add_argument("--weights", default=None, help="SCHP checkpoint: parse the missing maps into --parsing first")
+    p.add_argument("--device", default="auto", help="device for --weights: auto, cpu, cuda or mps")
     p.add_argument("--deep", action="store_true", help="decode every image and map")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return parser

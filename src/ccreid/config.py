@@ -35,11 +35,13 @@ class SyntheticConfig:
 
 @dataclass
 class ParsingConfig:
-    """Human-parsing maps: tree root (mirrors the image tree) and label set."""
+    """Human-parsing maps: tree root (mirrors the image tree), label set, and the SCHP
+    checkpoint that makes the missing maps before training."""
 
     root: Optional[str] = None
-    labels: str = "lip"  # lip | atr | path to a table
+    labels: str = "lip"  # lip | atr | pascal | path to a table
     missing: str = "auto"  # auto (error when CRE/BSGA need maps) | error | skip
+    weights: Optional[str] = None  # SCHP .pth: `ccreid train` parses missing maps into `root` first
 
 
 @dataclass

@@ -22,6 +22,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_image, read_file
 
+from ccreid.config import DataConfig
 from ccreid.data.records import ImageRecord
 from ccreid.errors import CCReIDError
 
@@ -45,6 +46,15 @@ def missing_map_message(record: ImageRecord) -> str:
     if record.parsing_path is None:
         return f"no parsing map for image {record.path} (set data.parsing.root to the parsing tree)"
     return f"parsing map {record.parsing_path} not found"
+
+
+def parse_hint(data: DataConfig) -> str:
+    """How to make the missing maps of ``data``: the exact ``ccreid parse`` command."""
+    out = data.parsing.root or f"{data.root.rstrip('/')}-parsing"
+    command = f"ccreid parse --weights <SCHP .pth> --dataset {data.name} --root {data.root} --out {out}"
+    then = "" if data.parsing.root else f", then set data.parsing.root={out}"
+    return (f"make them with `{command}`{then} (or set data.parsing.weights=<SCHP .pth> to parse before "
+            "training), or set data.parsing.missing=skip")
 
 
 def read_image(path: str) -> torch.Tensor:

@@ -23,7 +23,8 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from ccreid.config import Config
-from ccreid.data.dataset import ReIDImageDataset, missing_map_message
+from ccreid.data.dataset import ReIDImageDataset, missing_map_message, parse_hint
+from ccreid.data.datasets.common import ParsingRootMissing
 from ccreid.data.labels import LabelSet, get_label_set
 from ccreid.data.records import EvalSplit, ImageRecord, ReIDDataset
 from ccreid.data.registry import DATASETS
@@ -125,14 +126,22 @@ class DataManager:
         process, then the rest: no two processes write one folder at once."""
         adapter = DATASETS.get(self.cfg.data.name)
         if not distributed:
-            return adapter(self.cfg.data)
+            return self._run_adapter(adapter)
         local_rank = int(os.environ.get("LOCAL_RANK", self.rank))
         turn = 0 if self.rank == 0 else 1 if local_rank == 0 else 2
         for phase in range(3):
             if phase == turn:
-                dataset = adapter(self.cfg.data)
+                dataset = self._run_adapter(adapter)
             dist.barrier()
         return dataset
+
+    def _run_adapter(self, adapter) -> ReIDDataset:
+        try:
+            return adapter(self.cfg.data)
+        except ParsingRootMissing as err:
+            if self.need_parsing and self.missing == "error":
+                raise ParsingRootMissing(f"{err}; {parse_hint(self.cfg.data)}") from None
+            raise
 
     def _check_files(self) -> None:
         splits = [*self.dataset.protocols.values(), *self.dataset.val.values()]
@@ -147,9 +156,7 @@ class DataManager:
             missing = without_file(self.dataset.train, "parsing_path")
             if missing:
                 more = f" (and {len(missing) - 1} more training images)" if len(missing) > 1 else ""
-                raise CCReIDError(
-                    f"{missing_map_message(missing[0])}{more}; provide the maps or set data.parsing.missing=skip"
-                )
+                raise CCReIDError(f"{missing_map_message(missing[0])}{more}; {parse_hint(self.cfg.data)}")
 
     def _loader_options(self) -> dict:
         # No persistent_workers: workers seed their RNGs once, when started, from the

@@ -27,6 +27,7 @@ from ccreid.engine.distributed import DistInfo, setup
 from ccreid.engine.evaluator import evaluate_splits
 from ccreid.engine.results import strip_curves
 from ccreid.engine.resume import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from ccreid.engine.parsing_maps import check_cre_labels, fill_parsing_maps
 from ccreid.engine.runlog import RunLog, summary_writer_class
 from ccreid.engine.runtime import (autocast, resolve_amp, seed_everything, use_channels_last, write_json,
                                   write_text)
@@ -109,6 +110,12 @@ def _train(cfg: Config, out: Path, info: DistInfo, progress: bool,
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
     comps = components_of(cfg)
+    if comps.cre:
+        check_cre_labels(cfg.data, cfg.model)
+    if (comps.cre or comps.bsga) and cfg.data.parsing.weights is not None:
+        if info.is_main:
+            fill_parsing_maps(cfg.data, cfg.train.device, progress)
+        info.barrier()
     manager = DataManager(cfg, need_parsing=comps.cre or comps.bsga)
     channels_last = use_channels_last(device, amp, cfg.train.channels_last)
     model = build_model_from_config(cfg.model, manager.num_train_pids).to(device)

@@ -155,6 +155,10 @@ def parse_folder(label: str, folder: Path, base: Path, pattern: NamePattern,
     return items
 
 
+class ParsingRootMissing(CCReIDError):
+    """``data.parsing.root`` names a folder that does not exist (yet)."""
+
+
 class ParsingIndex:
     """Parsing maps in a tree mirroring the image tree (same relative path and stem).
 
@@ -170,7 +174,7 @@ class ParsingIndex:
         if self.root is None:
             return
         if not self.root.is_dir():
-            raise CCReIDError(f"parsing: folder {self.root} does not exist (set data.parsing.root / --parsing)")
+            raise ParsingRootMissing(f"parsing: folder {self.root} does not exist (set data.parsing.root / --parsing)")
         for directory, _, files in os.walk(self.root):
             folder = os.path.relpath(directory, self.root)
             prefix = "" if folder == "." else folder.replace(os.sep, "/") + "/"
