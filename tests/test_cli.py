@@ -7,7 +7,7 @@ import pytest
 from ccreid.cli import build_parser, main
 
 COMMANDS = ["synth", "train", "test", "demo", "ablation", "eval", "extract", "index", "search", "report",
-            "viz actmap", "viz attention", "viz ranks", "viz cmc", "viz curves", "export onnx", "data check"]
+            "viz actmap", "viz attention", "viz ranks", "viz cmc", "viz curves", "export onnx", "data check", "parse"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

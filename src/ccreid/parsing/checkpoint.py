@@ -14,6 +14,7 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
+from torch import nn
 
 from ccreid.errors import CCReIDError
 from ccreid.parsing.network import ABN, SCHPNetwork
@@ -98,8 +99,13 @@ def load_schp(path: str | Path, labels: Optional[str] = None, label: str = "--we
         raise _fail(label, path, f"unexpected tensor {extra[0]} (not an AugmentCE2P ResNet-101)")
     model = model.to(dtype)
     model.load_state_dict({k: state[k].to(dtype) for k in expected}, strict=False)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, ABN):
-                module.weight.copy_(module.weight.abs() + ABN_EPS)
-    return model.eval(), variant
+    return fold_abn(model).eval(), variant
+
+
+@torch.no_grad()
+def fold_abn(model: nn.Module) -> nn.Module:
+    """InPlaceABN scales by ``|gamma| + eps``: write that into every :class:`ABN` weight (once, at load)."""
+    for module in model.modules():
+        if isinstance(module, ABN):
+            module.weight.copy_(module.weight.abs() + ABN_EPS)
+    return model

@@ -1,0 +1,42 @@
+"""Session fixtures: SCHP test checkpoints rebuilt from ../shared/schp's recipe (made once)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+#: the SCHP parity data (checkpoint recipe, images, golden outputs); CCREID_SCHP_DATA overrides
+SCHP_DATA = Path(os.environ.get("CCREID_SCHP_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "schp"))
+
+
+@pytest.fixture(scope="session")
+def schp_data() -> Path:
+    if not (SCHP_DATA / "make_checkpoint.py").is_file():
+        pytest.skip(f"SCHP parity data not found at {SCHP_DATA} (set CCREID_SCHP_DATA)")
+    return SCHP_DATA
+
+
+@pytest.fixture(scope="session")
+def schp_checkpoint(schp_data, tmp_path_factory):
+    """``schp_checkpoint(labels)``: the seed-1 test checkpoint of ``lip`` or ``atr`` in the official
+    format; ATR is saved in torch's legacy (pre-1.6) format, as the released files are."""
+    import torch
+
+    sys.path.insert(0, str(schp_data))
+    from make_checkpoint import make_state_dict
+
+    folder = tmp_path_factory.mktemp("schp")
+    made = {}
+
+    def get(labels: str) -> Path:
+        if labels not in made:
+            path = folder / f"{labels}-seed1.pth"
+            torch.save({"state_dict": make_state_dict(labels, 1), "epoch": 150}, path,
+                       _use_new_zipfile_serialization=labels != "atr")
+            made[labels] = path
+        return made[labels]
+
+    return get
