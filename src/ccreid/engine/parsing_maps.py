@@ -32,7 +32,7 @@ def fill_parsing_maps(data: DataConfig, device: str = "auto", progress: bool = F
     parser = HumanParser.from_checkpoint(data.parsing.weights, device=device, label=label)
     labels = get_label_set(data.parsing.labels).name
     if parser.variant.name != labels:
-        raise CCReIDError(f"{label} is a {parser.variant.name} checkpoint but data.parsing.labels={labels}; "
+        raise CCReIDError(f"{label} is an SCHP {parser.variant.name} checkpoint but data.parsing.labels={labels}; "
                           f"set data.parsing.labels={parser.variant.name}")
     summary = run_parse(parser, dataset_items(data.name, data.root, data.parsing.root), data.parsing.root,
                         progress=progress)
