@@ -169,8 +169,10 @@ def _chunks(items: Sequence[ParseItem], size: int) -> Iterable[Sequence[ParseIte
 
 
 def run_parse(parser: HumanParser, items: Sequence[ParseItem], out: str | Path, logits: bool = False,
-              batch: int = 8, overwrite: bool = False, progress: bool = False) -> ParseSummary:
-    """Parse ``items`` in batches; complete maps are skipped unless ``overwrite``."""
+              batch: Optional[int] = None, overwrite: bool = False, progress: bool = False) -> ParseSummary:
+    """Parse ``items`` in batches (default: the parser's device default); complete maps are skipped
+    unless ``overwrite``."""
+    batch = parser.default_batch if batch is None else batch
     if batch < 1:
         raise CCReIDError(f"option --batch: {batch} must be >= 1")
     out = Path(out).expanduser()
