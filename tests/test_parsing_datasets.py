@@ -3,6 +3,7 @@ training refuses or fills missing maps with a one-line message."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -133,3 +134,16 @@ def test_train_parses_missing_maps_first(schp_checkpoint, tmp_path, capsys):
     assert not maps.exists()
     assert main(base + [f"data.parsing.weights={schp_checkpoint('lip')}"]) == 0
     assert len(list(maps.rglob("*.png"))) == 18 and (tmp_path / "run" / "model.safetensors").is_file()
+
+
+def test_data_check_parses_missing_maps_first(schp_checkpoint, tmp_path, capsys):
+    from ccreid.cli import main
+
+    manifest = _custom(tmp_path / "mydata")
+    maps = tmp_path / "maps"
+    args = ["data", "check", "--dataset", "custom", "--root", str(manifest), "--parsing", str(maps), "--quiet"]
+    assert main(args + ["--weights", str(schp_checkpoint("lip")), "--device", "cpu", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["parsing"] == {"found": len(ROWS), "missing": 0, "resized": 0}
+    assert main(["data", "check", "--dataset", "custom", "--root", str(manifest), "--weights", "x.pth"]) == 2
+    assert "--weights needs --parsing" in capsys.readouterr().err

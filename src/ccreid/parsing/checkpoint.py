@@ -9,6 +9,7 @@ weight, so the result is a plain ``nn.Module``.
 from __future__ import annotations
 
 import pickle
+import warnings
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
@@ -31,6 +32,18 @@ def _fail(label: str, path: Path, what: str) -> CCReIDError:
     return CCReIDError(f"{label} {path}: {what}; pass an SCHP checkpoint such as {EXAMPLE}")
 
 
+def _torch_load(path: Path) -> object:
+    """``torch.load`` with tensors only, memory-mapped where the file format allows."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected pickle protocol")  # torch's note, not the user's
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as err:  # files of torch < 1.6 (the released ones) cannot be memory-mapped
+            if "mmap" not in str(err):
+                raise
+            return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def read_state_dict(path: str | Path, label: str = "--weights") -> Dict[str, torch.Tensor]:
     """The tensors of an SCHP checkpoint file, ``module.`` prefix stripped (one-line errors)."""
     path = Path(path).expanduser()
@@ -39,12 +52,7 @@ def read_state_dict(path: str | Path, label: str = "--weights") -> Dict[str, tor
     if path.suffix == ".safetensors":
         raise _fail(label, path, "a safetensors file (ccreid re-ID weights?), not an SCHP checkpoint")
     try:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as err:  # files of torch < 1.6 (the released ones) cannot be memory-mapped
-            if "mmap" not in str(err):
-                raise
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = _torch_load(path)
     except pickle.UnpicklingError as err:
         detail = "holds pickled Python objects besides tensors (not executed)" \
             if "Weights only load failed" in str(err) else "not a PyTorch checkpoint"
