@@ -32,7 +32,7 @@ from ccreid.deploy import Embedder, export_onnx
 from ccreid.engine.checkpoint import save_weights
 from ccreid.engine.evaluator import extract_features
 from ccreid.engine.runtime import machine_info, write_json, write_text
-from ccreid.models import build_model_from_config
+from ccreid.methods import build_model_from_config
 
 
 def timed(fn) -> tuple[float, float]:

@@ -46,12 +46,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ccreid.config import load_config
 from ccreid.data.manager import DataManager
-from ccreid.engine.runtime import (machine_info, resolve_amp, resolve_device, seed_everything, use_channels_last,
+from ccreid.engine.runtime import (machine_info, resolve_amp, resolve_device, seed_everything,
                                   write_json, write_text)
 from ccreid.engine.step import TrainStep
-from ccreid.engine.trainer import components_of
-from ccreid.losses import ReIDObjective
-from ccreid.models import build_model_from_config
+from ccreid.engine.training import build_training
+from ccreid.methods import DataInfo
 
 TARGET = 0.95
 K = 4  # images per identity in a P x K batch
@@ -116,21 +115,11 @@ def make_bare_step(arch: str, num_classes: int, device: torch.device, lr: float,
 
 # ----------------------------------------------------------------------------- ccreid's step
 def make_ccreid_step(cfg, num_classes: int, num_clothes: int, device: torch.device) -> tuple[TrainStep, nn.Module]:
-    """The trainer's objects for preset ``baseline`` (as ``ccreid.engine.trainer`` builds them)."""
-    comps = components_of(cfg)
-    channels_last = use_channels_last(device, cfg.train.amp, cfg.train.channels_last)
-    model = build_model_from_config(cfg.model, num_classes).to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    objective = ReIDObjective.from_config(cfg, comps, num_classes).to(device)
-    params = list(model.parameters()) + list(objective.parameters())
-    optimizer = torch.optim.Adam(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.amp == "fp16")
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    model.train()
-    step = TrainStep(model, objective, optimizer, scaler, device, cfg.train.amp, None, num_clothes, generator,
-                     channels_last=channels_last)
-    return step, model
+    """The trainer's objects for preset ``baseline`` (``build_training``, as ``ccreid train`` builds them)."""
+    data = DataInfo(num_classes, num_clothes, torch.ones(num_classes, num_clothes, dtype=torch.bool), ())
+    training = build_training(cfg, data, device)
+    training.model.train()
+    return training.start(), training.model
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -29,12 +29,11 @@ import torch
 
 from ccreid.config import load_config
 from ccreid.data.manager import DataManager
-from ccreid.engine.runtime import (machine_info, resolve_amp, resolve_device, seed_everything, use_channels_last,
+from ccreid.engine.runtime import (machine_info, resolve_amp, resolve_device, seed_everything,
                                   write_json, write_text)
 from ccreid.engine.step import TrainStep
-from ccreid.engine.trainer import components_of
-from ccreid.losses import ReIDObjective
-from ccreid.models import build_cre_from_config, build_model_from_config
+from ccreid.engine.training import build_training
+from ccreid.methods import DataInfo
 
 PRESETS = ("baseline", "baseline+bsga", "baseline+cre", "baseline+bctri", "ours-wo-bsga", "ours")
 TARGET = 0.95
@@ -43,20 +42,9 @@ TARGET = 0.95
 def build_step(cfg, manager: DataManager, device: torch.device) -> TrainStep:
     """The trainer's objects for ``cfg.model.preset`` (no DDP, no compile, no logging)."""
     seed_everything(cfg.seed)
-    comps = components_of(cfg)
-    channels_last = use_channels_last(device, cfg.train.amp, cfg.train.channels_last)
-    model = build_model_from_config(cfg.model, manager.num_train_pids).to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    cre = build_cre_from_config(cfg.model, sorted(manager.label_set.clothes)) if comps.cre else None
-    objective = ReIDObjective.from_config(cfg, comps, manager.num_train_pids).to(device)
-    params = list(model.parameters()) + list(objective.parameters())
-    optimizer = torch.optim.Adam(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.amp == "fp16")
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    model.train()
-    return TrainStep(model, objective, optimizer, scaler, device, cfg.train.amp, cre, manager.num_train_clothes,
-                     generator, channels_last=channels_last)
+    training = build_training(cfg, DataInfo.of(manager.dataset.train, manager.label_set.clothes), device)
+    training.model.train()
+    return training.start()
 
 
 def sync(device: torch.device) -> None:

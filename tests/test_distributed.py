@@ -19,7 +19,7 @@ from ccreid.engine import tester
 from ccreid.engine.step import TrainStep
 from ccreid.errors import CCReIDError
 from ccreid.losses import ReIDObjective
-from ccreid.models import build_model_from_config
+from ccreid.methods import build_model_from_config
 
 pytestmark = pytest.mark.skipif(
     not (dist.is_available() and dist.is_gloo_available()),
@@ -59,8 +59,8 @@ def _ddp_worker(rank: int, port: int, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     model, objective, batch = _setup()
     info = setup("cpu")  # joins the group made above
-    step = TrainStep(DistributedDataParallel(model), objective, _sgd(model),
-                     torch.amp.GradScaler("cpu", enabled=False), info.device)
+    step = TrainStep(net=DistributedDataParallel(model), objective=objective, optimizer=_sgd(model),
+                     scaler=torch.amp.GradScaler("cpu", enabled=False), device=info.device)
     mine = {k: v[rank * B : (rank + 1) * B] for k, v in batch.items()}
     step(mine)
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
@@ -115,20 +115,22 @@ def _torchrun(out, data, *extra):
 
 
 @pytest.mark.timeout(240)
-def test_torchrun_trains_logs_once_and_resumes_exactly(tmp_path):
+@pytest.mark.parametrize("preset", ["ours", "ours+cal"])
+def test_torchrun_trains_logs_once_and_resumes_exactly(tmp_path, preset):
     out, data = tmp_path / "run", tmp_path / "synthetic"
-    _torchrun(out, data)  # 8 training identities, 2 ranks x 2 identities a step: 3 steps an epoch
+    method = [f"model.preset={preset}", "loss.cal.start_epoch=0"]
+    _torchrun(out, data, *method)  # 8 training identities, 2 ranks x 2 identities a step: 3 steps an epoch
     steps = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [s["iter"] for s in steps] == list(range(1, 7))  # rank 0 alone logs
     assert not list(out.rglob("*.tmp")) and [p.name for p in (out / "checkpoints").iterdir()] == ["epoch-0001"]
-    gathered = json.loads((out / "results.json").read_text())["presets"]["ours"]
-    single = tester.test_checkpoint(out / "model.safetensors", tmp_path / "test")["ours"]  # one process
+    gathered = json.loads((out / "results.json").read_text())["presets"][preset]
+    single = tester.test_checkpoint(out / "model.safetensors", tmp_path / "test")[preset]  # one process
     for name, metrics in single.items():
         assert gathered[name]["mAP"] == pytest.approx(metrics["mAP"], abs=1e-3), name
     first = load_weights(out / "model.safetensors").state_dict
     losses = lambda: [json.loads(x)["loss"] for x in (out / "metrics.jsonl").read_text().splitlines()]
     before = losses()
-    _torchrun(out, data, "--resume")  # continues from epoch 1 with each rank's saved RNG state
+    _torchrun(out, data, *method, "--resume")  # continues from epoch 1 with each rank's saved RNG state
     resumed = load_weights(out / "model.safetensors").state_dict
     for key, value in first.items():
         assert torch.equal(value, resumed[key]), key

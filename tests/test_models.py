@@ -6,16 +6,15 @@ import pytest
 import torch
 import torchvision
 
-from ccreid.config import ModelConfig
+from ccreid.config import Config, ModelConfig
 from ccreid.errors import CCReIDError
 from ccreid.losses import ReIDObjective
+from ccreid.methods import DataInfo, Method, build_model_from_config, resolve_preset
 from ccreid.models import (
     BACKBONES,
     PRESETS,
     ClothesErasure,
-    build_cre_from_config,
     build_model,
-    build_model_from_config,
 )
 from ccreid.models.heads import BNNeckHead
 
@@ -121,17 +120,23 @@ def test_pooling_and_bnneck(pooling: str, factor: int) -> None:
     assert head.classifier.weight.std().item() == pytest.approx(0.001, rel=0.3)
 
 
+def _method(model_cfg: ModelConfig, clothes_labels) -> Method:
+    cfg = Config(model=model_cfg)
+    data = DataInfo(7, 3, torch.ones(7, 3, dtype=torch.bool), tuple(clothes_labels))
+    return Method(cfg, resolve_preset(model_cfg, cfg), data)
+
+
 def test_config_builders_follow_preset_and_overrides() -> None:
     cfg = ModelConfig(preset="ours", pretrained="none", **TINY)
     cfg.bsga.stages = ["layer3", "layer4"]
     assert list(build_model_from_config(cfg, 7).bsga) == ["layer3", "layer4"]
     cfg.bsga.enabled = False
     assert len(build_model_from_config(cfg, 7).bsga) == 0
-    cre = build_cre_from_config(cfg, [5, 9])
+    cre = _method(cfg, [5, 9]).build_cre()
     assert isinstance(cre, ClothesErasure) and cre.clothes_labels == (5, 9)
     cfg.cre.clothes_labels, cfg.cre.p, cfg.cre.fill = [9], 0.5, "noise"
-    cre = build_cre_from_config(cfg, [5, 9])
+    cre = _method(cfg, [5, 9]).build_cre()
     assert (cre.clothes_labels, cre.p, cre.fill) == ((9,), 0.5, "noise")
     baseline = ModelConfig(preset="baseline", pretrained="none", **TINY)
-    assert build_cre_from_config(baseline, [5]) is None
+    assert _method(baseline, [5]).build_cre() is None
     assert len(build_model_from_config(baseline, 7).bsga) == 0

@@ -49,14 +49,17 @@ def assert_same_run(full, resumed) -> None:
 
 
 @pytest.mark.timeout(300)
-def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
+@pytest.mark.parametrize("preset", ["ours", "cal", "ours+cal"])
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path, preset):
+    """Every method: CAL's classifier and its optimizer resume too (active from epoch 2)."""
     data = tmp_path / "synthetic"
-    assert main(train_args(tmp_path / "full", data)) == 0
+    method = [f"model.preset={preset}", "loss.cal.start_epoch=1"]
+    assert main(train_args(tmp_path / "full", data) + method) == 0
     victim = tmp_path / "killed"
-    kill_once(victim, train_args(victim, data), "epoch-0002")
-    assert main(train_args(victim, data) + ["--resume"]) == 0
+    kill_once(victim, train_args(victim, data) + method, "epoch-0002")
+    assert main(train_args(victim, data) + method + ["--resume"]) == 0
     assert_same_run(tmp_path / "full", victim)
-    res = lambda run: json.loads((tmp_path / run / "results.json").read_text())["presets"]["ours"]
+    res = lambda run: json.loads((tmp_path / run / "results.json").read_text())["presets"][preset]
     assert res("full") == res("killed")
     assert len(list((victim / "checkpoints").glob("epoch-*"))) <= 2
 

@@ -11,7 +11,8 @@ from safetensors.torch import save_file
 from ccreid.config import ModelConfig
 from ccreid.errors import CCReIDError
 from ccreid.losses import ReIDObjective
-from ccreid.models import build_backbone, build_model_from_config
+from ccreid.methods import build_model_from_config
+from ccreid.models import build_backbone
 
 timm = pytest.importorskip("timm")
 

@@ -103,6 +103,16 @@ class BCTriConfig:
 
 
 @dataclass
+class CALConfig:
+    """Clothes-based Adversarial Loss (presets ``cal`` and ``ours+cal``; Simple-CCReID's defaults)."""
+
+    start_epoch: int = 25  # first epoch (0-based) with classifier updates and the adversarial loss
+    scale: float = 16.0  # cosine-logit scale of the clothes classifier (margin 0)
+    epsilon: float = 0.1  # target mass spread over the identity's outfits
+    w_tri: float = 0.0  # triplet weight of preset `cal` (Simple-CCReID trains CAL without it)
+
+
+@dataclass
 class LossConfig:
     label_smoothing: float = 0.1
     triplet_margin: float = 0.3
@@ -111,6 +121,7 @@ class LossConfig:
     w_bctri: float = 1.0
     w_bsga: float = 1.0
     bctri: BCTriConfig = field(default_factory=BCTriConfig)
+    cal: CALConfig = field(default_factory=CALConfig)
 
 
 @dataclass
@@ -150,6 +161,7 @@ class TestConfig:
 @dataclass
 class Config:
     seed: int = 0
+    plugins: List[str] = field(default_factory=list)  # modules or .py files imported first (methods, datasets, ...)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -190,6 +202,9 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Co
         key = getattr(err, "full_key", None) or ""
         msg = str(err).splitlines()[0]
         raise CCReIDError(f"config key {key!r}: {msg}" if key else f"config: {msg}")
+    from ccreid.plugins import import_plugins  # here: plug-ins may import this module
+
+    cfg.plugins = import_plugins(cfg.plugins)
     validate(cfg)
     return cfg
 
@@ -237,6 +252,11 @@ def validate(cfg: Config) -> None:
     from ccreid.models.backbones import check_backbone_name  # here: ccreid.models imports this module
 
     check_backbone_name(cfg.model.backbone)
+    from ccreid.methods import PRESETS
+
+    if cfg.model.preset not in PRESETS:
+        raise CCReIDError(f"config key 'model.preset': unknown preset {cfg.model.preset!r}; "
+                          f"choose one of: {', '.join(PRESETS)}")
     for key in ("data.ids_per_batch", "data.images_per_id", "data.height", "data.width", "train.epochs"):
         if _get(cfg, key) < 1:
             raise CCReIDError(f"config key {key!r}: must be >= 1")

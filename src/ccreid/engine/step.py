@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import nn
@@ -13,20 +13,20 @@ from torch import nn
 from ccreid.engine.resume import latest_checkpoint
 from ccreid.engine.runtime import autocast
 from ccreid.errors import CCReIDError
-from ccreid.losses import ReIDObjective
 from ccreid.models.cre import ClothesErasure
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrainStep:
     """One optimisation step: CRE on the batch, forward, the objective, backward, update.
 
     ``net`` runs the forward: the model itself, its DistributedDataParallel wrapper
-    (gradients all-reduced in backward) or its ``torch.compile`` form.
+    (gradients all-reduced in backward) or its ``torch.compile`` form. A method that adds
+    loss terms or updates other modules overrides :meth:`extra_terms`.
     """
 
     net: nn.Module
-    objective: ReIDObjective
+    objective: nn.Module
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     device: torch.device
@@ -60,6 +60,10 @@ class TrainStep:
             outputs = self.net(images)
         outputs = {k: (v.float() if torch.is_tensor(v) else [a.float() for a in v]) for k, v in outputs.items()}
         loss, terms = self.objective(outputs, pids, clothes, is_erased, body_mask, has_mask)
+        for name, (weight, value) in self.extra_terms(outputs, pids, clothes).items():
+            if weight != 0:  # a weight-0 term is only logged (its graph may be spent already)
+                loss = loss + weight * value
+            terms[name] = value.detach().float()
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -70,6 +74,11 @@ class TrainStep:
         for key in counts:
             floats[key] = int(floats[key])
         return floats | {"images": len(pids)}
+
+    def extra_terms(self, outputs: Dict[str, torch.Tensor], pids: torch.Tensor,
+                    clothes: torch.Tensor) -> Dict[str, Tuple[float, torch.Tensor]]:
+        """Name -> (weight, loss term) added to the objective and logged (after CRE: copies included)."""
+        return {}
 
 
 def check_finite(terms: Dict[str, float], epoch: int, iteration: int, out: Path) -> None:

@@ -14,7 +14,8 @@ from ccreid.engine.evaluator import evaluate_splits
 from ccreid.engine.results import strip_curves, write_results
 from ccreid.engine.runtime import machine_info, resolve_device, write_text
 from ccreid.errors import CCReIDError
-from ccreid.models import ReIDModel, build_model_from_config
+from ccreid.methods import build_model_from_config
+from ccreid.models import ReIDModel
 
 
 def load_checkpoint_config(weights, config: Optional[str], overrides: Sequence[str]):

@@ -16,8 +16,6 @@ from pathlib import Path
 from typing import Callable, Dict, Optional
 
 import torch
-from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from ccreid.config import Config, to_yaml
@@ -29,13 +27,12 @@ from ccreid.engine.results import strip_curves
 from ccreid.engine.resume import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from ccreid.engine.parsing_maps import check_cre_labels, fill_parsing_maps
 from ccreid.engine.runlog import RunLog, summary_writer_class
-from ccreid.engine.runtime import (autocast, resolve_amp, seed_everything, use_channels_last, write_json,
-                                  write_text)
-from ccreid.engine.step import TrainStep, check_finite
+from ccreid.engine.runtime import autocast, resolve_amp, seed_everything, write_json, write_text
+from ccreid.engine.step import check_finite
+from ccreid.engine.training import Training, build_training
 from ccreid.errors import CCReIDError
-from ccreid.losses import ReIDObjective
-from ccreid.models import ReIDModel, build_cre_from_config, build_model_from_config, summarize
-from ccreid.models.presets import Components, resolve_components
+from ccreid.methods import DataInfo, resolve_preset
+from ccreid.models import ReIDModel, summarize
 
 logger = logging.getLogger(__name__)
 
@@ -51,20 +48,6 @@ class TrainResult:
     images_per_second: float
     out_dir: Path
     rank: int = 0  # the process's rank under torchrun; only rank 0 should write results
-
-
-def components_of(cfg: Config) -> Components:
-    """CRE/BSGA/BCTri switches: the preset, overridden by explicit ``enabled`` keys."""
-    return resolve_components(
-        cfg.model.preset, cfg.model.cre.enabled, cfg.model.bsga.enabled, cfg.loss.bctri.enabled
-    )
-
-
-def lr_factor(epoch: int, cfg: Config) -> float:
-    """Linear warm-up to the base lr, then x gamma at each milestone (per epoch)."""
-    t = cfg.train
-    warm = min(1.0, (epoch + 1) / t.warmup_epochs) if t.warmup_epochs > 0 else 1.0
-    return warm * t.gamma ** sum(epoch >= m for m in t.milestones)
 
 
 def _selection_score(results: Dict[str, dict]) -> float:
@@ -103,37 +86,25 @@ def _train(cfg: Config, out: Path, info: DistInfo, progress: bool,
            on_log: Optional[Callable[[dict], None]], resume: bool) -> TrainResult:
     """:func:`train` in one process of the job ``info`` (process group already joined)."""
     device = info.device
-    amp = resolve_amp(device, cfg.train.amp)
-    autocast(device, amp)  # an amp mode the device lacks fails here, before any output
+    autocast(device, resolve_amp(device, cfg.train.amp))  # an amp mode the device lacks fails here, before any output
     writer_class = summary_writer_class() if cfg.train.tensorboard else None
     seed_everything(cfg.seed + info.rank)
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
-    comps = components_of(cfg)
-    if comps.cre:
+    preset = resolve_preset(cfg.model, cfg)
+    needs_parsing = preset.method.needs_parsing(preset)
+    if preset.components.cre:
         check_cre_labels(cfg.data, cfg.model)
-    if (comps.cre or comps.bsga) and cfg.data.parsing.weights is not None:
+    if needs_parsing and cfg.data.parsing.weights is not None:
         if info.is_main:
             fill_parsing_maps(cfg.data, cfg.train.device, progress)
         info.barrier()
-    manager = DataManager(cfg, need_parsing=comps.cre or comps.bsga)
-    channels_last = use_channels_last(device, amp, cfg.train.channels_last)
-    model = build_model_from_config(cfg.model, manager.num_train_pids).to(device)
-    model.feature = cfg.test.feature
+    manager = DataManager(cfg, need_parsing=needs_parsing)
+    training = build_training(cfg, DataInfo.of(manager.dataset.train, manager.label_set.clothes), device, info)
+    model, method, generator = training.model, training.method, training.generator
     if info.is_main:
         _report_pretrained(model, out)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    if info.enabled and cfg.train.sync_bn:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    cre = build_cre_from_config(cfg.model, sorted(manager.label_set.clothes)) if comps.cre else None
-    objective = ReIDObjective.from_config(cfg, comps, manager.num_train_pids).to(device)
-    params = list(model.parameters()) + list(objective.parameters())
-    optimizer = torch.optim.Adam(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e, cfg))
-    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
     config_yaml = to_yaml(cfg)
-    generator = torch.Generator(device=device).manual_seed(cfg.seed + info.rank)
     val_splits = manager.eval_splits("val") if cfg.train.select_on == "val" else {}
     if cfg.train.select_on == "val" and not val_splits:
         raise CCReIDError(f"config key 'train.select_on': dataset {cfg.data.name!r} has no validation split (use last)")
@@ -142,14 +113,8 @@ def _train(cfg: Config, out: Path, info: DistInfo, progress: bool,
            "best_state": None, "val_results": {}}
     saved_rng = None
     if resume:
-        run, saved_rng = _restore(out, config_yaml, info, model, optimizer, scheduler, scaler)
-    net: nn.Module = model
-    if info.enabled:
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.train.compile:
-        net = torch.compile(net)
-    step = TrainStep(net, objective, optimizer, scaler, device, amp, cre, manager.num_train_clothes,
-                     generator, channels_last, comps.cre or comps.bsga)
+        run, saved_rng = _restore(out, config_yaml, info, training)
+    step = training.start(info)
     if info.is_main:
         write_text(out / "config.yaml", config_yaml)
     start = time.perf_counter() - run["seconds"]
@@ -159,15 +124,15 @@ def _train(cfg: Config, out: Path, info: DistInfo, progress: bool,
         run["seconds"] = time.perf_counter() - start
         rngs = info.all_gather_object(rng_state(generator))
         if info.is_main:
-            state = run | {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                           "scaler": scaler.state_dict(), "rng": rngs}
+            state = run | _training_state(training) | {"rng": rngs}
             save_checkpoint(out, run["epoch"], model, config_yaml, manager.num_train_pids, state, cfg.train.keep_last)
         info.barrier()
 
     with RunLog(out, run, on_log, cfg.train.log_every, info.is_main, writer_class) as log:
         for epoch in range(run["epoch"], cfg.train.epochs):
-            net.train()
+            step.net.train()
             manager.set_epoch(epoch)
+            method.set_epoch(epoch)
             batches = iter(manager.train_loader)
             for _ in range(run["batch"]):  # resumed mid-epoch: replay the data already trained on
                 next(batches)
@@ -183,7 +148,7 @@ def _train(cfg: Config, out: Path, info: DistInfo, progress: bool,
                 check_finite(terms, epoch + 1, run["iteration"], out)
                 run["processed"] += terms.pop("images")
                 rate = run["processed"] / (time.perf_counter() - start)
-                record = {"epoch": epoch + 1, "iter": run["iteration"], "lr": optimizer.param_groups[0]["lr"],
+                record = {"epoch": epoch + 1, "iter": run["iteration"], "lr": training.main_optimizer.param_groups[0]["lr"],
                           "images_per_s": round(rate, 2)} | terms
                 if device.type == "cuda":
                     record["gpu_mem_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
@@ -194,7 +159,7 @@ def _train(cfg: Config, out: Path, info: DistInfo, progress: bool,
                     log.flush()
                     checkpoint()
             run["batch"] = 0
-            scheduler.step()
+            training.schedulers_step()
             info.broadcast_buffers(model)  # rank 0's BatchNorm statistics for evaluation and checkpoints
             run["epoch"] = epoch + 1
             last_epoch = run["epoch"] == cfg.train.epochs
@@ -215,8 +180,8 @@ def _train(cfg: Config, out: Path, info: DistInfo, progress: bool,
         model.load_state_dict(run["best_state"])
     if info.is_main:
         save_weights(out / WEIGHTS_NAME, model, config_yaml, manager.num_train_pids, preset=cfg.model.preset)
-        save_state(out / STATE_NAME, {"epoch": run["epoch"], "iteration": run["iteration"],
-                                      "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()})
+        save_state(out / STATE_NAME, {"epoch": run["epoch"], "iteration": run["iteration"]}
+                   | _training_state(training))
     info.barrier()
     results = evaluate_splits(model, manager.eval_splits("test"), manager.loader, device, cfg.test,
                               cfg.test.protocols, progress)
@@ -224,7 +189,14 @@ def _train(cfg: Config, out: Path, info: DistInfo, progress: bool,
                        run["processed"] / max(seconds, 1e-9), out, info.rank)
 
 
-def _restore(out: Path, config_yaml: str, info: DistInfo, model, optimizer, scheduler, scaler) -> tuple[dict, list]:
+def _training_state(training: Training) -> dict:
+    """What a checkpoint holds beyond the weights: every optimizer, schedule, the scaler, the method's state."""
+    return {"optimizers": {k: opt.state_dict() for k, (opt, _) in training.optimizers.items()},
+            "schedulers": {k: s.state_dict() for k, (_, s) in training.optimizers.items() if s is not None},
+            "scaler": training.scaler.state_dict(), "method": training.method.state_dict()}
+
+
+def _restore(out: Path, config_yaml: str, info: DistInfo, training: Training) -> tuple[dict, list]:
     """Load the newest checkpoint of ``out`` into the training objects; return the run
     counters and the RNG states of every rank (restored by the loop, after any replay)."""
     folder = latest_checkpoint(out)
@@ -234,15 +206,19 @@ def _restore(out: Path, config_yaml: str, info: DistInfo, model, optimizer, sche
     if saved_cfg.is_file() and saved_cfg.read_text() != config_yaml:
         raise CCReIDError(f"--resume: the config differs from {saved_cfg}; resume with the same config and overrides")
     counters = ("epoch", "iteration", "processed", "seconds", "best_score", "best_state", "val_results")
-    weights, state = load_checkpoint(folder, required=("optimizer", "scheduler", "scaler", "rng", *counters))
+    required = ("optimizers", "schedulers", "scaler", "method", "rng", *counters)
+    weights, state = load_checkpoint(folder, required=required)
     rngs = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]  # one per rank (older: a dict)
     if len(rngs) != info.world_size:
         raise CCReIDError(f"--resume: {folder} was written by {len(rngs)} process(es), this run has "
                           f"{info.world_size}; resume with the same torchrun --nnodes x --nproc_per_node")
-    restore_weights(model, weights, folder / WEIGHTS_NAME)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    scaler.load_state_dict(state["scaler"])
+    restore_weights(training.model, weights, folder / WEIGHTS_NAME)
+    for name, (optimizer, scheduler) in training.optimizers.items():
+        optimizer.load_state_dict(state["optimizers"][name])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["schedulers"][name])
+    training.scaler.load_state_dict(state["scaler"])
+    training.method.load_state_dict(state["method"])
     return {k: state[k] for k in counters} | {"batch": state.get("batch", 0)}, rngs
 
 

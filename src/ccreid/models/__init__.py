@@ -8,9 +8,8 @@ From Python::
 
 from __future__ import annotations
 
-from typing import Iterable, Optional, Sequence
+from typing import Optional, Sequence
 
-from ccreid.config import ModelConfig
 from ccreid.models.backbones import BACKBONES, Backbone, ResNetBackbone, build_backbone
 from ccreid.models.bsga import BodyShapeGuidedAttention, bsga_loss
 from ccreid.models.cre import ClothesErasure, CREOutput
@@ -31,9 +30,7 @@ __all__ = [
     "ResNetBackbone",
     "bsga_loss",
     "build_backbone",
-    "build_cre_from_config",
     "build_model",
-    "build_model_from_config",
     "resolve_components",
     "summarize",
 ]
@@ -55,34 +52,8 @@ def build_model(
     """The model of ``preset``; ``bsga_stages`` applies when the preset (or ``bsga=True``)
     switches BSGA on. ``backbone`` may be ``timm:<name>``; ``model.backbone.pretrained_report``
     describes the weights loaded (:mod:`ccreid.models.weights`). CRE and BCTri live outside
-    the network (see :func:`build_cre_from_config` and :class:`ccreid.losses.ReIDObjective`)."""
+    the network (see :mod:`ccreid.methods`); from a config: ``ccreid.methods.build_model_from_config``."""
     components = resolve_components(preset, bsga=bsga)
     net = build_backbone(backbone, pretrained, width_mult, last_stride)
     stages = tuple(bsga_stages) if components.bsga else ()
     return ReIDModel(net, num_classes, pooling=pooling, bsga_stages=stages, feature=feature)
-
-
-def build_model_from_config(model_cfg: ModelConfig, num_classes: int) -> ReIDModel:
-    """:func:`build_model` from the ``model`` section of a :class:`ccreid.config.Config`."""
-    return build_model(
-        model_cfg.preset,
-        num_classes=num_classes,
-        backbone=model_cfg.backbone,
-        pretrained=model_cfg.pretrained,
-        width_mult=model_cfg.width_mult,
-        last_stride=model_cfg.last_stride,
-        pooling=model_cfg.pooling,
-        bsga_stages=model_cfg.bsga.stages,
-        bsga=model_cfg.bsga.enabled,
-    )
-
-
-def build_cre_from_config(model_cfg: ModelConfig, clothes_labels: Iterable[int]) -> Optional[ClothesErasure]:
-    """CRE when the preset (or ``model.cre.enabled``) switches it on, else ``None``.
-
-    ``model.cre.clothes_labels``, when set, replaces the label set's ``clothes_labels``.
-    """
-    if not resolve_components(model_cfg.preset, cre=model_cfg.cre.enabled).cre:
-        return None
-    labels = model_cfg.cre.clothes_labels if model_cfg.cre.clothes_labels is not None else clothes_labels
-    return ClothesErasure(labels, p=model_cfg.cre.p, fill=model_cfg.cre.fill)

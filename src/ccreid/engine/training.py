@@ -1,0 +1,76 @@
+"""``build_training(cfg, data, device)``: every object a training run needs, built one way for
+``ccreid train`` and the training benchmarks alike."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from ccreid.config import Config
+from ccreid.engine.distributed import DistInfo
+from ccreid.engine.runtime import autocast, resolve_amp, use_channels_last
+from ccreid.engine.step import TrainStep
+from ccreid.methods import DataInfo, Method, resolve_preset
+from ccreid.methods.base import Optimizers
+
+
+@dataclass
+class Training:
+    """The method, its model (unwrapped), optimizers and AMP scaler of one run; :meth:`start`
+    wraps the model (DDP, compile) and makes the step once any checkpoint is restored."""
+
+    cfg: Config
+    method: Method
+    model: nn.Module
+    optimizers: Optimizers
+    scaler: torch.amp.GradScaler
+    generator: torch.Generator
+    device: torch.device
+    amp: str
+    channels_last: bool
+
+    @property
+    def main_optimizer(self) -> torch.optim.Optimizer:
+        return self.optimizers["main"][0]
+
+    def schedulers_step(self) -> None:
+        """End of an epoch: every per-epoch schedule advances."""
+        for _, scheduler in self.optimizers.values():
+            if scheduler is not None:
+                scheduler.step()
+
+    def start(self, info: Optional[DistInfo] = None) -> TrainStep:
+        """The training step over the model, DDP-wrapped under torchrun and compiled if asked."""
+        net: nn.Module = self.model
+        if info is not None and info.enabled:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            net = DistributedDataParallel(self.model, device_ids=device_ids)
+        if self.cfg.train.compile:
+            net = torch.compile(net)
+        return self.method.make_step(net, self.optimizers, self.scaler, self.device, self.amp, self.generator,
+                                     self.channels_last)
+
+
+def build_training(cfg: Config, data: DataInfo, device: torch.device, info: Optional[DistInfo] = None) -> Training:
+    """The method of ``model.preset`` with its model on ``device``, loss modules and optimizers."""
+    amp = resolve_amp(device, cfg.train.amp)
+    autocast(device, amp)  # an amp mode the device lacks fails here, before any work
+    preset = resolve_preset(cfg.model, cfg)
+    method = preset.method(cfg, preset, data)
+    channels_last = use_channels_last(device, amp, cfg.train.channels_last)
+    model = method.build_model().to(device)
+    model.feature = cfg.test.feature
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if info is not None and info.enabled and cfg.train.sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    method.setup(model, device)
+    optimizers = method.optimizers()
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
+    rank = info.rank if info is not None else 0
+    generator = torch.Generator(device=device).manual_seed(cfg.seed + rank)
+    return Training(cfg, method, model, optimizers, scaler, generator, device, amp, channels_last)

@@ -1,0 +1,9 @@
+"""Training methods and their presets (``model.preset``): the paper's method and CAL built in,
+more from the config key ``plugins`` (see docs/EXTENDING.md)."""
+
+from ccreid.methods.base import (PRESETS, DataInfo, Method, Preset, build_model_from_config, lr_factor,
+                                 register_preset, resolve_preset)
+from ccreid.methods import cal, paper  # noqa: F401  (register the built-in presets)
+
+__all__ = ["PRESETS", "DataInfo", "Method", "Preset", "build_model_from_config", "lr_factor", "register_preset",
+           "resolve_preset"]

@@ -1,0 +1,168 @@
+"""The method interface and the preset registry.
+
+A method is one class: the model it trains, its batch transforms, its named loss terms,
+its optimizers (with parameter groups and schedules), its epoch gates and the extra state
+its checkpoints hold. :class:`Method` itself is the paper's trainer: the baseline with the
+CRE, BSGA and BCTri switches (METHOD.md); another method subclasses it and overrides what
+it changes (see :mod:`ccreid.methods.cal`). A preset is a name for (method, switches,
+options): ``model.preset=<name>`` selects it. Methods in a user's own file or package
+register presets the same way and are loaded by the config key ``plugins``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Type
+
+import torch
+from torch import nn
+
+from ccreid.config import Config, ModelConfig
+from ccreid.data.records import ImageRecord
+from ccreid.engine.step import TrainStep
+from ccreid.losses import ReIDObjective
+from ccreid.models import ReIDModel, build_backbone
+from ccreid.models.cre import ClothesErasure
+from ccreid.models.presets import Components
+from ccreid.registry import Registry
+
+Optimizers = Dict[str, Tuple[torch.optim.Optimizer, Optional[torch.optim.lr_scheduler.LRScheduler]]]
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What a method may know of its training data."""
+
+    num_pids: int
+    num_clothes: int
+    pid2clothes: torch.Tensor  # bool [num_pids, num_clothes]: the outfits each identity wears
+    clothes_labels: Tuple[int, ...]  # parsing labels that are clothes (CRE, PS)
+
+    @classmethod
+    def of(cls, records: Sequence[ImageRecord], clothes_labels: Sequence[int]) -> "DataInfo":
+        """From relabelled training records (pids and clothes ids ``0..N-1``)."""
+        pids = torch.tensor([r.pid for r in records])
+        clothes = torch.tensor([r.clothes_id for r in records])
+        num_pids, num_clothes = int(pids.max()) + 1, int(clothes.max()) + 1
+        mask = torch.zeros(num_pids, num_clothes, dtype=torch.bool)
+        mask[pids, clothes] = True
+        return cls(num_pids, num_clothes, mask, tuple(sorted(clothes_labels)))
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named configuration: the method class, the paper's switches under it, its options."""
+
+    name: str
+    method: Type["Method"]
+    components: Components
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+PRESETS: Registry[Preset] = Registry("preset (model.preset)")
+
+
+def register_preset(name: str, method: Type["Method"], components: Components = Components(False, False, False),
+                    **options: Any) -> Preset:
+    """Make ``model.preset=<name>`` train ``method`` with ``components`` and ``options``."""
+    preset = Preset(name, method, components, options)
+    PRESETS.register(name)(preset)
+    return preset
+
+
+def resolve_preset(model: ModelConfig, cfg: Optional[Config] = None) -> Preset:
+    """``model.preset``, with explicit ``model.cre/bsga.enabled`` (and ``loss.bctri.enabled``) applied."""
+    preset = PRESETS.get(model.preset)
+    comps = preset.components
+    bctri = cfg.loss.bctri.enabled if cfg is not None else None
+    comps = Components(cre=comps.cre if model.cre.enabled is None else model.cre.enabled,
+                       bsga=comps.bsga if model.bsga.enabled is None else model.bsga.enabled,
+                       bctri=comps.bctri if bctri is None else bctri)
+    return replace(preset, components=comps)
+
+
+class Method:
+    """The paper's trainer: baseline (CE + triplet, BNNeck) with the CRE, BSGA and BCTri switches.
+
+    The trainer calls, in order: :meth:`build_model`, :meth:`setup` (loss modules and extra
+    modules on the device), :meth:`optimizers`, :meth:`make_step`; then per epoch
+    :meth:`set_epoch` and the step; checkpoints hold :meth:`state_dict`.
+    """
+
+    def __init__(self, cfg: Config, preset: Preset, data: DataInfo) -> None:
+        self.cfg = cfg
+        self.preset = preset
+        self.components = preset.components
+        self.data = data
+        self.epoch = 0
+
+    @classmethod
+    def needs_parsing(cls, preset: Preset) -> bool:
+        """Whether the training batches of ``preset`` must carry parsing maps."""
+        return preset.components.cre or preset.components.bsga
+
+    @classmethod
+    def build_network(cls, model: ModelConfig, preset: Preset, num_classes: int) -> nn.Module:
+        """The network this method trains and tests (rebuilt from a checkpoint's config by ``ccreid test``)."""
+        backbone = build_backbone(model.backbone, model.pretrained, model.width_mult, model.last_stride)
+        stages = tuple(model.bsga.stages) if preset.components.bsga else ()
+        return ReIDModel(backbone, num_classes, pooling=model.pooling, bsga_stages=stages)
+
+    def build_model(self) -> nn.Module:
+        return self.build_network(self.cfg.model, self.preset, self.data.num_pids)
+
+    def setup(self, model: nn.Module, device: torch.device) -> None:
+        """Loss modules and batch transforms, on ``device``."""
+        self.model = model
+        self.cre = self.build_cre()
+        self.objective = self.build_objective().to(device)
+
+    def build_cre(self) -> Optional[ClothesErasure]:
+        if not self.components.cre:
+            return None
+        cre = self.cfg.model.cre
+        labels = cre.clothes_labels if cre.clothes_labels is not None else self.data.clothes_labels
+        return ClothesErasure(labels, p=cre.p, fill=cre.fill)
+
+    def build_objective(self) -> nn.Module:
+        return ReIDObjective.from_config(self.cfg, self.components, self.data.num_pids)
+
+    def optimizers(self) -> Optimizers:
+        """Name -> (optimizer, per-epoch scheduler or None); ``main`` trains the model."""
+        train = self.cfg.train
+        params = list(self.model.parameters()) + list(self.objective.parameters())
+        optimizer = torch.optim.Adam(params, lr=train.lr, weight_decay=train.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e, self.cfg))
+        return {"main": (optimizer, scheduler)}
+
+    def make_step(self, net: nn.Module, optimizers: Optimizers, scaler: torch.amp.GradScaler, device: torch.device,
+                  amp: str, generator: torch.Generator, channels_last: bool) -> TrainStep:
+        """The optimisation step; ``net`` is the model or its DDP / compiled wrapper."""
+        return TrainStep(net=net, objective=self.objective, optimizer=optimizers["main"][0], scaler=scaler,
+                         device=device, amp=amp, cre=self.cre, num_clothes=self.data.num_clothes,
+                         generator=generator, channels_last=channels_last,
+                         uses_parsing=self.needs_parsing(self.preset))
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called before each epoch (0-based): epoch gates read :attr:`epoch`."""
+        self.epoch = epoch
+
+    def state_dict(self) -> Dict[str, Any]:
+        """Extra state for resumable checkpoints (tensors and plain values)."""
+        return {}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output."""
+
+
+def build_model_from_config(model: ModelConfig, num_classes: int) -> nn.Module:
+    """The network of ``model.preset`` (its method's :meth:`Method.build_network`)."""
+    preset = resolve_preset(model)
+    return preset.method.build_network(model, preset, num_classes)
+
+
+def lr_factor(epoch: int, cfg: Config) -> float:
+    """Linear warm-up to the base lr, then x gamma at each milestone (per epoch)."""
+    t = cfg.train
+    warm = min(1.0, (epoch + 1) / t.warmup_epochs) if t.warmup_epochs > 0 else 1.0
+    return warm * t.gamma ** sum(epoch >= m for m in t.milestones)
