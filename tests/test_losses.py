@@ -124,14 +124,14 @@ def test_objective_terms_and_erased_term_selection(erased_terms) -> None:
     }
     rows = slice(None) if "bctri" in erased_terms else orig
     expected["bctri"], count = bctri_loss(feat[rows], pids[rows], clothes[rows])
-    expected["bctri_no_positive"] = count.float()
+    expected["num_bctri_no_positive"] = count.float()
     for name, value in expected.items():
         assert terms[name].item() == pytest.approx(value.item(), rel=1e-5, abs=1e-7), name
     weighted = (expected["ce_orig"] + expected["ce_erased"] + 0.5 * expected["tri"]
                 + 2.0 * expected["bctri"] + 0.7 * expected["bsga"])
     assert total.item() == pytest.approx(weighted.item(), rel=1e-5)
     # persons 1 and 3 wear one outfit each; copies of person 1 (not 3) give it positives
-    assert terms["bctri_no_positive"].item() == (4 if "bctri" not in erased_terms else 2)
+    assert terms["num_bctri_no_positive"].item() == (4 if "bctri" not in erased_terms else 2)
 
 
 def test_objective_without_bctri_bsga_and_copies() -> None:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ccreid.cli import main
-from ccreid.methods import PRESETS
+from ccreid.methods import PRESETS, Method
 from ccreid.methods.cal import CosineClassifier, clothes_adversarial_loss
 from tiny_run import TINY
 
@@ -64,6 +64,12 @@ def test_every_registered_preset_trains_and_evaluates(tmp_path, preset):
     assert {"sc", "cc"} <= set(results)
     assert main(["test", "--weights", str(tmp_path / "run" / "model.safetensors"), "--out", str(tmp_path / "t"),
                  "--quiet", "--no-report"]) == 0
+    if PRESETS.get(preset).method.build_network.__func__ is not Method.build_network.__func__:
+        # a network of its own: it must export and appear in the report (loss curves by term name)
+        assert main(["export", "onnx", "--weights", str(tmp_path / "run" / "model.safetensors"),
+                     "--out", str(tmp_path / "m.onnx"), "--quiet"]) == 0
+        assert main(["report", str(tmp_path / "run"), "--quiet"]) == 0
+        assert (tmp_path / "run" / "report.html").is_file()
 
 
 def test_cal_trains_its_classifier_from_the_start_epoch(tmp_path):
@@ -126,3 +132,24 @@ def test_bad_plugins_are_one_line_errors(tmp_path, capsys):
         assert main(tiny_args(tmp_path / "run", tmp_path / "data", f"plugins=[{plugin}]")) == 2
         err = capsys.readouterr().err
         assert "config key 'plugins'" in err and expected in err and "Traceback" not in err
+
+
+def test_pcb_stripes_are_six_row_blocks_and_eval_concatenates_them():
+    from ccreid.methods.pcb import PCBModel
+    from ccreid.models import build_backbone
+
+    torch.manual_seed(0)
+    model = PCBModel(build_backbone("resnet18", "none", 0.25, 1), num_classes=5).eval()
+    images = torch.randn(2, 3, 192, 64)
+    with torch.no_grad():
+        fmap, attention = model.feature_map(images)
+        stripes = model.stripes(images)
+        feats = model(images)
+    batch, channels, height, width = fmap.shape
+    assert height == 12 and attention == []
+    torch.testing.assert_close(stripes, fmap.view(batch, channels, 6, 2, width).mean((3, 4)).transpose(1, 2))
+    assert feats.shape == (2, 6 * channels) == (2, model.out_dim)
+    torch.testing.assert_close(feats.view(2, 6, channels).norm(dim=2), torch.ones(2, 6))
+    model.train()
+    out = model(images)
+    assert out["part_logits"].shape == (2, 6, 5) and out["bn_feat"].shape == (2, 6 * 256)

@@ -78,8 +78,9 @@ def _write_report(args: argparse.Namespace, run_dir: str) -> None:
 
 
 def _log_line(record: dict) -> None:
-    terms = " ".join(f"{k}={v:.3f}" for k, v in record.items()
-                     if isinstance(v, float) and k not in ("lr", "images_per_s"))
+    from ccreid.engine.runlog import loss_terms
+
+    terms = " ".join(f"{k}={record[k]:.3f}" for k in loss_terms(record))
     err_console.print(f"[dim]epoch {record['epoch']} iter {record['iter']} lr={record['lr']:.2e} "
                       f"{terms} img/s={record['images_per_s']:.0f}[/dim]")
 

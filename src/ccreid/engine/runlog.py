@@ -10,6 +10,16 @@ from ccreid.engine.runtime import write_text
 from ccreid.errors import CCReIDError
 
 
+#: keys of an iteration record that are not loss terms; counts are named ``num_*`` (integers)
+BOOKKEEPING = ("epoch", "iter", "lr", "images_per_s", "gpu_mem_mib")
+
+
+def loss_terms(record: Dict[str, object]) -> list:
+    """The loss-term names of an iteration record (``loss`` first): whatever a method logs."""
+    return [k for k, v in record.items()
+            if isinstance(v, float) and k not in BOOKKEEPING and not k.startswith("num_")]
+
+
 def summary_writer_class() -> type:
     """TensorBoard's ``SummaryWriter`` (``train.tensorboard``), or a one-line error."""
     try:

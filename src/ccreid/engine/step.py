@@ -70,9 +70,7 @@ class TrainStep:
         self.scaler.update()
         named = {"loss": loss.detach()} | terms | counts
         values = torch.stack([torch.as_tensor(v, device=device).float().reshape(()) for v in named.values()]).tolist()
-        floats = dict(zip(named, values))
-        for key in counts:
-            floats[key] = int(floats[key])
+        floats = {k: int(v) if k.startswith("num_") else v for k, v in zip(named, values)}
         return floats | {"images": len(pids)}
 
     def extra_terms(self, outputs: Dict[str, torch.Tensor], pids: torch.Tensor,

@@ -23,7 +23,7 @@ from ccreid.models.bsga import bsga_loss
 from ccreid.models.presets import Components
 
 ERASED_TERMS = ("ce", "tri", "bctri")
-TERM_NAMES = ("ce_orig", "ce_erased", "tri", "bctri", "bsga", "bctri_no_positive")
+TERM_NAMES = ("ce_orig", "ce_erased", "tri", "bctri", "bsga", "num_bctri_no_positive")
 
 
 class ReIDObjective(nn.Module):
@@ -31,7 +31,7 @@ class ReIDObjective(nn.Module):
 
     ``terms`` always holds every name of :data:`TERM_NAMES`; a term that is switched
     off (BCTri without ``use_bctri``, BSGA without attention maps, CE(erased) without
-    copies or without ``ce`` in ``erased_terms``) is 0. ``bctri_no_positive`` counts the
+    copies or without ``ce`` in ``erased_terms``) is 0. ``num_bctri_no_positive`` counts the
     anchors without a cross-clothes positive in the batch BCTri saw.
     """
 

@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Dict, List, Mapping, Sequence, Tuple
 
 from ccreid.engine.results import ordered_protocols
+from ccreid.engine.runlog import loss_terms
 from ccreid.engine.runtime import atomic_path
 from ccreid.errors import CCReIDError
-
-LOSS_TERMS = ("loss", "ce_orig", "ce_erased", "tri", "bctri", "bsga")
 
 
 def _figure(width: float, height: float):
@@ -88,7 +87,7 @@ def plot_training(runs: Mapping[str, str | Path], out_path: str | Path) -> Path:
     loss_ax, lr_ax, top1_ax = fig.subplots(1, 3)
     for label, (steps, vals) in logs.items():
         x = epoch_positions(steps)
-        terms = [t for t in LOSS_TERMS if steps and t in steps[0]] if len(logs) == 1 else ["loss"]
+        terms = (loss_terms(steps[0]) if steps else []) if len(logs) == 1 else ["loss"]
         for term in terms:
             loss_ax.plot(x, [s.get(term, float("nan")) for s in steps], linewidth=1,
                          label=term if len(logs) == 1 else label)
