@@ -17,6 +17,7 @@ from ccreid.losses import (
     pairwise_distance,
 )
 from ccreid.models.bsga import bsga_loss
+from ccreid.methods import DataInfo, Method, resolve_preset
 from ccreid.models.presets import PRESETS
 
 
@@ -111,7 +112,8 @@ def objective_batch(num_classes: int = 4):
 @pytest.mark.parametrize("erased_terms", [("ce", "tri", "bctri"), ("ce",), ()])
 def test_objective_terms_and_erased_term_selection(erased_terms) -> None:
     outputs, pids, clothes, is_erased, mask, has_mask = objective_batch()
-    objective = ReIDObjective(4, w_tri=0.5, w_bctri=2.0, w_bsga=0.7, use_bctri=True, erased_terms=erased_terms)
+    objective = ReIDObjective(4, w_tri=0.5, w_bctri=2.0, w_bsga=0.7, use_bctri=True, erased_terms=erased_terms,
+                              attention_loss=bsga_loss)
     total, terms = objective(outputs, pids, clothes, is_erased, mask, has_mask)
     assert set(terms) == set(TERM_NAMES)
     ce, orig = CrossEntropyLabelSmooth(4), ~is_erased
@@ -147,6 +149,8 @@ def test_objective_from_config(preset: str) -> None:
     cfg = Config()
     cfg.model.cre.losses = ["ce"]
     cfg.loss.bctri.metric = "cosine"
-    objective = ReIDObjective.from_config(cfg, PRESETS[preset], num_classes=4)
+    cfg.model.preset = preset
+    data = DataInfo(4, 4, torch.ones(4, 4, dtype=torch.bool), (5,))
+    objective = Method(cfg, resolve_preset(cfg.model, cfg), data).build_objective()
     assert objective.use_bctri == PRESETS[preset].bctri
     assert objective.erased_terms == {"ce"} and objective.bctri_metric == "cosine"

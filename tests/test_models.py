@@ -16,6 +16,7 @@ from ccreid.models import (
     ClothesErasure,
     build_model,
 )
+from ccreid.models.bsga import bsga_loss
 from ccreid.models.heads import BNNeckHead
 
 TINY = dict(backbone="resnet18", width_mult=0.25)
@@ -41,7 +42,7 @@ def tiny_batch(size: int = 8):
 def test_every_preset_trains_one_step_and_evaluates(preset: str) -> None:
     comps = PRESETS[preset]
     model = build_model(preset, num_classes=2, **TINY)
-    objective = ReIDObjective(2, use_bctri=comps.bctri)
+    objective = ReIDObjective(2, use_bctri=comps.bctri, attention_loss=bsga_loss)
     images, parsing, has_parsing, pids, clothes = tiny_batch()
     is_erased = torch.zeros(len(pids), dtype=torch.bool)
     if comps.cre:

@@ -12,6 +12,7 @@ from ccreid.config import ModelConfig
 from ccreid.errors import CCReIDError
 from ccreid.losses import ReIDObjective
 from ccreid.methods import build_model_from_config
+from ccreid.models.bsga import bsga_loss
 from ccreid.models import build_backbone
 
 timm = pytest.importorskip("timm")
@@ -23,7 +24,7 @@ def one_step(model) -> None:
     images, pids = torch.randn(4, 3, 64, 32), torch.tensor([0, 0, 1, 1])
     body = torch.zeros(4, 64, 32, dtype=torch.bool)
     body[:, 8:56, 8:24] = True
-    objective = ReIDObjective(2, use_bctri=False)
+    objective = ReIDObjective(2, use_bctri=False, attention_loss=bsga_loss)
     optimiser = torch.optim.SGD(model.parameters(), lr=0.1)
     model.train()
     outputs = model(images)

@@ -9,20 +9,19 @@ BSGA supervision covers every image with a mask (copies carry their original's m
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
-from ccreid.config import Config
 from ccreid.errors import CCReIDError
 from ccreid.losses.bctri import bctri_loss
 from ccreid.losses.cross_entropy import CrossEntropyLabelSmooth
 from ccreid.losses.triplet import batch_hard_triplet_loss
-from ccreid.models.bsga import bsga_loss
-from ccreid.models.presets import Components
 
 ERASED_TERMS = ("ce", "tri", "bctri")
+#: ``loss(attention_maps, body_mask, valid=rows_with_a_map)``: BSGA's supervision (``ccreid.models.bsga.bsga_loss``)
+AttentionLoss = Callable[..., torch.Tensor]
 TERM_NAMES = ("ce_orig", "ce_erased", "tri", "bctri", "bsga", "num_bctri_no_positive")
 
 
@@ -48,7 +47,7 @@ class ReIDObjective(nn.Module):
         bctri_margin: float = 0.3,
         bctri_metric: str = "euclidean",
         bctri_reduction: str = "mean",
-        bsga_kind: str = "bce",
+        attention_loss: Optional[AttentionLoss] = None,
         erased_terms: Sequence[str] = ERASED_TERMS,
         triplet_metric: str = "euclidean",
     ) -> None:
@@ -64,28 +63,8 @@ class ReIDObjective(nn.Module):
         self.bctri_margin = bctri_margin
         self.bctri_metric = bctri_metric
         self.bctri_reduction = bctri_reduction
-        self.bsga_kind = bsga_kind
+        self.attention_loss = attention_loss
         self.erased_terms = frozenset(erased_terms)
-
-    @classmethod
-    def from_config(cls, cfg: Config, components: Components, num_classes: int) -> "ReIDObjective":
-        """The objective of ``cfg``; BCTri follows ``components.bctri``."""
-        loss = cfg.loss
-        return cls(
-            num_classes,
-            label_smoothing=loss.label_smoothing,
-            triplet_margin=loss.triplet_margin,
-            w_ce=loss.w_ce,
-            w_tri=loss.w_tri,
-            w_bctri=loss.w_bctri,
-            w_bsga=loss.w_bsga,
-            use_bctri=components.bctri,
-            bctri_margin=loss.bctri.margin,
-            bctri_metric=loss.bctri.metric,
-            bctri_reduction=loss.bctri.reduction,
-            bsga_kind=cfg.model.bsga.loss,
-            erased_terms=tuple(cfg.model.cre.losses),
-        )
 
     def forward(
         self,
@@ -117,9 +96,9 @@ class ReIDObjective(nn.Module):
         attention = outputs.get("attention") or []
         bsga = zero
         if attention:
-            if body_mask is None:
-                raise ValueError("BSGA attention maps need body_mask (parsing > 0) for their loss")
-            bsga = bsga_loss(attention, body_mask, self.bsga_kind, valid=has_mask)
+            if body_mask is None or self.attention_loss is None:
+                raise ValueError("BSGA attention maps need attention_loss and body_mask (parsing > 0)")
+            bsga = self.attention_loss(attention, body_mask, valid=has_mask)
 
         w = self.weights
         total = w["ce"] * (ce_orig + ce_erased) + w["tri"] * tri + w["bctri"] * bctri + w["bsga"] * bsga

@@ -12,6 +12,7 @@ register presets the same way and are loaded by the config key ``plugins``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Type
 
 import torch
@@ -22,6 +23,7 @@ from ccreid.data.records import ImageRecord
 from ccreid.engine.step import TrainStep
 from ccreid.losses import ReIDObjective
 from ccreid.models import ReIDModel, build_backbone
+from ccreid.models.bsga import bsga_loss
 from ccreid.models.cre import ClothesErasure
 from ccreid.models.presets import Components
 from ccreid.registry import Registry
@@ -125,7 +127,14 @@ class Method:
         return ClothesErasure(labels, p=cre.p, fill=cre.fill)
 
     def build_objective(self) -> nn.Module:
-        return ReIDObjective.from_config(self.cfg, self.components, self.data.num_pids)
+        """METHOD.md's total loss; BCTri and BSGA's supervision follow the switches."""
+        loss, model = self.cfg.loss, self.cfg.model
+        return ReIDObjective(
+            self.data.num_pids, label_smoothing=loss.label_smoothing, triplet_margin=loss.triplet_margin,
+            w_ce=loss.w_ce, w_tri=loss.w_tri, w_bctri=loss.w_bctri, w_bsga=loss.w_bsga,
+            use_bctri=self.components.bctri, bctri_margin=loss.bctri.margin, bctri_metric=loss.bctri.metric,
+            bctri_reduction=loss.bctri.reduction, attention_loss=partial(bsga_loss, kind=model.bsga.loss),
+            erased_terms=tuple(model.cre.losses))
 
     def optimizers(self) -> Optimizers:
         """Name -> (optimizer, per-epoch scheduler or None); ``main`` trains the model."""
