@@ -42,7 +42,7 @@ TARGET = 0.95
 def build_step(cfg, manager: DataManager, device: torch.device) -> TrainStep:
     """The trainer's objects for ``cfg.model.preset`` (no DDP, no compile, no logging)."""
     seed_everything(cfg.seed)
-    training = build_training(cfg, DataInfo.of(manager.dataset.train, manager.label_set.clothes), device)
+    training = build_training(cfg, DataInfo.of(manager.dataset.train, manager.label_set), device)
     training.model.train()
     return training.start()
 

@@ -153,3 +153,31 @@ def test_pcb_stripes_are_six_row_blocks_and_eval_concatenates_them():
     model.train()
     out = model(images)
     assert out["part_logits"].shape == (2, 6, 5) and out["bn_feat"].shape == (2, 6 * 256)
+
+
+def test_ps_changes_exactly_the_shared_garment_pixels_and_takes_them_from_another_image():
+    from ccreid.methods.ps import GARMENT_GROUPS, PixelSampling, sample_pixels
+
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randn(4, 3, 8, 4, generator=gen)
+    parsing = torch.zeros(4, 8, 4, dtype=torch.long)
+    parsing[:, 1:4] = 5  # upper clothes in every image
+    parsing[0, 5:7] = 9  # pants in images 0 and 2 only
+    parsing[2, 4:8] = 12  # (skirt: same lower group)
+    parsing[3, 0] = 13  # a face pixel never changes
+    out = sample_pixels(images, parsing, GARMENT_GROUPS["lip"], gen)
+    changed = (out != images).any(1)
+    upper, lower = torch.isin(parsing, torch.tensor([5])), torch.isin(parsing, torch.tensor([9, 12]))
+    assert not (changed & ~(upper | lower)).any()
+    for i in range(4):
+        for group in (upper, lower):  # each group's pixels all come from one other image
+            where = changed[i] & group[i]
+            if where.any():
+                assert any(torch.equal(out[i][:, where], images[j][:, where]) for j in range(4) if j != i), i
+    assert changed[:, 1:4].all()  # the upper clothes of all four images are shared and replaced
+    assert torch.equal(changed[0, 5:7], torch.ones(2, 4, dtype=torch.bool))  # 0's pants lie inside 2's skirt
+    assert not changed[1, 4:].any() and not changed[3, 4:].any()  # no lower clothes in images 1 and 3
+    result = PixelSampling(GARMENT_GROUPS["lip"])(images, parsing, torch.tensor([True, True, False, True]),
+                                                   torch.arange(4), torch.arange(4), 4, gen)
+    assert result.images.shape[0] == 7 and result.is_erased.tolist() == [False] * 4 + [True] * 3
+    assert result.pids.tolist() == [0, 1, 2, 3, 0, 1, 3] and result.clothes.tolist() == [0, 1, 2, 3, 0, 1, 3]

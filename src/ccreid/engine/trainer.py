@@ -100,7 +100,7 @@ def _train(cfg: Config, out: Path, info: DistInfo, progress: bool,
             fill_parsing_maps(cfg.data, cfg.train.device, progress)
         info.barrier()
     manager = DataManager(cfg, need_parsing=needs_parsing)
-    training = build_training(cfg, DataInfo.of(manager.dataset.train, manager.label_set.clothes), device, info)
+    training = build_training(cfg, DataInfo.of(manager.dataset.train, manager.label_set), device, info)
     model, method, generator = training.model, training.method, training.generator
     if info.is_main:
         _report_pretrained(model, out)

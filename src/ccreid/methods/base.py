@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ccreid.config import Config, ModelConfig
+from ccreid.data.labels import LabelSet
 from ccreid.data.records import ImageRecord
 from ccreid.engine.step import TrainStep
 from ccreid.losses import ReIDObjective
@@ -38,17 +39,18 @@ class DataInfo:
     num_pids: int
     num_clothes: int
     pid2clothes: torch.Tensor  # bool [num_pids, num_clothes]: the outfits each identity wears
-    clothes_labels: Tuple[int, ...]  # parsing labels that are clothes (CRE, PS)
+    clothes_labels: Tuple[int, ...]  # parsing labels that are clothes (CRE)
+    label_set: str = "lip"  # name of the parsing label set (PS groups its garments by it)
 
     @classmethod
-    def of(cls, records: Sequence[ImageRecord], clothes_labels: Sequence[int]) -> "DataInfo":
-        """From relabelled training records (pids and clothes ids ``0..N-1``)."""
+    def of(cls, records: Sequence[ImageRecord], label_set: LabelSet) -> "DataInfo":
+        """From relabelled training records (pids and clothes ids ``0..N-1``) and the maps' label set."""
         pids = torch.tensor([r.pid for r in records])
         clothes = torch.tensor([r.clothes_id for r in records])
         num_pids, num_clothes = int(pids.max()) + 1, int(clothes.max()) + 1
         mask = torch.zeros(num_pids, num_clothes, dtype=torch.bool)
         mask[pids, clothes] = True
-        return cls(num_pids, num_clothes, mask, tuple(sorted(clothes_labels)))
+        return cls(num_pids, num_clothes, mask, tuple(sorted(label_set.clothes)), label_set.name)
 
 
 @dataclass(frozen=True)

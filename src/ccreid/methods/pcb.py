@@ -1,8 +1,8 @@
 """PCB: Part-based Convolutional Baseline (Sun et al., ECCV 2018).
 
 The last feature map is cut into six horizontal stripes; each stripe's average-pooled
-column vector goes through its own reduction (linear 2048 -> 256, BatchNorm, ReLU,
-dropout) and identity classifier; the loss is the sum of the stripes' label-smoothed
+column vector goes through its own reduction (a 1x1 conv, i.e. linear 2048 -> 256,
+BatchNorm, ReLU) and identity classifier; the loss is the sum of the stripes' label-smoothed
 cross-entropies (no triplet, as in the paper). Retrieval uses the six pooled stripe
 vectors, each L2-normalised, concatenated (torchreid's PCB convention). Preset ``pcb``.
 """
@@ -39,8 +39,8 @@ class PCBModel(nn.Module):
         self.parts = parts
         self.pool = nn.AdaptiveAvgPool2d((parts, 1))
         channels = backbone.out_channels
-        self.reduce = nn.ModuleList(nn.Sequential(nn.Linear(channels, reduced), nn.BatchNorm1d(reduced), nn.ReLU(),
-                                                  nn.Dropout(0.5)) for _ in range(parts))
+        self.reduce = nn.ModuleList(nn.Sequential(nn.Linear(channels, reduced), nn.BatchNorm1d(reduced), nn.ReLU())
+                                    for _ in range(parts))
         self.classifiers = nn.ModuleList(nn.Linear(reduced, num_classes) for _ in range(parts))
         self.num_classes = num_classes
         self.out_dim = parts * channels
