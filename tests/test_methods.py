@@ -181,3 +181,10 @@ def test_ps_changes_exactly_the_shared_garment_pixels_and_takes_them_from_anothe
                                                    torch.arange(4), torch.arange(4), 4, gen)
     assert result.images.shape[0] == 7 and result.is_erased.tolist() == [False] * 4 + [True] * 3
     assert result.pids.tolist() == [0, 1, 2, 3, 0, 1, 3] and result.clothes.tolist() == [0, 1, 2, 3, 0, 1, 3]
+
+
+def test_ablation_takes_comma_separated_presets_and_checks_them_first(tmp_path, capsys):
+    args = ["ablation", "--out", str(tmp_path / "abl"), "--seeds", "1", "--quiet", "--no-report",
+            f"data.root={tmp_path / 'data'}", *TINY, "data.synthetic.ids=16"]
+    assert main(args[:1] + ["--presets", "baseline,pcb,nope"] + args[1:]) == 2
+    assert "unknown preset 'nope'" in capsys.readouterr().err and not (tmp_path / "abl").exists()

@@ -16,6 +16,8 @@ from ccreid.data.registry import DATASETS
 from ccreid.engine.results import aggregate_seeds, strip_curves, write_results
 from ccreid.engine.runtime import machine_info, resolve_device
 from ccreid.engine.trainer import TrainResult, train
+from ccreid.errors import CCReIDError
+from ccreid.methods import PRESETS
 
 
 def _run_one(cfg: Config, run_dir: Path, progress: bool, on_log: Optional[Callable[[dict], None]]) -> TrainResult:
@@ -53,6 +55,9 @@ def run_presets(
     """
     out = Path(out_dir)
     start = time.perf_counter()
+    for preset in presets:  # every name is checked before the first run trains
+        if preset not in PRESETS:
+            raise CCReIDError(f"option --presets: unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
     runs = []
     for preset in presets:
         for seed in seeds:
