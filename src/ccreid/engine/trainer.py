@@ -1,4 +1,5 @@
-"""The training loop: CRE on the batch, forward, the METHOD.md objective, Adam + warm-up.
+"""The training loop of every method (``model.preset``, see :mod:`ccreid.methods`): epochs of the
+method's step, checkpoints and exact resume, validation and model selection, the final evaluation.
 
 Under ``torchrun`` (see :mod:`ccreid.engine.distributed`) the model is wrapped in
 DistributedDataParallel: each process trains on its own P x K batch (global batch
@@ -148,7 +149,8 @@ def _train(cfg: Config, out: Path, info: DistInfo, progress: bool,
                 check_finite(terms, epoch + 1, run["iteration"], out)
                 run["processed"] += terms.pop("images")
                 rate = run["processed"] / (time.perf_counter() - start)
-                record = {"epoch": epoch + 1, "iter": run["iteration"], "lr": training.main_optimizer.param_groups[0]["lr"],
+                lr = training.main_optimizer.param_groups[0]["lr"]
+                record = {"epoch": epoch + 1, "iter": run["iteration"], "lr": lr,
                           "images_per_s": round(rate, 2)} | terms
                 if device.type == "cuda":
                     record["gpu_mem_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
