@@ -67,7 +67,7 @@ def main() -> None:
         f"model.backbone={args.backbone}", "model.width_mult=1.0", "model.pretrained=none", "train.device=cpu",
         f"test.batch_size={args.batch}", "test.flip=true", "data.ids_per_batch=2", "data.images_per_id=2",
     ])
-    model = build_model_from_config(cfg.model, 10).eval()
+    model = build_model_from_config(cfg, 10).eval()
     save_weights(tmp / "model.safetensors", model, to_yaml(cfg), 10)
     embedder = Embedder.from_weights(tmp / "model.safetensors", device="cpu")
     manager = DataManager(cfg, need_parsing=False)

@@ -12,7 +12,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
-from ccreid.config import ModelConfig
+from ccreid.config import Config, ModelConfig
 from ccreid.engine.checkpoint import load_weights
 from ccreid.engine.distributed import setup
 from ccreid.engine import tester
@@ -39,7 +39,7 @@ def _setup():
     """Identical model, objective and a 2B batch (rank r's half: identities 2r, 2r+1) in every process."""
     torch.manual_seed(0)
     cfg = ModelConfig(backbone="resnet18", width_mult=0.25, pretrained="none")
-    model = build_model_from_config(cfg, num_classes=4)
+    model = build_model_from_config(Config(model=cfg), num_classes=4)
     g = torch.Generator().manual_seed(1)
     batch = {"image": torch.randn(2 * B, 3, 64, 32, generator=g), "pid": torch.arange(4).repeat_interleave(4),
              "clothes": torch.arange(8).repeat_interleave(2), "parsing": torch.full((2 * B, 64, 32), -1),

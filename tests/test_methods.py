@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from ccreid.cli import main
+from ccreid.errors import CCReIDError
 from ccreid.methods import PRESETS, Method
 from ccreid.methods.cal import CosineClassifier, clothes_adversarial_loss
 from tiny_run import TINY
@@ -188,3 +189,28 @@ def test_ablation_takes_comma_separated_presets_and_checks_them_first(tmp_path, 
             f"data.root={tmp_path / 'data'}", *TINY, "data.synthetic.ids=16"]
     assert main(args[:1] + ["--presets", "baseline,pcb,nope"] + args[1:]) == 2
     assert "unknown preset 'nope'" in capsys.readouterr().err and not (tmp_path / "abl").exists()
+
+
+def test_vit_interpolates_position_embeddings_and_overlaps_patches():
+    from ccreid.config import Config
+    from ccreid.methods import build_model_from_config
+
+    cfg = Config()
+    cfg.model.preset, cfg.model.pretrained, cfg.data.height, cfg.data.width = "vit", "none", 64, 32
+    cfg.model.vit.name = "vit_tiny_patch16_224"
+    model = build_model_from_config(cfg, 5).eval()
+    assert model.vit.pos_embed.shape[1] == 1 + 4 * 2  # 224x224's 14x14 grid fitted to 64x32: 4x2 patches
+    images = torch.randn(2, 3, 64, 32)
+    with torch.no_grad():
+        fmap, _ = model.feature_map(images)
+        assert fmap.shape == (2, 192, 4, 2) and model(images).shape == (2, 192)
+        cfg.model.vit.patch_stride = 8  # overlapping: 7x3 patches, embeddings resampled at run time
+        overlapping = build_model_from_config(cfg, 5).eval()
+        assert overlapping.feature_map(images)[0].shape == (2, 192, 7, 3)
+        assert torch.isfinite(overlapping(images)).all()
+    cfg.model.bsga.enabled = True
+    with pytest.raises(CCReIDError, match="BSGA follows a CNN stage"):
+        build_model_from_config(cfg, 5)
+    cfg.model.bsga.enabled, cfg.model.vit.name = None, "resnet50"
+    with pytest.raises(CCReIDError, match="not a timm vit_"):
+        build_model_from_config(cfg, 5)

@@ -130,9 +130,9 @@ def _method(model_cfg: ModelConfig, clothes_labels) -> Method:
 def test_config_builders_follow_preset_and_overrides() -> None:
     cfg = ModelConfig(preset="ours", pretrained="none", **TINY)
     cfg.bsga.stages = ["layer3", "layer4"]
-    assert list(build_model_from_config(cfg, 7).bsga) == ["layer3", "layer4"]
+    assert list(build_model_from_config(Config(model=cfg), 7).bsga) == ["layer3", "layer4"]
     cfg.bsga.enabled = False
-    assert len(build_model_from_config(cfg, 7).bsga) == 0
+    assert len(build_model_from_config(Config(model=cfg), 7).bsga) == 0
     cre = _method(cfg, [5, 9]).build_cre()
     assert isinstance(cre, ClothesErasure) and cre.clothes_labels == (5, 9)
     cfg.cre.clothes_labels, cfg.cre.p, cfg.cre.fill = [9], 0.5, "noise"
@@ -140,4 +140,4 @@ def test_config_builders_follow_preset_and_overrides() -> None:
     assert (cre.clothes_labels, cre.p, cre.fill) == ((9,), 0.5, "noise")
     baseline = ModelConfig(preset="baseline", pretrained="none", **TINY)
     assert _method(baseline, [5]).build_cre() is None
-    assert len(build_model_from_config(baseline, 7).bsga) == 0
+    assert len(build_model_from_config(Config(model=baseline), 7).bsga) == 0

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from ccreid.config import ModelConfig
+from ccreid.config import Config, ModelConfig
 from ccreid.errors import CCReIDError
 from ccreid.losses import ReIDObjective
 from ccreid.methods import build_model_from_config
@@ -43,7 +43,7 @@ def one_step(model) -> None:
 def test_timm_resnet_trains_with_bsga_on_intermediate_stages() -> None:
     cfg = ModelConfig(preset="ours", backbone="timm:resnet18", pretrained="none")
     cfg.bsga.stages = ["layer3", "layer4"]
-    model = build_model_from_config(cfg, num_classes=2)
+    model = build_model_from_config(Config(model=cfg), num_classes=2)
     assert model.backbone.stage_channels == {"layer1": 64, "layer2": 128, "layer3": 256, "layer4": 512}
     model.train()
     attention = model(torch.randn(2, 3, 64, 32))["attention"]
@@ -53,12 +53,12 @@ def test_timm_resnet_trains_with_bsga_on_intermediate_stages() -> None:
 
 def test_other_timm_models_are_one_stage() -> None:
     cfg = ModelConfig(preset="ours", backbone="timm:convnext_atto", pretrained="none")
-    model = build_model_from_config(cfg, num_classes=2)
+    model = build_model_from_config(Config(model=cfg), num_classes=2)
     assert model.backbone.stage_channels == {"layer4": 320}
     one_step(model)
     cfg.bsga.stages = ["layer3"]
     with pytest.raises(CCReIDError, match="model.bsga.stages.*choose from layer4"):
-        build_model_from_config(cfg, num_classes=2)
+        build_model_from_config(Config(model=cfg), num_classes=2)
 
 
 def test_last_stride_and_local_weights(tmp_path) -> None:

@@ -69,7 +69,7 @@ def make_checkpoint(path: Path, manifest: Path, preset: str = "baseline", seed: 
     """A randomly initialised tiny model saved as a ccreid checkpoint (BN stats perturbed)."""
     cfg = tiny_config(manifest, preset)
     torch.manual_seed(seed)
-    model = build_model_from_config(cfg.model, len(TRAIN_IDS))
+    model = build_model_from_config(cfg, len(TRAIN_IDS))
     for module in model.modules():
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
             module.running_mean.uniform_(-0.1, 0.1)

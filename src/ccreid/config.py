@@ -81,6 +81,14 @@ class BSGAConfig:
 
 
 @dataclass
+class ViTConfig:
+    """The transformer of preset ``vit`` (TransReID-style)."""
+
+    name: str = "vit_base_patch16_224"  # any timm vit_* model
+    patch_stride: Optional[int] = None  # None: the patch size; smaller: overlapping patches (TransReID: 12)
+
+
+@dataclass
 class ModelConfig:
     preset: str = "baseline"
     backbone: str = "resnet50"  # resnet18 | resnet34 | resnet50 | resnet101 | timm:<timm model name>
@@ -90,6 +98,7 @@ class ModelConfig:
     pooling: str = "avg"  # avg | max | gem | avgmax
     cre: CREConfig = field(default_factory=CREConfig)
     bsga: BSGAConfig = field(default_factory=BSGAConfig)
+    vit: ViTConfig = field(default_factory=ViTConfig)
 
 
 @dataclass

@@ -36,7 +36,7 @@ def load_checkpoint_config(weights, config: Optional[str], overrides: Sequence[s
 def trained_model(cfg: Config, loaded: LoadedWeights, weights) -> ReIDModel:
     """The checkpoint's network (``cfg.model``, returning the ``cfg.test.feature`` feature)."""
     cfg.model.pretrained = "none"  # the checkpoint provides every weight
-    model = build_model_from_config(cfg.model, loaded.num_classes)
+    model = build_model_from_config(cfg, loaded.num_classes)
     model.feature = cfg.test.feature
     restore_weights(model, loaded.state_dict, weights)
     return model

@@ -33,7 +33,7 @@ from ccreid.engine.step import check_finite
 from ccreid.engine.training import Training, build_training
 from ccreid.errors import CCReIDError
 from ccreid.methods import DataInfo, resolve_preset
-from ccreid.models import ReIDModel, summarize
+from ccreid.models import summarize
 
 logger = logging.getLogger(__name__)
 
@@ -224,9 +224,9 @@ def _restore(out: Path, config_yaml: str, info: DistInfo, training: Training) ->
     return {k: state[k] for k in counters} | {"batch": state.get("batch", 0)}, rngs
 
 
-def _report_pretrained(model: ReIDModel, out: Path) -> None:
+def _report_pretrained(model: torch.nn.Module, out: Path) -> None:
     """Log what ``model.pretrained`` loaded and keep the full report as ``pretrained_report.json``."""
-    report = model.backbone.pretrained_report
+    report = getattr(getattr(model, "backbone", None), "pretrained_report", None)  # ccreid backbones report
     if report is not None:
         logger.info("model.pretrained: %s", summarize(report))
         write_json(out / "pretrained_report.json", report)

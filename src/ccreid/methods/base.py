@@ -106,14 +106,15 @@ class Method:
         return preset.components.cre or preset.components.bsga
 
     @classmethod
-    def build_network(cls, model: ModelConfig, preset: Preset, num_classes: int) -> nn.Module:
+    def build_network(cls, cfg: Config, preset: Preset, num_classes: int) -> nn.Module:
         """The network this method trains and tests (rebuilt from a checkpoint's config by ``ccreid test``)."""
+        model = cfg.model
         backbone = build_backbone(model.backbone, model.pretrained, model.width_mult, model.last_stride)
         stages = tuple(model.bsga.stages) if preset.components.bsga else ()
         return ReIDModel(backbone, num_classes, pooling=model.pooling, bsga_stages=stages)
 
     def build_model(self) -> nn.Module:
-        return self.build_network(self.cfg.model, self.preset, self.data.num_pids)
+        return self.build_network(self.cfg, self.preset, self.data.num_pids)
 
     def setup(self, model: nn.Module, device: torch.device) -> None:
         """Loss modules and batch transforms, on ``device``."""
@@ -166,10 +167,10 @@ class Method:
         """Restore :meth:`state_dict`'s output."""
 
 
-def build_model_from_config(model: ModelConfig, num_classes: int) -> nn.Module:
-    """The network of ``model.preset`` (its method's :meth:`Method.build_network`)."""
-    preset = resolve_preset(model)
-    return preset.method.build_network(model, preset, num_classes)
+def build_model_from_config(cfg: Config, num_classes: int) -> nn.Module:
+    """The network of ``cfg.model.preset`` (its method's :meth:`Method.build_network`)."""
+    preset = resolve_preset(cfg.model)
+    return preset.method.build_network(cfg, preset, num_classes)
 
 
 def lr_factor(epoch: int, cfg: Config) -> float:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ccreid.config import ModelConfig
+from ccreid.config import Config
 from ccreid.losses import CrossEntropyLabelSmooth
 from ccreid.methods.base import Method, Preset, register_preset
 from ccreid.models import Backbone, build_backbone
@@ -84,7 +84,8 @@ class PCBMethod(Method):
     """Six-stripe PCB trained with the trainer's optimizer and schedule."""
 
     @classmethod
-    def build_network(cls, model: ModelConfig, preset: Preset, num_classes: int) -> nn.Module:
+    def build_network(cls, cfg: Config, preset: Preset, num_classes: int) -> nn.Module:
+        model = cfg.model
         backbone = build_backbone(model.backbone, model.pretrained, model.width_mult, model.last_stride)
         return PCBModel(backbone, num_classes)
 
