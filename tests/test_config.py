@@ -83,3 +83,21 @@ def test_bare_off_means_off_from_the_command_line_and_yaml(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("train:\n  amp: off\n")
     assert load_config(str(path)).train.amp == "off"
+
+
+def test_base_inheritance_relative_and_packaged(tmp_path):
+    (tmp_path / "common.yaml").write_text("_base_: prcc\ntrain:\n  epochs: 7\n")
+    (tmp_path / "mine.yaml").write_text("_base_: common.yaml\ndata:\n  root: /data/x\n")
+    cfg = load_config(str(tmp_path / "mine.yaml"))
+    assert (cfg.data.name, cfg.data.root, cfg.train.epochs, cfg.model.pooling) == ("prcc", "/data/x", 7, "avgmax")
+    assert "_base_" not in to_yaml(cfg)  # a run's config.yaml is self-contained
+
+
+def test_base_cycles_and_non_mappings_are_one_line_errors(tmp_path):
+    (tmp_path / "a.yaml").write_text("_base_: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("_base_: a.yaml\n")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(CCReIDError, match="inherits from itself"):
+        load_config(str(tmp_path / "a.yaml"))
+    with pytest.raises(CCReIDError, match="top level must be a mapping"):
+        load_config(str(tmp_path / "list.yaml"))

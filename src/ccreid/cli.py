@@ -344,6 +344,10 @@ def cmd_data_check(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ccreid.data.records import RULES
+    from ccreid.evaluation.distance import METRICS as DISTANCES
+    from ccreid.evaluation.ranking import AP_MODES
+
     parser = argparse.ArgumentParser(prog="ccreid", description="Clothes-changing person re-identification toolkit.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -407,9 +411,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("eval", "metrics of stored features (.npz from ccreid extract)", cmd_eval)
     p.add_argument("--features", required=True, help=".npz with qf, gf, q_pids, g_pids, q_camids, g_camids "
                    "(+ q_clothes, g_clothes for sc/cc)")
-    p.add_argument("--protocol", choices=("general", "cc", "sc"), default="general")
-    p.add_argument("--metric", choices=("cosine", "euclidean"), default="cosine")
-    p.add_argument("--ap-mode", choices=("noninterp", "market1501"), default="noninterp",
+    p.add_argument("--protocol", choices=RULES, default="general")
+    p.add_argument("--metric", choices=DISTANCES, default="cosine")
+    p.add_argument("--ap-mode", choices=AP_MODES, default="noninterp",
                    help="noninterp: papers/Simple-CCReID/torchreid; market1501: official trapezoidal script")
     p.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3)")
     p.add_argument("--chunk", type=float, default=512, metavar="MB", help="working-memory budget of the streaming "
@@ -494,7 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18; 13-17 use the legacy exporter)")
     p.add_argument("--no-normalize", action="store_true", help="leave out the final L2 normalisation")
 
-    from ccreid.parsing.parser import AMP_CHOICES
+    from ccreid.engine.runtime import AMP_MODES
     from ccreid.parsing.variants import VARIANTS
 
     p = add("parse", "human-parsing maps with an SCHP checkpoint (LIP, ATR, Pascal) for CRE and BSGA", cmd_parse)
@@ -510,7 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=None,
                    help="images per forward pass (default: 1 on CPU, where it is fastest; 32 on CUDA; 8 on MPS)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--amp", choices=AMP_CHOICES, default="auto",
+    p.add_argument("--amp", choices=AMP_MODES, default="auto",
                    help="precision; auto = fp32 unless a faster one was measured to agree >= 99.5%%")
     p.add_argument("--overwrite", action="store_true", help="redo maps that are already complete")
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ccreid.errors import CCReIDError
@@ -190,16 +190,32 @@ def resolve_config_path(path: str) -> Path:
     raise CCReIDError(f"config file {path} not found (packaged configs: {known})")
 
 
+BASE_KEY = "_base_"
+
+
+def yaml_layers(path: Path, children: tuple = ()) -> list:
+    """The YAML file at ``path`` after the files it inherits from: ``_base_: FILE`` (relative to
+    its folder, or a packaged config name), so a config says only what differs."""
+    try:
+        layer = OmegaConf.load(path)
+    except Exception as err:  # yaml syntax errors come in many types
+        raise CCReIDError(f"config file {path}: cannot parse YAML ({err})".splitlines()[0])
+    if not isinstance(layer, DictConfig):
+        raise CCReIDError(f"config file {path}: the top level must be a mapping of keys (data:, model:, ...)")
+    base = layer.pop(BASE_KEY, None)
+    if base is None:
+        return [layer]
+    sibling = path.parent / str(base)
+    base_path = sibling if sibling.is_file() else resolve_config_path(str(base))
+    if base_path.resolve() in (*children, path.resolve()):
+        raise CCReIDError(f"config file {path}: {BASE_KEY} {base} inherits from itself")
+    return yaml_layers(base_path, (*children, path.resolve())) + [layer]
+
+
 def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Config:
     """Defaults, then the YAML file (if any), then ``key=value`` overrides."""
     schema = OmegaConf.structured(Config)
-    layers = []
-    if path is not None:
-        resolved = resolve_config_path(path)
-        try:
-            layers.append(OmegaConf.load(resolved))
-        except Exception as err:  # yaml syntax errors come in many types
-            raise CCReIDError(f"config file {resolved}: cannot parse YAML ({err})".splitlines()[0])
+    layers = [] if path is None else yaml_layers(resolve_config_path(path))
     for item in overrides:
         if "=" not in item:
             raise CCReIDError(f"override {item!r} must look like key=value (e.g. train.epochs=3)")
@@ -218,18 +234,25 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Co
     return cfg
 
 
-_CHOICES = {
-    "data.parsing.missing": ("auto", "error", "skip"),
-    "model.cre.fill": ("mean", "noise", "random_color", "black"),
-    "model.bsga.loss": ("bce", "mse"),
-    "model.pooling": ("avg", "max", "gem", "avgmax"),
-    "loss.bctri.metric": ("euclidean", "cosine"),
-    "loss.bctri.reduction": ("mean", "sum"),
-    "train.amp": ("auto", "off", "bf16", "fp16"),
-    "train.select_on": ("last", "val"),
-    "test.feature": ("bn", "pre"),
-    "test.ap_mode": ("noninterp", "market1501"),
-}
+def _choices() -> dict:
+    """Config key -> its allowed values, read from the modules that use them (imported here:
+    they import this module)."""
+    from ccreid.data.manager import MISSING_MODES
+    from ccreid.engine.runtime import AMP_MODES
+    from ccreid.engine.trainer import SELECT_ON
+    from ccreid.evaluation.ranking import AP_MODES
+    from ccreid.losses.bctri import REDUCTIONS
+    from ccreid.losses.triplet import METRICS
+    from ccreid.models.bsga import LOSS_KINDS
+    from ccreid.models.cre import FILLS
+    from ccreid.models.heads import POOLINGS
+    from ccreid.models.reid import FEATURES
+
+    return {
+        "data.parsing.missing": MISSING_MODES, "model.cre.fill": FILLS, "model.bsga.loss": LOSS_KINDS,
+        "model.pooling": POOLINGS, "loss.bctri.metric": METRICS, "loss.bctri.reduction": REDUCTIONS,
+        "train.amp": AMP_MODES, "train.select_on": SELECT_ON, "test.feature": FEATURES, "test.ap_mode": AP_MODES,
+    }
 
 
 def _get(cfg: Config, dotted: str):
@@ -246,7 +269,7 @@ def _set(cfg: Config, dotted: str, value) -> None:
 
 def validate(cfg: Config) -> None:
     """Value checks that types alone cannot express; one-line errors naming the key."""
-    for key, choices in _CHOICES.items():
+    for key, choices in _choices().items():
         value = _get(cfg, key)
         if value == "False" and "off" in choices:  # YAML 1.1 reads a bare `off` as false
             value = "off"

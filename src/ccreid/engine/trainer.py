@@ -51,6 +51,10 @@ class TrainResult:
     rank: int = 0  # the process's rank under torchrun; only rank 0 should write results
 
 
+#: ``train.select_on``: the last epoch, or the best on the validation split (never the test split)
+SELECT_ON = ("last", "val")
+
+
 def _selection_score(results: Dict[str, dict]) -> float:
     """Validation score used by ``train.select_on=val``: CC top-1 + mAP where defined."""
     name = "cc" if "cc" in results else next(iter(results))

@@ -10,14 +10,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ccreid.engine.runtime import autocast, cpu_has_native_bf16, resolve_device
+from ccreid.engine.runtime import AMP_MODES, autocast, cpu_has_native_bf16, resolve_device
 from ccreid.errors import CCReIDError
 from ccreid.parsing.checkpoint import load_schp
 from ccreid.parsing.network import SCHPNetwork
 from ccreid.parsing.variants import SCHPVariant
 from ccreid.parsing.warp import PersonBox, preprocess, warp_back
 
-AMP_CHOICES = ("auto", "off", "bf16", "fp16")
 #: share of pixels whose label matches fp32, measured by benchmarks/bench_parse.py at 473x473
 #: (benchmarks/results/parse_speed.md); ``--amp auto`` picks only a precision listed here at >= 0.995
 #: (CUDA bf16/fp16: not measured yet, so never picked)
@@ -31,8 +30,8 @@ DEFAULT_BATCH = {"cpu": 1, "cuda": 32, "mps": 8}
 def resolve_parse_amp(device: torch.device, amp: str) -> str:
     """``--amp``: ``auto`` is the fastest precision the device runs natively whose measured
     label agreement with fp32 is at least :data:`MIN_AGREEMENT`, else ``off``."""
-    if amp not in AMP_CHOICES:
-        raise CCReIDError(f"option --amp: {amp!r} is not one of {', '.join(AMP_CHOICES)}")
+    if amp not in AMP_MODES:
+        raise CCReIDError(f"option --amp: {amp!r} is not one of {', '.join(AMP_MODES)}")
     if amp == "fp16" and device.type == "cpu":
         raise CCReIDError("option --amp: fp16 needs a GPU (use bf16 or off on CPU)")
     if amp != "auto":
