@@ -90,7 +90,7 @@ def test_base_inheritance_relative_and_packaged(tmp_path):
     (tmp_path / "mine.yaml").write_text("_base_: common.yaml\ndata:\n  root: /data/x\n")
     cfg = load_config(str(tmp_path / "mine.yaml"))
     assert (cfg.data.name, cfg.data.root, cfg.train.epochs, cfg.model.pooling) == ("prcc", "/data/x", 7, "avgmax")
-    assert "_base_" not in to_yaml(cfg)  # a run's config.yaml is self-contained
+    assert "_base_:" not in to_yaml(cfg)  # a run's config.yaml is self-contained
 
 
 def test_base_cycles_and_non_mappings_are_one_line_errors(tmp_path):
