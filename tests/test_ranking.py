@@ -214,3 +214,15 @@ def test_fast_cosine_path_equals_exact_path_on_near_ties(monkeypatch):
     assert fast == evaluate_distmat(pairwise_distance(qf, gf), **labels)
     monkeypatch.setattr("ccreid.evaluation.ranking.fast_cosine_bound", lambda dim, device: None)
     assert evaluate(qf, gf, **labels, chunk_size=17, gallery_chunk=128) == fast
+
+
+def test_one_match_rule_for_tensors_and_bools():
+    from ccreid.evaluation.ranking import valid_match
+
+    cams = torch.tensor([False, False, True, True])
+    clothes = torch.tensor([False, True, False, True])
+    expected = {"general": [True, True, False, False], "cc": [True, False, False, False],
+                "sc": [False, True, False, False]}
+    for rule, want in expected.items():
+        assert valid_match(rule, cams, clothes).tolist() == want
+        assert [bool(valid_match(rule, bool(a), bool(b))) for a, b in zip(cams, clothes)] == want

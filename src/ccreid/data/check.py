@@ -27,6 +27,7 @@ from ccreid.data.labels import LabelSet, get_label_set
 from ccreid.data.records import EvalSplit, ImageRecord
 from ccreid.data.registry import DATASETS
 from ccreid.errors import CCReIDError
+from ccreid.evaluation.ranking import valid_match
 
 #: Problems of one kind listed one by one before the rest is summarised.
 MAX_LISTED = 10
@@ -52,17 +53,6 @@ def split_stats(records: Sequence[ImageRecord]) -> Dict[str, int]:
     }
 
 
-def _is_valid_match(rule: str, query: ImageRecord, camid: int, clothes_id: int) -> bool:
-    """Whether a same-identity gallery image with this camera/outfit counts as a match."""
-    if camid == query.camid:
-        return False
-    if rule == "cc":
-        return clothes_id != query.clothes_id
-    if rule == "sc":
-        return clothes_id == query.clothes_id
-    return True
-
-
 def match_problems(name: str, split: EvalSplit) -> List[str]:
     """Query identities absent from the gallery, and queries with no valid match under the rule."""
     views: Dict[int, set] = {}
@@ -78,7 +68,7 @@ def match_problems(name: str, split: EvalSplit) -> List[str]:
                         f"(e.g. pid {absent[0].pid}: {absent[0].path})")
     unmatched = sum(
         1 for q in split.query
-        if q.pid in views and not any(_is_valid_match(split.rule, q, cam, c) for cam, c in views[q.pid])
+        if q.pid in views and not any(valid_match(split.rule, cam == q.camid, c == q.clothes_id) for cam, c in views[q.pid])
     )
     if unmatched:
         problems.append(f"protocol {name}: {unmatched} of {len(split.query)} query images have no valid gallery "

@@ -97,13 +97,24 @@ def _same_identity_pairs(q_pids: torch.Tensor, g_pids: torch.Tensor) -> Tuple[to
     return pair_q, g_order[lo[pair_q] + within]
 
 
+def valid_match(rule: str, same_camera, same_clothes):
+    """The match rules (METHOD.md), one definition for every caller: whether a gallery image of
+    the query's identity counts as a true match (otherwise it is removed from the ranking).
+    Never from the query's camera; ``cc`` needs other clothes, ``sc`` the same clothes.
+    Works elementwise on bool tensors and on Python bools."""
+    valid = same_camera == 0
+    if rule == "cc":
+        return valid & (same_clothes == 0)
+    if rule == "sc":
+        return valid & (same_clothes != 0)
+    return valid
+
+
 def _is_match(labels: _Labels, pair_q: torch.Tensor, pair_g: torch.Tensor, rule: str) -> torch.Tensor:
     """Which same-id pairs are valid matches; the others are removed from the ranking."""
-    junk = labels.q_camids[pair_q] == labels.g_camids[pair_g]
-    if rule != "general":
-        same_clothes = labels.q_clothes[pair_q] == labels.g_clothes[pair_g]
-        junk |= same_clothes if rule == "cc" else ~same_clothes
-    return ~junk
+    same_camera = labels.q_camids[pair_q] == labels.g_camids[pair_g]
+    same_clothes = labels.q_clothes[pair_q] == labels.g_clothes[pair_g] if rule != "general" else None
+    return valid_match(rule, same_camera, same_clothes)
 
 
 def _ordered_bits(d: torch.Tensor) -> torch.Tensor:

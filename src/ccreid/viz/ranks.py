@@ -23,6 +23,7 @@ from ccreid.deploy import load_model
 from ccreid.engine.evaluator import extract_features
 from ccreid.errors import CCReIDError
 from ccreid.evaluation import evaluate, pairwise_distance
+from ccreid.evaluation.ranking import valid_match
 from ccreid.models import ReIDModel
 from ccreid.viz.canvas import BLUE, GREEN, RED, captioned, framed, grid, load_tile, save_png, tile_size
 
@@ -50,13 +51,7 @@ def excluded(query: Tuple[torch.Tensor, ...], gallery: Tuple[torch.Tensor, ...],
     """``[Q,G]``: gallery images the rule removes for each query (METHOD.md): same identity
     and camera; for ``cc`` also same identity and clothes, for ``sc`` same identity, other clothes."""
     (qp, qc, qcl), (gp, gc, gcl) = ((t[:, None] for t in query), (t[None, :] for t in gallery))
-    same_id = qp == gp
-    out = same_id & (qc == gc)
-    if rule == "cc":
-        out |= same_id & (qcl == gcl)
-    elif rule == "sc":
-        out |= same_id & (qcl != gcl)
-    return out
+    return (qp == gp) & ~valid_match(rule, qc == gc, qcl == gcl)
 
 
 def protocol_features(model: ReIDModel, cfg: Config, device: torch.device | str,
