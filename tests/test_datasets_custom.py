@@ -89,3 +89,9 @@ def test_query_identity_absent_from_gallery(folder):
     for protocol in ("general", "sc", "cc"):
         assert_absent_reported("custom", folder, protocol, "1 of 2 query identities (1 of 2 query images)", 7,
                                folder / "imgs/q2.jpg")
+
+
+def test_non_utf8_manifest_is_a_one_line_error(folder):
+    (folder / "manifest.csv").write_bytes(b"path,pid,camid,split\nimgs/\xff.jpg,1,0,train\n")
+    with raises(r"custom: .*manifest.csv is not UTF-8 text \(byte \d+\); save it as UTF-8 CSV"):
+        load("custom", folder)

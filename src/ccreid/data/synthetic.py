@@ -31,6 +31,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ccreid.config import DataConfig
+from ccreid.data.manifest import int_cell, read_rows
 from ccreid.data.records import EvalSplit, ImageRecord, ReIDDataset, relabel
 from ccreid.data.registry import DATASETS
 from ccreid.data.synthetic_render import NUM_CAMERAS, render, sample_identity, sample_outfit
@@ -156,18 +157,16 @@ def read_manifest(root: str | Path) -> Dict[str, List[ImageRecord]]:
     if not manifest.is_file():
         raise CCReIDError(f"no manifest.csv in {root}; run `ccreid synth --out {root}` or fix data.root")
     splits: Dict[str, List[ImageRecord]] = {name: [] for name in SPLITS}
-    with open(manifest, newline="") as handle:
-        for line, row in enumerate(csv.DictReader(handle), start=2):
-            try:
-                path, parsing = root / row["path"], root / row["parsing_path"]
-                record = ImageRecord(str(path), int(row["pid"]), int(row["camid"]), int(row["clothes_id"]),
-                                     str(parsing))
-                splits[row["split"]].append(record)
-            except (KeyError, ValueError, TypeError):
-                raise CCReIDError(f"{manifest}, line {line}: malformed row (expected columns {', '.join(FIELDS)})")
-            for file in (path, parsing):
-                if not file.is_file():
-                    raise CCReIDError(f"{manifest}, line {line}: file {file} not found; delete {root} to regenerate")
+    for line, row in read_rows(manifest, FIELDS, ",".join(FIELDS)):
+        if row.get("split") not in splits:
+            raise CCReIDError(f"{manifest} line {line}: malformed row (expected columns {', '.join(FIELDS)})")
+        path, parsing = root / row["path"], root / row["parsing_path"]
+        record = ImageRecord(str(path), int_cell(row, "pid", line, manifest), int_cell(row, "camid", line, manifest),
+                             int_cell(row, "clothes_id", line, manifest), str(parsing))
+        splits[row["split"]].append(record)
+        for file in (path, parsing):
+            if not file.is_file():
+                raise CCReIDError(f"{manifest} line {line}: file {file} not found; delete {root} to regenerate")
     return splits
 
 

@@ -15,7 +15,6 @@ Features are L2-normalised (flip-averaged unless ``flip=False``), float32.
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -26,6 +25,7 @@ import torch.nn.functional as F
 
 from ccreid.data.dataset import ReIDImageDataset
 from ccreid.data.manager import DataManager
+from ccreid.data.manifest import int_cell, read_rows
 from ccreid.data.records import ImageRecord
 from ccreid.data.transforms import build_test_transform
 from ccreid.deploy import load_model
@@ -63,35 +63,20 @@ def images_in_folder(folder: Path) -> ImageTable:
     return table
 
 
-def _int_cell(value: str, column: str, line: int, path: Path) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise CCReIDError(f"{path} line {line}: column {column} must be an integer, got {value!r}") from None
-
-
 def images_in_csv(path: Path) -> ImageTable:
     """Rows of a CSV manifest (see the module docstring)."""
     table = ImageTable()
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        columns = [c.strip() for c in reader.fieldnames or ()]
-        if "path" not in columns:
-            raise CCReIDError(f"{path} has no 'path' column (expected path[,pid,camid,clothes_id,split])")
-        reader.fieldnames = columns
-        known = [c for c in LABEL_COLUMNS if c in columns]
-        for line, row in enumerate(reader, 2):
-            split = (row.get("split") or "gallery").strip()
-            side = {"query": "q", "gallery": "g"}.get(split)
-            if side is None:
-                continue
-            image = path.parent / row["path"].strip()
-            if not image.is_file():
-                raise CCReIDError(f"{path} line {line}: image {image} does not exist")
-            table.paths[side].append(str(image))
-            for column in known:
-                table.labels[side].setdefault(LABEL_COLUMNS[column], []).append(
-                    _int_cell(row[column].strip(), column, line, path))
+    for line, row in read_rows(path, ["path"], "path[,pid,camid,clothes_id,split]"):
+        side = {"query": "q", "gallery": "g"}.get(row.get("split") or "gallery")
+        if side is None:
+            continue
+        image = path.parent / row["path"]
+        if not image.is_file():
+            raise CCReIDError(f"{path} line {line}: image {image} does not exist")
+        table.paths[side].append(str(image))
+        for column in LABEL_COLUMNS:
+            if column in row:
+                table.labels[side].setdefault(LABEL_COLUMNS[column], []).append(int_cell(row, column, line, path))
     if not table.paths["g"]:
         raise CCReIDError(f"{path} has no gallery rows (split=gallery, or no split column)")
     return table

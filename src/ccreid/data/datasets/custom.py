@@ -11,7 +11,6 @@ its ``parsing_path``, else the mirror-tree lookup under ``data.parsing.root``.
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -19,6 +18,7 @@ from ccreid.config import DataConfig
 from ccreid.data.datasets.common import (
     Item, Loaded, ParsingIndex, make_dataset, protocol, register, to_records, train_records,
 )
+from ccreid.data.manifest import int_cell, read_rows
 from ccreid.data.records import ImageRecord
 from ccreid.errors import CCReIDError
 
@@ -37,46 +37,28 @@ def _manifest_path(root: str) -> Path:
     return path
 
 
-def _int(value: str, column: str, line: int, csv_path: Path) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        message = f"{LABEL}: {csv_path} line {line}: column {column} must be an integer, got {value!r}"
-        raise CCReIDError(message) from None
-
-
 @register("custom")
 def load_custom(cfg: DataConfig) -> Loaded:
     csv_path = _manifest_path(cfg.root)
     folder = csv_path.parent
     items: Dict[str, List[Item]] = {s: [] for s in SPLITS}
     explicit_maps: Dict[Path, Optional[str]] = {}
-    with open(csv_path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        columns = [c.strip() for c in reader.fieldnames or ()]
-        missing = [c for c in REQUIRED if c not in columns]
-        if missing:
-            raise CCReIDError(f"{LABEL}: {csv_path} lacks the column(s) {','.join(missing)} "
-                              f"(expected path,pid,camid,split[,clothes_id][,parsing_path])")
-        reader.fieldnames = columns
-        has_clothes = "clothes_id" in columns
-        all_clothes = has_clothes
-        for line, row in enumerate(reader, 2):
-            split = (row["split"] or "").strip()
-            if split not in SPLITS:
-                raise CCReIDError(f"{LABEL}: {csv_path} line {line}: split must be train, query or gallery, "
-                                  f"got {split!r}")
-            path = folder / row["path"].strip()
-            if not path.is_file():
-                raise CCReIDError(f"{LABEL}: {csv_path} line {line}: image {path} does not exist")
-            pid = _int(row["pid"], "pid", line, csv_path)
-            outfit = (row.get("clothes_id") or "").strip() if has_clothes else ""
-            all_clothes = all_clothes and outfit != ""
-            items[split].append(Item(path, pid, _int(row["camid"], "camid", line, csv_path), (pid, outfit)))
-            parsing_value = (row.get("parsing_path") or "").strip()
-            if parsing_value:
-                parsing_file = folder / parsing_value
-                explicit_maps[path] = str(parsing_file) if parsing_file.is_file() else None
+    all_clothes = True
+    for line, row in read_rows(csv_path, REQUIRED, "path,pid,camid,split[,clothes_id][,parsing_path]", LABEL):
+        split = row["split"]
+        if split not in SPLITS:
+            raise CCReIDError(f"{LABEL}: {csv_path} line {line}: split must be train, query or gallery, "
+                              f"got {split!r}")
+        path = folder / row["path"]
+        if not path.is_file():
+            raise CCReIDError(f"{LABEL}: {csv_path} line {line}: image {path} does not exist")
+        pid = int_cell(row, "pid", line, csv_path, LABEL)
+        outfit = row.get("clothes_id", "")
+        all_clothes = all_clothes and outfit != ""
+        items[split].append(Item(path, pid, int_cell(row, "camid", line, csv_path, LABEL), (pid, outfit)))
+        if row.get("parsing_path"):
+            parsing_file = folder / row["parsing_path"]
+            explicit_maps[path] = str(parsing_file) if parsing_file.is_file() else None
     for split, found in items.items():
         if not found:
             raise CCReIDError(f"{LABEL}: {csv_path} has no rows with split={split}")

@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import csv
 from functools import partial
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -26,6 +25,7 @@ from ccreid.data.datasets.common import (
     Item, Loaded, NamePattern, ParsingIndex, dataset_root, find_base, int_folder,
     list_subfolders, make_dataset, parse_folder, protocol, register, rel, stray_images, to_records, train_records,
 )
+from ccreid.data.manifest import read_rows
 from ccreid.errors import CCReIDError
 
 LABEL = "NKUP"
@@ -88,11 +88,8 @@ def _manifest(base: Path) -> Optional[Dict[str, str]]:
     path = base / MANIFEST
     if not path.is_file():
         return None
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        if not {"path", "clothes_id"} <= set(reader.fieldnames or ()):
-            raise CCReIDError(f"{LABEL}: {path} needs the columns path,clothes_id (got {reader.fieldnames})")
-        return {Path(row["path"]).as_posix(): row["clothes_id"].strip() for row in reader}
+    rows = read_rows(path, ["path", "clothes_id"], "path,clothes_id", LABEL)
+    return {Path(row["path"]).as_posix(): row["clothes_id"] for _, row in rows}
 
 
 def _market_item(clothes: Optional[Dict[str, str]], base: Path, path: Path, groups: Tuple[str, ...]) -> Item:
