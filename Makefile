@@ -12,10 +12,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/ccreid demo
+	$(BIN)/ccreid demo --overwrite
 
 demo-quick: $(STAMP)
-	$(BIN)/ccreid demo --quick
+	$(BIN)/ccreid demo --quick --overwrite
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest

@@ -97,7 +97,10 @@ def make_train_run(folder: Path, manifest: Path, preset: str = "baseline", seed:
     """What ``ccreid train`` leaves: weights, metrics.jsonl, config.yaml, results.json/.md."""
     weights = make_checkpoint(folder / WEIGHTS_NAME, manifest, preset, seed)
     write_metrics(folder / "metrics.jsonl")
-    tester.test_checkpoint(weights, folder)
+    tester.test_checkpoint(weights, folder / "final_eval")  # ccreid test never writes into a run's folder
+    for name in ("results.json", "results.md", "config.yaml"):
+        (folder / "final_eval" / name).rename(folder / name)
+    (folder / "final_eval").rmdir()
     return folder
 
 

@@ -103,7 +103,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     cfg = load_config(args.config, args.overrides)
     result = train(cfg, args.out, progress=_progress(args), on_log=None if args.quiet else _log_line,
-                   resume=args.resume)
+                   resume=args.resume, overwrite=args.overwrite)
     if result.rank != 0:  # under torchrun, rank 0 reports for the job
         return
     presets = {result.preset: strip_curves(result.results)}
@@ -121,7 +121,8 @@ def cmd_test(args: argparse.Namespace) -> None:
     from ccreid.engine.tester import test_checkpoint
 
     overrides = args.overrides + (["test.rerank=true"] if args.rerank else [])
-    presets = test_checkpoint(args.weights, args.out, args.config, overrides, progress=_progress(args))
+    presets = test_checkpoint(args.weights, args.out, args.config, overrides, progress=_progress(args),
+                              overwrite=args.overwrite)
     print_results(presets, f"evaluation of {args.weights}")
     console.print(f"results in {args.out}/results.json")
     _write_report(args, args.out)
@@ -143,15 +144,18 @@ def _run_experiment(args: argparse.Namespace, presets: Sequence[str], seeds: Seq
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
+    from ccreid.engine.outputs import refuse_results
+
+    refuse_results(args.out, args.overwrite)
     overrides = (QUICK_OVERRIDES if args.quick else []) + args.overrides
     presets = ABLATION_PRESETS if args.all else DEMO_PRESETS
     _run_experiment(args, presets, [0], overrides, "ccreid demo: synthetic clothes-changing benchmark")
 
 
 def cmd_ablation(args: argparse.Namespace) -> None:
-    if (Path(args.out) / "results.json").exists() and not args.overwrite:
-        raise CCReIDError(f"{args.out} already holds an ablation (results.json); choose another --out "
-                          "or pass --overwrite to train it again")
+    from ccreid.engine.outputs import refuse_results
+
+    refuse_results(args.out, args.overwrite)
     seeds = list(range(args.seeds))
     presets = [name for item in args.presets for name in item.split(",") if name]
     _run_experiment(args, presets, seeds, args.overrides,
@@ -209,6 +213,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
 def cmd_extract(args: argparse.Namespace) -> None:
     from ccreid.engine.extraction import extract_to_file
 
+    from ccreid.engine.outputs import refuse_file
+
+    refuse_file(args.out, args.overwrite, "a features file")
     counts = extract_to_file(args.weights, args.out, args.images, args.protocol, args.overrides,
                              flip=False if args.no_flip else None, batch_size=args.batch_size, workers=args.workers,
                              device=args.device, progress=_progress(args))
@@ -218,6 +225,10 @@ def cmd_extract(args: argparse.Namespace) -> None:
 def cmd_index(args: argparse.Namespace) -> None:
     from ccreid.engine.retrieval import index_features
 
+    from ccreid.engine.outputs import refuse_file
+
+    for path in (args.out, f"{args.out}.json"):
+        refuse_file(path, args.overwrite, "a search index")
     index = index_features(args.features, args.out, args.kind, args.nlist, args.m, args.nprobe)
     if index.is_fallback:
         err_console.print(f"[yellow]note:[/yellow] {index.note}")
@@ -287,6 +298,9 @@ def cmd_viz_curves(args: argparse.Namespace) -> None:
 def cmd_export_onnx(args: argparse.Namespace) -> None:
     from ccreid.deploy import export_onnx
 
+    from ccreid.engine.outputs import refuse_file
+
+    refuse_file(args.out, args.overwrite, "an ONNX model")
     _print_written(export_onnx(args.weights, args.out, args.opset, normalize=not args.no_normalize))
 
 
@@ -379,18 +393,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--config", required=True, help="YAML config file or packaged config name")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--overwrite", action="store_true", help="train again over an earlier run or results in --out")
     p.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. train.epochs=3")
 
     test_p = p = add("test", "evaluate a trained checkpoint", cmd_test)
     p.add_argument("--weights", required=True, help="model.safetensors of a training run (or its folder)")
     p.add_argument("-c", "--config", default=None, help="config file (default: the one saved in the weights)")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, help="output folder (never a training run's folder)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier test's results in --out")
     p.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. data.root=/data/prcc")
 
     demo_p = p = add("demo", "the main job: train baseline and ours on the synthetic benchmark", cmd_demo)
     p.add_argument("--quick", action="store_true", help="sub-minute smoke run")
     p.add_argument("--all", action="store_true", help="all six ablation presets")
     p.add_argument("--out", default="outputs/demo", help="output folder (default: outputs/demo)")
+    p.add_argument("--overwrite", action="store_true", help="train again over an earlier demo in --out")
     p.add_argument("-c", "--config", default="synthetic", help=argparse.SUPPRESS)
     p.add_argument("overrides", nargs="*", help="dotted config overrides")
 
@@ -426,6 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--images", help="folder of images, or CSV with path[,pid,camid,clothes_id,split]")
     source.add_argument("--protocol", help="a test protocol (general, sc, cc) of the checkpoint's dataset")
     p.add_argument("--out", required=True, help="output .npz")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--no-flip", action="store_true", help="no flip averaging")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--workers", type=int, default=0, help="decoding worker processes")
@@ -435,6 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("index", "build a search index of the gallery features of an .npz", cmd_index)
     p.add_argument("--features", required=True, help=".npz from ccreid extract (its gf rows are indexed)")
     p.add_argument("--out", required=True, help="index file (metadata goes to OUT.json)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing index at --out")
     p.add_argument("--kind", choices=("exact", "ivf", "ivfpq"), default="exact",
                    help="exact inner product, or FAISS IVF / IVF-PQ for large galleries")
     p.add_argument("--nlist", type=int, default=None, help="IVF cells (default sqrt(gallery))")
@@ -495,6 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
                cmd_export_onnx)
     p.add_argument("--weights", required=True, help="model.safetensors")
     p.add_argument("--out", required=True, help="output .onnx")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18; 13-17 use the legacy exporter)")
     p.add_argument("--no-normalize", action="store_true", help="leave out the final L2 normalisation")
 

@@ -13,6 +13,7 @@ import torch
 
 from ccreid.config import Config, to_yaml
 from ccreid.data.registry import DATASETS
+from ccreid.engine.outputs import run_lock
 from ccreid.engine.results import aggregate_seeds, strip_curves, write_results
 from ccreid.engine.runtime import machine_info, resolve_device
 from ccreid.engine.trainer import TrainResult, train
@@ -58,6 +59,13 @@ def run_presets(
     for preset in presets:  # every name is checked before the first run trains
         if preset not in PRESETS:
             raise CCReIDError(f"option --presets: unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+    with run_lock(out):
+        return _run_all(cfg, presets, seeds, out, title, progress, on_log, on_run, jobs, start)
+
+
+def _run_all(cfg: Config, presets: Sequence[str], seeds: Sequence[int], out: Path, title: str, progress: bool,
+             on_log: Optional[Callable[[dict], None]], on_run: Optional[Callable[[str, int], None]], jobs: int,
+             start: float) -> dict:
     runs = []
     for preset in presets:
         for seed in seeds:

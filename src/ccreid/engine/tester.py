@@ -11,6 +11,7 @@ from ccreid.config import Config, load_config, to_yaml
 from ccreid.data.manager import DataManager
 from ccreid.engine.checkpoint import LoadedWeights, load_weights, restore_weights
 from ccreid.engine.evaluator import evaluate_splits
+from ccreid.engine.outputs import refuse_results, run_lock, training_run_in
 from ccreid.engine.results import strip_curves, write_results
 from ccreid.engine.runtime import machine_info, resolve_device, write_text
 from ccreid.errors import CCReIDError
@@ -48,8 +49,22 @@ def test_checkpoint(
     config: Optional[str] = None,
     overrides: Sequence[str] = (),
     progress: bool = False,
+    overwrite: bool = False,
 ) -> Dict[str, Dict[str, dict]]:
-    """Evaluate ``weights`` on the configured dataset's test protocols; writes results."""
+    """Evaluate ``weights`` on the configured dataset's test protocols; writes ``results.json``,
+    ``results.md`` and ``config.yaml`` into ``out_dir``: never a training run's folder, and an
+    earlier test there only with ``overwrite``."""
+    out = Path(out_dir)
+    if training_run_in(out):
+        raise CCReIDError(f"--out {out} holds a training run ({training_run_in(out)}); ccreid test writes results "
+                          f"of its own: choose another --out, e.g. {out / 'test'}")
+    refuse_results(out, overwrite)
+    with run_lock(out):
+        return _test(weights, out, config, overrides, progress)
+
+
+def _test(weights: str | Path, out: Path, config: Optional[str], overrides: Sequence[str],
+          progress: bool) -> Dict[str, Dict[str, dict]]:
     cfg, loaded = load_checkpoint_config(weights, config, overrides)
     start = time.perf_counter()
     device = resolve_device(cfg.train.device)
@@ -59,7 +74,6 @@ def test_checkpoint(
     results = evaluate_splits(model, manager.eval_splits("test"), manager.loader, device, cfg.test,
                               cfg.test.protocols, progress)
     presets = {cfg.model.preset: strip_curves(results)}
-    out = Path(out_dir)
     write_text(out / "config.yaml", to_yaml(cfg))
     write_results(out, presets, f"evaluation of {weights}", weights=str(weights),
                   timings={"eval_s": round(time.perf_counter() - start, 1)}, machine=machine_info(device))

@@ -10,6 +10,7 @@ from all ranks.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from ccreid.engine.distributed import DistInfo, setup
 from ccreid.engine.evaluator import evaluate_splits
 from ccreid.engine.results import strip_curves
 from ccreid.engine.resume import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from ccreid.engine.outputs import refuse_results, run_lock, training_run_in
 from ccreid.engine.parsing_maps import check_cre_labels, fill_parsing_maps
 from ccreid.engine.runlog import RunLog, summary_writer_class
 from ccreid.engine.runtime import autocast, resolve_amp, seed_everything, write_json, write_text
@@ -78,11 +80,16 @@ def train(
     ``torchrun``, every process calls this; all of them return the same results.
     """
     out = Path(out_dir)
-    if not (resume or overwrite) and ((out / WEIGHTS_NAME).exists() or latest_checkpoint(out) is not None):
-        raise CCReIDError(f"{out} already holds a training run; use --resume to continue it or choose another --out")
+    if not (resume or overwrite):
+        if training_run_in(out):
+            raise CCReIDError(f"{out} already holds a training run; use --resume to continue it, --overwrite to "
+                              "train it again, or choose another --out")
+        refuse_results(out, overwrite)
     info = setup(cfg.train.device, cfg.train.sync_bn)
     try:
-        return _train(cfg, out, info, progress, on_log, resume)
+        autocast(info.device, resolve_amp(info.device, cfg.train.amp))  # an amp the device lacks: before any output
+        with run_lock(out) if info.is_main else contextlib.nullcontext():
+            return _train(cfg, out, info, progress, on_log, resume)
     finally:
         info.close()
 
@@ -91,7 +98,6 @@ def _train(cfg: Config, out: Path, info: DistInfo, progress: bool,
            on_log: Optional[Callable[[dict], None]], resume: bool) -> TrainResult:
     """:func:`train` in one process of the job ``info`` (process group already joined)."""
     device = info.device
-    autocast(device, resolve_amp(device, cfg.train.amp))  # an amp mode the device lacks fails here, before any output
     writer_class = summary_writer_class() if cfg.train.tensorboard else None
     seed_everything(cfg.seed + info.rank)
     if cfg.train.threads > 0:

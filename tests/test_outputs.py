@@ -1,0 +1,116 @@
+"""Nothing the user has is replaced by surprise: every writing command refuses existing results
+without --overwrite, `ccreid test` never writes into a training run, one writer per run folder."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from ccreid.cli import main
+from ccreid.engine.outputs import LOCK_NAME, run_lock
+from ccreid.errors import CCReIDError
+from test_viz_common import make_checkpoint, make_train_run, write_dataset
+
+QUIET = ["--quiet", "--no-report"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("outputs")
+    manifest = write_dataset(folder / "data")
+    return make_train_run(folder / "run", manifest), manifest
+
+
+def one_line(capsys, *expected):
+    err = capsys.readouterr().err
+    assert all(e in err for e in expected) and "Traceback" not in err, err
+    return err
+
+
+def test_test_never_writes_into_a_training_run(run, capsys):
+    folder, _ = run
+    before = (folder / "results.json").read_bytes(), (folder / "config.yaml").read_bytes()
+    for extra in ([], ["--overwrite"]):
+        assert main(["test", "--weights", str(folder / "model.safetensors"), "--out", str(folder), *QUIET, *extra]) == 2
+        one_line(capsys, "holds a training run", str(folder / "test"))
+    assert ((folder / "results.json").read_bytes(), (folder / "config.yaml").read_bytes()) == before
+
+
+def test_second_test_needs_overwrite(run, tmp_path, capsys):
+    folder, _ = run
+    args = ["test", "--weights", str(folder / "model.safetensors"), "--out", str(tmp_path / "t"), *QUIET]
+    assert main(args) == 0
+    stamp = (tmp_path / "t" / "results.json").stat().st_mtime_ns
+    assert main(args) == 2
+    one_line(capsys, "already holds results (results.json)", "--overwrite")
+    assert (tmp_path / "t" / "results.json").stat().st_mtime_ns == stamp
+    assert main(args + ["--overwrite"]) == 0
+
+
+def test_train_demo_and_ablation_keep_existing_results(run, tmp_path, capsys):
+    folder, manifest = run
+    held = tmp_path / "held"
+    held.mkdir()
+    (held / "results.json").write_text('{"presets": {}}')
+    for command in (["train", "-c", "synthetic"], ["demo"], ["ablation"]):
+        assert main([*command, "--out", str(held), *QUIET]) == 2
+        one_line(capsys, f"{held} already holds results (results.json)")
+    assert (held / "results.json").read_text() == '{"presets": {}}' and sorted(p.name for p in held.iterdir()) == \
+        ["results.json"]
+
+
+def test_extract_index_and_export_keep_existing_files(run, tmp_path, capsys):
+    folder, _ = run
+    weights = str(folder / "model.safetensors")
+    feats, index, onnx = tmp_path / "f.npz", tmp_path / "g.index", tmp_path / "m.onnx"
+    for path in (feats, index, onnx):
+        path.write_bytes(b"mine")
+    commands = [["extract", "--weights", weights, "--protocol", "cc", "--out", str(feats)],
+                ["index", "--features", str(feats), "--out", str(index)],
+                ["export", "onnx", "--weights", weights, "--out", str(onnx)]]
+    for command in commands:
+        assert main([*command, "--quiet"]) == 2
+        one_line(capsys, "already exists", "--overwrite")
+    assert all(p.read_bytes() == b"mine" for p in (feats, index, onnx))
+    assert main(commands[0] + ["--quiet", "--overwrite"]) == 0 and feats.read_bytes() != b"mine"
+    assert main(["extract", "--weights", weights, "--protocol", "cc", "--out", str(tmp_path), "--quiet"]) == 2
+    one_line(capsys, "is a folder")
+
+
+def test_a_second_writer_is_refused_with_the_holders_pid(tmp_path, caplog):
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / LOCK_NAME).write_text(f"{holder.pid}\n")
+        with pytest.raises(CCReIDError, match=f"being written by process {holder.pid}"):
+            with run_lock(tmp_path):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with run_lock(tmp_path):  # the holder is gone: its stale lock is taken over, and said so
+        assert (tmp_path / LOCK_NAME).read_text().strip() != str(holder.pid)
+    assert "no longer running" in caplog.text and not (tmp_path / LOCK_NAME).exists()
+
+
+def test_two_trainings_into_one_folder_one_is_refused(run, tmp_path, capsys):
+    _, manifest = run
+    out = tmp_path / "shared"
+    args = ["train", "--out", str(out), "-c", "synthetic", *QUIET, "data.name=custom", f"data.root={manifest}",
+            "data.height=64", "data.width=32", "data.workers=0", "data.ids_per_batch=2", "data.images_per_id=2",
+            "model.backbone=resnet18", "model.width_mult=0.25", "model.pretrained=none", "train.epochs=40",
+            "train.device=cpu", "train.amp=off", "train.threads=1"]
+    first = subprocess.Popen([sys.executable, "-m", "ccreid", *args], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not (out / LOCK_NAME).exists():
+            assert first.poll() is None and time.time() < deadline
+            time.sleep(0.05)
+        assert main(args) == 2
+        one_line(capsys, f"being written by process {first.pid}")
+    finally:
+        first.kill()
+        first.wait()
