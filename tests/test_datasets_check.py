@@ -34,7 +34,7 @@ def test_report_shape_counts_and_problems(ltcc):
     root, maps = ltcc
     report = check_dataset("ltcc", root, parsing_root=maps)
     assert json.loads(json.dumps(report)) == report
-    assert set(report) == {"dataset", "train", "protocols", "parsing", "problems"}
+    assert set(report) == {"dataset", "train", "protocols", "parsing", "problems", "unreadable"}
     assert report["dataset"] == "ltcc"
     assert report["train"] == {"images": 3, "ids": 2, "cameras": 3, "clothes": 3}
     assert set(report["protocols"]) == {"general", "cc"}
@@ -75,6 +75,19 @@ def test_deep_finds_unreadable_images_and_foreign_labels(ltcc):
     assert "001_1_c11_015861.png" in labels[0] and "010_1_c2_000001.npy" in labels[1]  # PNG value, 20-class scores
     lip = check_dataset("ltcc", root, parsing_root=maps, labels="lip", deep=True)
     assert not any(p.startswith("parsing labels: ") for p in lip["problems"])
+    assert (shallow["unreadable"], deep["unreadable"]) == (0, 1)
+
+
+def test_deep_check_exits_non_zero_on_unreadable_files(ltcc, capsys):
+    from ccreid.cli import main
+
+    root, maps = ltcc
+    args = ["data", "check", "--dataset", "ltcc", "--root", str(root), "--parsing", str(maps)]
+    assert main(args + ["--deep"]) == 0
+    (root / "test/010_3_c7_000004.png").write_bytes(b"not a png at all")
+    assert main(args) == 0  # headers only: not seen
+    assert main(args + ["--deep"]) == 2
+    assert "1 file(s) cannot be read" in capsys.readouterr().err
 
 
 def test_unusable_dataset_has_a_one_line_reason(tmp_path):

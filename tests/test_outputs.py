@@ -12,7 +12,7 @@ import pytest
 from ccreid.cli import main
 from ccreid.engine.outputs import LOCK_NAME, run_lock
 from ccreid.errors import CCReIDError
-from test_viz_common import make_checkpoint, make_train_run, write_dataset
+from test_viz_common import make_train_run, write_dataset
 
 QUIET = ["--quiet", "--no-report"]
 

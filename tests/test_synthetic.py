@@ -155,3 +155,49 @@ def test_a_concurrent_render_of_the_same_dataset_is_accepted(tmp_path, monkeypat
     monkeypatch.setattr(synthetic, "_render_all", render_while_another_process_finishes_first)
     root = generate(tmp_path / "s", seed=2, **SMALL)
     assert read_manifest(root)["train"] and [p.name for p in tmp_path.iterdir()] == ["s"]
+
+
+def test_a_folder_holding_a_dataset_is_used_as_it_is(tmp_path):
+    from ccreid.config import DataConfig, SyntheticConfig
+    from ccreid.data.registry import DATASETS
+
+    made = generate(tmp_path / "d", seed=5, **SMALL)
+    cfg = DataConfig(name="synthetic", root=str(made), synthetic=SyntheticConfig(ids=120, seed=0))
+    dataset = DATASETS.get("synthetic")(cfg)
+    assert dataset.train and (cfg.synthetic.ids, cfg.synthetic.seed) == (SMALL["ids"], 5)  # recorded as used
+    (made / "meta.json").write_text("{broken")
+    with pytest.raises(CCReIDError, match="meta.json is damaged.*delete"):
+        DATASETS.get("synthetic")(cfg)
+
+
+def test_a_killed_render_leaves_nothing_behind_after_the_next_one(tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / ".s.abandoned"
+    stale.mkdir()
+    (stale / "render.pid").write_text(f"{dead.pid}\n")
+    (stale / "images").mkdir()
+    generate(tmp_path / "s", seed=1, **SMALL)
+    assert not stale.exists() and [p.name for p in tmp_path.iterdir()] == ["s"]
+
+
+def test_sigkill_during_synth_then_a_rerun_cleans_up(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = [sys.executable, "-m", "ccreid", "synth", "--out", str(tmp_path / "s"), "--ids", "60", "--quiet"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while not any((p / "render.pid").exists() for p in tmp_path.glob(".s.*")):
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "s").exists() and list(tmp_path.glob(".s.*"))  # killed mid-render
+    assert subprocess.run(args, capture_output=True).returncode == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["s"] and (tmp_path / "s" / "meta.json").is_file()

@@ -155,6 +155,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def cmd_ablation(args: argparse.Namespace) -> None:
     from ccreid.engine.outputs import refuse_results
 
+    if args.seeds < 1 or args.jobs < 1:
+        raise CCReIDError(f"option {'--seeds' if args.seeds < 1 else '--jobs'}: must be >= 1")
     refuse_results(args.out, args.overwrite)
     seeds = list(range(args.seeds))
     presets = [name for item in args.presets for name in item.split(",") if name]
@@ -202,6 +204,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
     from ccreid.engine.feature_eval import evaluate_feature_file
 
+    if not args.chunk > 0:
+        raise CCReIDError(f"option --chunk: {args.chunk} MiB must be > 0")
     metrics = evaluate_feature_file(args.features, args.protocol, args.metric, args.ap_mode, args.rerank, args.chunk)
     if args.json:
         print(json.dumps(metrics))
@@ -337,8 +341,12 @@ def cmd_data_check(args: argparse.Namespace) -> None:
         if args.json:
             console.print_json(json.dumps({"dataset": args.dataset, "unusable": one_line(err)}))
         raise
+    unreadable = CCReIDError(f"{report['unreadable']} file(s) cannot be read (listed above); training and "
+                             "evaluation would stop on them: replace or remove them")
     if args.json:
         print(json.dumps(report))
+        if report["unreadable"]:
+            raise unreadable
         return
     table = Table(title=f"{args.dataset} at {args.root}")
     for col in ("split", "images", "ids", "cameras", "clothes"):
@@ -355,6 +363,8 @@ def cmd_data_check(args: argparse.Namespace) -> None:
         console.print(f"[yellow]problem:[/yellow] {escape(problem)}", highlight=False)
     if not report["problems"]:
         console.print("[green]no problems found[/green]")
+    if report["unreadable"]:
+        raise unreadable
 
 
 def build_parser() -> argparse.ArgumentParser:

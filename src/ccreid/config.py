@@ -198,8 +198,15 @@ def yaml_layers(path: Path, children: tuple = ()) -> list:
     its folder, or a packaged config name), so a config says only what differs."""
     try:
         layer = OmegaConf.load(path)
+    except UnicodeDecodeError as err:
+        raise CCReIDError(f"config file {path}: not UTF-8 text (byte {err.start}); save it as UTF-8")
+    except OSError as err:
+        raise CCReIDError(f"config file {path}: cannot read it ({err.strerror or err})")
     except Exception as err:  # yaml syntax errors come in many types
-        raise CCReIDError(f"config file {path}: cannot parse YAML ({err})".splitlines()[0])
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise CCReIDError(f"config file {path}{where}: cannot parse YAML ({problem})")
     if not isinstance(layer, DictConfig):
         raise CCReIDError(f"config file {path}: the top level must be a mapping of keys (data:, model:, ...)")
     base = layer.pop(BASE_KEY, None)
@@ -217,6 +224,10 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Co
     schema = OmegaConf.structured(Config)
     layers = [] if path is None else yaml_layers(resolve_config_path(path))
     for item in overrides:
+        try:
+            item.encode("utf-8")
+        except UnicodeEncodeError:
+            raise CCReIDError(f"override {item!r} is not valid UTF-8; retype it")
         if "=" not in item:
             raise CCReIDError(f"override {item!r} must look like key=value (e.g. train.epochs=3)")
     try:
@@ -255,6 +266,19 @@ def _choices() -> dict:
     }
 
 
+#: counts and sizes that must be positive, or non-negative (with what 0 means), and probabilities
+AT_LEAST_ONE = ("data.ids_per_batch", "data.images_per_id", "data.height", "data.width", "train.epochs",
+                "train.log_every", "train.keep_last", "test.batch_size", "data.synthetic.ids",
+                "data.synthetic.outfits", "data.synthetic.images_per_outfit", "data.synthetic.height",
+                "data.synthetic.width")
+AT_LEAST_ZERO = {"data.workers": "0: load in the main process", "data.pad": "0: no padding",
+                 "train.warmup_epochs": "0: no warm-up", "train.eval_every": "0: only at the end",
+                 "train.checkpoint_every": "0: only the final weights", "train.checkpoint_every_iters": "0: off",
+                 "train.threads": "0: torch's default", "test.single_shot": "0: the whole gallery",
+                 "data.synthetic.extra_test_ids": "0: none", "loss.cal.start_epoch": "0: from the start"}
+PROBABILITIES = ("model.cre.p", "data.flip_p", "data.erasing_p")
+
+
 def _get(cfg: Config, dotted: str):
     obj = cfg
     for part in dotted.split("."):
@@ -276,8 +300,6 @@ def validate(cfg: Config) -> None:
             _set(cfg, key, value)
         if value not in choices:
             raise CCReIDError(f"config key {key!r}: {value!r} is not one of {', '.join(choices)}")
-    if not 0.0 <= cfg.model.cre.p <= 1.0:
-        raise CCReIDError(f"config key 'model.cre.p': {cfg.model.cre.p} must be in [0, 1]")
     bad = set(cfg.model.cre.losses) - {"ce", "tri", "bctri"}
     if bad:
         raise CCReIDError(f"config key 'model.cre.losses': unknown terms {sorted(bad)} (use ce, tri, bctri)")
@@ -289,13 +311,17 @@ def validate(cfg: Config) -> None:
     if cfg.model.preset not in PRESETS:
         raise CCReIDError(f"config key 'model.preset': unknown preset {cfg.model.preset!r}; "
                           f"choose one of: {', '.join(PRESETS)}")
-    for key in ("data.ids_per_batch", "data.images_per_id", "data.height", "data.width", "train.epochs"):
+    for key in AT_LEAST_ONE:
         if _get(cfg, key) < 1:
-            raise CCReIDError(f"config key {key!r}: must be >= 1")
-    if cfg.train.checkpoint_every_iters < 0:
-        raise CCReIDError("config key 'train.checkpoint_every_iters': must be >= 0 (0: off)")
-    if cfg.test.single_shot < 0:
-        raise CCReIDError("config key 'test.single_shot': must be >= 0 (0: the whole gallery)")
+            raise CCReIDError(f"config key {key!r}: {_get(cfg, key)} must be >= 1")
+    for key, meaning in AT_LEAST_ZERO.items():
+        if _get(cfg, key) < 0:
+            raise CCReIDError(f"config key {key!r}: {_get(cfg, key)} must be >= 0 ({meaning})")
+    for key in PROBABILITIES:
+        if not 0.0 <= _get(cfg, key) <= 1.0:
+            raise CCReIDError(f"config key {key!r}: {_get(cfg, key)} must be in [0, 1]")
+    if not cfg.train.lr > 0:
+        raise CCReIDError(f"config key 'train.lr': {cfg.train.lr} must be > 0")
 
 
 def to_yaml(cfg: Config) -> str:

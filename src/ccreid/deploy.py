@@ -145,6 +145,10 @@ def export_onnx(weights: Union[str, Path], out: Union[str, Path], opset: int = D
         raise CCReIDError("ONNX export needs the optional packages onnx and onnxscript: pip install 'ccreid[export]'")
     if opset < 13:
         raise CCReIDError(f"option --opset: {opset} is too old (use 13 or newer; default {DEFAULT_OPSET})")
+    newest = onnx.defs.onnx_opset_version()
+    if opset > newest:
+        raise CCReIDError(f"option --opset: {opset} is newer than the installed onnx knows ({newest}); "
+                          f"use 13..{newest} (default {DEFAULT_OPSET})")
     model, cfg = load_model(weights, "cpu")
     net = _Normalized(model) if normalize else model
     example = torch.zeros(2, 3, cfg.data.height, cfg.data.width)
@@ -162,6 +166,10 @@ def export_onnx(weights: Union[str, Path], out: Union[str, Path], opset: int = D
         except ImportError as err:
             raise CCReIDError(f"ONNX export needs {err.name or 'onnxscript'}: pip install 'ccreid[export]'")
         proto = onnx.load(str(tmp))
+        written = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=opset)
+        if written != opset:  # the exporter may fall back to another opset: say so instead of writing it
+            raise CCReIDError(f"option --opset: torch exported opset {written}, not {opset}; "
+                              f"use --opset {written} or another version")
         meta = {"ccreid.height": cfg.data.height, "ccreid.width": cfg.data.width, "ccreid.mean": list(IMAGENET_MEAN),
                 "ccreid.std": list(IMAGENET_STD), "ccreid.normalized": normalize, "ccreid.preset": cfg.model.preset}
         onnx.helper.set_model_props(proto, {k: str(v) for k, v in meta.items()})

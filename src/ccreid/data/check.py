@@ -2,7 +2,7 @@
 
 :func:`check_dataset` runs the adapter and returns one JSON-ready object::
 
-    {"dataset", "train": STATS, "protocols": {NAME: {"query": STATS, "gallery": STATS}},
+    {"dataset", "train": STATS, "protocols": {NAME: {"query": STATS, "gallery": STATS}}, "unreadable",
      "parsing": {"found", "missing", "resized"}, "problems": [...]}
 
 with STATS = ``{"images", "ids", "cameras", "clothes"}``; validation splits appear as
@@ -113,8 +113,9 @@ def _decode_map(path: str, num_classes: int) -> Optional[str]:
     return None
 
 
-def _deep_problems(records: Sequence[ImageRecord], num_classes: int, progress: bool) -> List[str]:
-    """Decode every image and map; unreadable files and out-of-range labels."""
+def _deep_problems(records: Sequence[ImageRecord], num_classes: int, progress: bool) -> Tuple[List[str], int]:
+    """Decode every image and map: the problems (unreadable files, out-of-range labels) and how
+    many files cannot be read at all."""
     unreadable, bad_labels = [], []
     files = [(r.path, False) for r in records] + [(r.parsing_path, True) for r in records if r.parsing_path]
     for path, is_map in tqdm(files, desc="decoding", unit="file", disable=not progress):
@@ -128,7 +129,7 @@ def _deep_problems(records: Sequence[ImageRecord], num_classes: int, progress: b
                     image.load()
         except Exception as err:  # any decoder failure means the file is unusable
             unreadable.append(f"{path} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})")
-    return _listed("unreadable file", unreadable) + _listed("parsing labels", bad_labels)
+    return _listed("unreadable file", unreadable) + _listed("parsing labels", bad_labels), len(unreadable)
 
 
 def _parsing_report(records: Sequence[ImageRecord], parsing_root: Optional[str],
@@ -195,12 +196,15 @@ def check_dataset(name: str, root: str, parsing_root: Optional[str] = None, labe
         r for split in splits.values() for r in split.query + split.gallery]}.values())
     parsing_counts, parsing_problems = _parsing_report(everything, cfg.parsing.root, label_set)
     problems += parsing_problems
+    unreadable = 0
     if deep:
-        problems += _deep_problems(everything, label_set.num_classes, progress)
+        deep_problems, unreadable = _deep_problems(everything, label_set.num_classes, progress)
+        problems += deep_problems
     return {
         "dataset": name,
         "train": split_stats(dataset.train),
         "protocols": report_protocols,
         "parsing": parsing_counts,
         "problems": problems,
+        "unreadable": unreadable,
     }

@@ -39,6 +39,7 @@ from ccreid.errors import CCReIDError
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "val_gallery", "val_query_sc", "val_query_cc", "gallery", "query_sc", "query_cc")
+RENDER_PID = "render.pid"  # inside a render folder: the rendering process
 FIELDS = ("path", "pid", "camid", "clothes_id", "split", "parsing_path")
 
 
@@ -102,9 +103,12 @@ def generate(root: str | Path, ids: int = 120, outfits: int = 3, images_per_outf
     if root.exists() and any(root.iterdir()):
         raise CCReIDError(f"{root} exists and is not a synthetic dataset (no meta.json); choose an empty folder")
     root.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_renders(root)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    (tmp / RENDER_PID).write_text(f"{os.getpid()}\n")
     try:
         _render_all(tmp, options, progress)
+        (tmp / RENDER_PID).unlink()
         if root.exists():
             root.rmdir()
         os.replace(tmp, root)
@@ -118,9 +122,37 @@ def generate(root: str | Path, ids: int = 120, outfits: int = 3, images_per_outf
     return root
 
 
+def _remove_stale_renders(root: Path) -> None:
+    """Hidden render folders of ``root`` left by killed processes (their pid is gone)."""
+    for folder in root.parent.glob(f".{root.name}.*"):
+        try:
+            pid = int((folder / RENDER_PID).read_text())
+            os.kill(pid, 0)
+            continue  # still rendering
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        except (OSError, ValueError):
+            pass  # no readable pid file: not a render in progress
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def read_meta(meta: Path) -> dict:
+    """The generation options recorded in a dataset's ``meta.json`` (one-line error when damaged)."""
+    try:
+        options = json.loads(meta.read_text())
+    except (OSError, ValueError) as err:
+        raise CCReIDError(f"{meta} is damaged ({type(err).__name__}); delete {meta.parent} to generate it again")
+    if not isinstance(options, dict) or not {"ids", "outfits", "images_per_outfit", "height", "width",
+                                             "seed"} <= set(options):
+        raise CCReIDError(f"{meta} lacks the generation options; delete {meta.parent} to generate it again")
+    return options
+
+
 def _made_with(meta: Path, options: dict) -> bool:
     """Whether the dataset whose ``meta.json`` is ``meta`` was generated with ``options``."""
-    return json.loads(meta.read_text()) == options
+    return read_meta(meta) == options
 
 
 def _render_all(out: Path, options: dict, progress: bool) -> None:
@@ -178,8 +210,16 @@ def _protocols(splits: Dict[str, List[ImageRecord]], prefix: str) -> Dict[str, E
 
 @DATASETS.register("synthetic")
 def load_synthetic(cfg: DataConfig) -> ReIDDataset:
-    """Generate (cached) and load the synthetic dataset at ``cfg.root``."""
+    """The synthetic dataset at ``cfg.root``: a folder that holds one is used as it is (its
+    ``meta.json`` is the truth, copied into ``cfg.synthetic`` so the run's config records it);
+    only a missing one is generated from ``cfg.synthetic``."""
     s = cfg.synthetic
+    meta = Path(cfg.root) / "meta.json"
+    if meta.is_file():
+        made = read_meta(meta)
+        s.ids, s.outfits, s.images_per_outfit = made["ids"], made["outfits"], made["images_per_outfit"]
+        s.height, s.width, s.seed = made["height"], made["width"], made["seed"]
+        s.extra_test_ids = made.get("extra_test_ids", 0)
     generate(cfg.root, s.ids, s.outfits, s.images_per_outfit, s.height, s.width, s.seed,
              extra_test_ids=s.extra_test_ids)
     splits = read_manifest(cfg.root)

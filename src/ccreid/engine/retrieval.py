@@ -35,6 +35,9 @@ def query_features(features: Optional[str | Path] = None, images: Sequence[str] 
         raise CCReIDError("--images needs --weights (the checkpoint that built the gallery features)")
     from ccreid.deploy import load
 
+    folders = [p for p in images if Path(p).is_dir()]
+    if folders:
+        raise CCReIDError(f"--images: {folders[0]} is a folder; pass image files (e.g. {folders[0]}/*.jpg)")
     missing = [p for p in images if not Path(p).is_file()]
     if missing:
         raise CCReIDError(f"--images: {missing[0]} does not exist")

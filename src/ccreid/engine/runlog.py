@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
 from ccreid.engine.runtime import write_text
+
+logger = logging.getLogger(__name__)
 from ccreid.errors import CCReIDError
 
 
@@ -84,9 +87,18 @@ class RunLog:
 
 def _truncate_log(path: Path, epoch: int, iteration: int) -> None:
     """Keep the log records up to the checkpoint: iterations up to ``iteration``, validations
-    of epochs up to ``epoch`` (nothing when starting anew)."""
+    of epochs up to ``epoch`` (nothing when starting anew). A damaged line (what a crash or a
+    full disk leaves at the end) is dropped, and said so."""
     if not path.exists():
         return
-    records = [(line, json.loads(line)) for line in path.read_text().splitlines()]
-    kept = [line for line, r in records if (r["iter"] <= iteration if "iter" in r else r["epoch"] <= epoch)]
+    kept = []
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        try:
+            record = json.loads(line)
+            keep = record["iter"] <= iteration if "iter" in record else record["epoch"] <= epoch
+        except (ValueError, KeyError, TypeError):
+            logger.warning("%s line %d is damaged (a partial write?); dropped it", path, number)
+            continue
+        if keep:
+            kept.append(line)
     write_text(path, "".join(line + "\n" for line in kept))

@@ -34,7 +34,10 @@ def _save(fig, path: str | Path) -> Path:
 def read_metrics(path: str | Path) -> Tuple[List[dict], List[dict]]:
     """``(iteration records, validation records)`` of a ``metrics.jsonl`` file."""
     steps, vals = [], []
-    with open(path) as handle:
+    path = Path(path)
+    if not path.is_file():
+        raise CCReIDError(f"no training log {path}: is {path.parent} a training run folder (ccreid train --out)?")
+    with open(path, errors="replace") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue
