@@ -584,6 +584,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except CCReIDError as err:
         err_console.print(f"[red]error:[/red] {escape(one_line(err))}", highlight=False, soft_wrap=True)
         return 2
+    except OSError as err:  # a file operation outside the atomic writers: still one line
+        from ccreid.engine.runtime import WRITE_ERRORS, write_failure
+
+        if err.errno in WRITE_ERRORS:
+            message = str(write_failure(err.filename or "a file", err))
+        else:
+            message = f"cannot access {err.filename or 'a file'}: {err.strerror or err}; check the path and its permissions"
+        err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+        return 2
     except KeyboardInterrupt:
         err_console.print("interrupted")
         return 130

@@ -57,11 +57,14 @@ def save_checkpoint(out: Path, epoch: int, model: torch.nn.Module, config_yaml: 
     final = root / name
     tmp = root / f".{name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_weights(tmp / WEIGHTS_NAME, model, config_yaml, num_classes, epoch=epoch)
-    save_state(tmp / STATE_NAME, state)
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+    try:
+        tmp.mkdir(parents=True)
+        save_weights(tmp / WEIGHTS_NAME, model, config_yaml, num_classes, epoch=epoch)
+        save_state(tmp / STATE_NAME, state)
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+    finally:  # a failed write (full disk) leaves no half checkpoint behind
+        shutil.rmtree(tmp, ignore_errors=True)
     for old in sorted(root.glob("epoch-*"))[:-max(1, keep_last)]:
         shutil.rmtree(old, ignore_errors=True)
     return final
