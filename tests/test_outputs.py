@@ -3,6 +3,7 @@ without --overwrite, `ccreid test` never writes into a training run, one writer 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -114,3 +115,48 @@ def test_two_trainings_into_one_folder_one_is_refused(run, tmp_path, capsys):
     finally:
         first.kill()
         first.wait()
+
+
+def test_a_failed_final_evaluation_is_finished_by_resume(run, tmp_path, capsys):
+    import shutil
+
+    _, manifest = run
+    data = tmp_path / "data"
+    shutil.copytree(manifest.parent, data)
+    gallery = sorted((data / "images").glob("*_0_c1.png"))[-1]  # a test-split gallery image (read at the end)
+    good = gallery.read_bytes()
+    gallery.write_bytes(b"damaged")
+    out = tmp_path / "run"
+    args = ["train", "--out", str(out), "-c", "synthetic", *QUIET, "data.name=custom", f"data.root={data / 'manifest.csv'}",
+            "data.height=64", "data.width=32", "data.workers=0", "data.ids_per_batch=2", "data.images_per_id=2",
+            "model.backbone=resnet18", "model.width_mult=0.25", "model.pretrained=none", "train.epochs=1",
+            "train.device=cpu", "train.amp=off", "train.threads=1", "train.checkpoint_every=0"]
+    assert main(args) == 2
+    one_line(capsys, str(gallery), "`ccreid train --resume`", "without retraining")
+    weights = (out / "model.safetensors").read_bytes()
+    log = (out / "metrics.jsonl").read_text()
+    gallery.write_bytes(good)
+    assert main(args + ["--resume"]) == 0
+    assert (out / "model.safetensors").read_bytes() == weights and (out / "metrics.jsonl").read_text() == log
+    assert "cc" in json.loads((out / "results.json").read_text())["presets"]["baseline"]
+    assert main(args + ["--resume"]) == 2
+    one_line(capsys, "is a finished run", "ccreid test --weights", "--overwrite")
+
+
+def test_resume_drops_a_partial_last_log_line_and_says_so(run, tmp_path, capsys):
+    _, manifest = run
+    out = tmp_path / "run"
+    args = ["train", "--out", str(out), "-c", "synthetic", "--no-report", "data.name=custom",
+            f"data.root={manifest}", "data.height=64", "data.width=32", "data.workers=0", "data.ids_per_batch=2",
+            "data.images_per_id=2", "model.backbone=resnet18", "model.width_mult=0.25", "model.pretrained=none",
+            "train.epochs=2", "train.device=cpu", "train.amp=off", "train.threads=1", "train.checkpoint_every=1"]
+    assert main(args + ["--quiet"]) == 0
+    for name in ("model.safetensors", "state.pt", "results.json", "results.md"):
+        (out / name).unlink()  # as if killed during epoch 2, after writing part of a log line
+    with open(out / "metrics.jsonl", "a") as handle:
+        handle.write('{"epoch": 2, "iter": 9, "lo')
+    assert main(args + ["--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "is damaged (a partial write?); dropped it" in err and "Traceback" not in err
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert all(json.loads(line) for line in lines)

@@ -102,6 +102,11 @@ def cmd_train(args: argparse.Namespace) -> None:
     from ccreid.engine.trainer import train
 
     cfg = load_config(args.config, args.overrides)
+    out = Path(args.out)
+    if args.resume and (out / "results.json").is_file() and (out / "model.safetensors").is_file():
+        raise CCReIDError(f"{out} is a finished run (model.safetensors, results.json); evaluate it again with "
+                          f"`ccreid test --weights {out / 'model.safetensors'} --out {out / 'test'}`, or train it "
+                          "again with --overwrite")
     result = train(cfg, args.out, progress=_progress(args), on_log=None if args.quiet else _log_line,
                    resume=args.resume, overwrite=args.overwrite)
     if result.rank != 0:  # under torchrun, rank 0 reports for the job

@@ -22,7 +22,8 @@ from tqdm import tqdm
 
 from ccreid.config import Config, to_yaml
 from ccreid.data.manager import DataManager
-from ccreid.engine.checkpoint import STATE_NAME, WEIGHTS_NAME, restore_weights, save_state, save_weights
+from ccreid.engine.checkpoint import (STATE_NAME, WEIGHTS_NAME, load_state, load_weights, restore_weights, save_state,
+                                     save_weights)
 from ccreid.engine.distributed import DistInfo, setup
 from ccreid.engine.evaluator import evaluate_splits
 from ccreid.engine.results import strip_curves
@@ -32,6 +33,7 @@ from ccreid.engine.parsing_maps import check_cre_labels, fill_parsing_maps
 from ccreid.engine.runlog import RunLog, summary_writer_class
 from ccreid.engine.runtime import autocast, resolve_amp, seed_everything, write_json, write_text
 from ccreid.engine.step import check_finite
+from ccreid.engine.tester import trained_model
 from ccreid.engine.training import Training, build_training
 from ccreid.errors import CCReIDError
 from ccreid.methods import DataInfo, resolve_preset
@@ -120,6 +122,8 @@ def _train(cfg: Config, out: Path, info: DistInfo, progress: bool,
     if cfg.train.select_on == "val" and not val_splits:
         raise CCReIDError(f"config key 'train.select_on': dataset {cfg.data.name!r} has no validation split (use last)")
 
+    if resume and (out / WEIGHTS_NAME).is_file() and (out / STATE_NAME).is_file():
+        return _evaluate_finished(cfg, out, config_yaml, manager, device, progress, info.rank)
     run = {"epoch": 0, "batch": 0, "iteration": 0, "processed": 0, "seconds": 0.0, "best_score": float("-inf"),
            "best_state": None, "val_results": {}}
     saved_rng = None
@@ -192,13 +196,42 @@ def _train(cfg: Config, out: Path, info: DistInfo, progress: bool,
         model.load_state_dict(run["best_state"])
     if info.is_main:
         save_weights(out / WEIGHTS_NAME, model, config_yaml, manager.num_train_pids, preset=cfg.model.preset)
-        save_state(out / STATE_NAME, {"epoch": run["epoch"], "iteration": run["iteration"]}
-                   | _training_state(training))
+        save_state(out / STATE_NAME, {k: run[k] for k in ("epoch", "iteration", "processed", "val_results")}
+                   | {"seconds": seconds} | _training_state(training))
     info.barrier()
-    results = evaluate_splits(model, manager.eval_splits("test"), manager.loader, device, cfg.test,
-                              cfg.test.protocols, progress)
-    return TrainResult(cfg.model.preset, results, run["val_results"], seconds,
-                       run["processed"] / max(seconds, 1e-9), out, info.rank)
+    return _final_evaluation(cfg, out, model, manager, device, progress, info.rank, run["val_results"], seconds,
+                             run["processed"])
+
+
+def _final_evaluation(cfg: Config, out: Path, model: torch.nn.Module, manager: DataManager, device: torch.device,
+                      progress: bool, rank: int, val_results: dict, seconds: float, processed: int) -> TrainResult:
+    """The test protocols on the final weights; a failure says how to finish without retraining."""
+    try:
+        results = evaluate_splits(model, manager.eval_splits("test"), manager.loader, device, cfg.test,
+                                  cfg.test.protocols, progress)
+    except CCReIDError as err:
+        raise CCReIDError(f"{str(err).strip().splitlines()[-1]}; training finished and saved {out / WEIGHTS_NAME}: "
+                          "once that is fixed, `ccreid train --resume` with the same --out and config evaluates "
+                          "it without retraining") from None
+    return TrainResult(cfg.model.preset, results, val_results, seconds, processed / max(seconds, 1e-9), out, rank)
+
+
+def _evaluate_finished(cfg: Config, out: Path, config_yaml: str, manager: DataManager, device: torch.device,
+                       progress: bool, rank: int) -> TrainResult:
+    """``--resume`` of a run whose training finished (final weights saved) but whose evaluation did not."""
+    _same_config(out, config_yaml)
+    state = load_state(out / STATE_NAME)
+    loaded = load_weights(out / WEIGHTS_NAME)
+    model = trained_model(cfg, loaded, out / WEIGHTS_NAME).to(device)
+    logger.info("%s: training had finished; evaluating its final weights", out)
+    return _final_evaluation(cfg, out, model, manager, device, progress, rank, state.get("val_results", {}),
+                             float(state.get("seconds", 0.0)), int(state.get("processed", 0)))
+
+
+def _same_config(out: Path, config_yaml: str) -> None:
+    saved_cfg = out / "config.yaml"
+    if saved_cfg.is_file() and saved_cfg.read_text() != config_yaml:
+        raise CCReIDError(f"--resume: the config differs from {saved_cfg}; resume with the same config and overrides")
 
 
 def _training_state(training: Training) -> dict:
@@ -214,9 +247,7 @@ def _restore(out: Path, config_yaml: str, info: DistInfo, training: Training) ->
     folder = latest_checkpoint(out)
     if folder is None:
         raise CCReIDError(f"--resume: no checkpoint in {out / 'checkpoints'} (train without --resume to start)")
-    saved_cfg = out / "config.yaml"
-    if saved_cfg.is_file() and saved_cfg.read_text() != config_yaml:
-        raise CCReIDError(f"--resume: the config differs from {saved_cfg}; resume with the same config and overrides")
+    _same_config(out, config_yaml)
     counters = ("epoch", "iteration", "processed", "seconds", "best_score", "best_state", "val_results")
     required = ("optimizers", "schedulers", "scaler", "method", "rng", *counters)
     weights, state = load_checkpoint(folder, required=required)
