@@ -160,3 +160,16 @@ def test_resume_drops_a_partial_last_log_line_and_says_so(run, tmp_path, capsys)
     assert "is damaged (a partial write?); dropped it" in err and "Traceback" not in err
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert all(json.loads(line) for line in lines)
+
+
+def test_parsing_labels_outside_the_label_set_are_counted_and_named(run, tmp_path, capsys):
+    _, manifest = run
+    args = ["train", "--out", str(tmp_path / "run"), "-c", "synthetic", "--no-report", "data.name=custom",
+            f"data.root={manifest}", "data.height=64", "data.width=32", "data.workers=0", "data.ids_per_batch=2",
+            "data.images_per_id=2", "model.backbone=resnet18", "model.width_mult=0.25", "model.pretrained=none",
+            "train.epochs=1", "train.device=cpu", "train.amp=off", "train.threads=1", "model.preset=baseline+bsga",
+            "data.parsing.labels=pascal"]  # the maps are LIP (labels 5, 9, 13): beyond Pascal's 0..6
+    assert main(args) == 0
+    err = " ".join(capsys.readouterr().err.split())  # the log handler wraps long lines
+    assert "12 parsing map(s) hold labels outside data.parsing.labels=pascal (0..6), e.g." in err
+    assert str(manifest.parent / "parsing") in "".join(err.split())

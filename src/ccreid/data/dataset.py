@@ -34,11 +34,14 @@ _UNSEEN, _FOUND, _RESIZED, _MISSING = 0, 1, 2, 3
 
 @dataclass(frozen=True)
 class ParsingStats:
-    """Distinct records whose map was found (``resized`` of them resized) or missing."""
+    """Distinct records whose map was found (``resized`` of them resized, ``foreign`` of them
+    holding labels outside the label set) or missing; ``example`` names one foreign map."""
 
     found: int
     missing: int
     resized: int
+    foreign: int = 0
+    example: Optional[str] = None
 
 
 def missing_map_message(record: ImageRecord) -> str:
@@ -104,11 +107,13 @@ class ReIDImageDataset(Dataset):
 
     ``need_parsing=False`` never reads maps (``parsing`` is ``-1``). Otherwise a record
     without a readable map raises (``missing="error"``) or passes with ``-1``
-    (``missing="skip"``).
+    (``missing="skip"``). Maps with labels at or above ``num_labels`` (the label set's
+    class count) are counted in :attr:`parsing_stats` (``foreign``).
     """
 
     def __init__(
-        self, records: Sequence[ImageRecord], transform: Transform, need_parsing: bool, missing: str = "error"
+        self, records: Sequence[ImageRecord], transform: Transform, need_parsing: bool, missing: str = "error",
+        num_labels: Optional[int] = None,
     ) -> None:
         if missing not in ("error", "skip"):
             raise ValueError(f"missing must be 'error' or 'skip', got {missing!r}")
@@ -116,7 +121,9 @@ class ReIDImageDataset(Dataset):
         self.transform = transform
         self.need_parsing = need_parsing
         self.missing = missing
+        self.num_labels = num_labels
         self._status = torch.zeros(len(self.records), dtype=torch.uint8).share_memory_()
+        self._foreign = torch.zeros(len(self.records), dtype=torch.bool).share_memory_()
 
     def __len__(self) -> int:
         return len(self.records)
@@ -125,7 +132,10 @@ class ReIDImageDataset(Dataset):
     def parsing_stats(self) -> ParsingStats:
         counts = torch.bincount(self._status.long(), minlength=4).tolist()
         found = counts[_FOUND] + counts[_RESIZED]
-        return ParsingStats(found=found, missing=counts[_MISSING], resized=counts[_RESIZED])
+        foreign = self._foreign.nonzero().flatten().tolist()
+        example = self.records[foreign[0]].parsing_path if foreign else None
+        return ParsingStats(found=found, missing=counts[_MISSING], resized=counts[_RESIZED], foreign=len(foreign),
+                            example=example)
 
     def _load_parsing(self, index: int, record: ImageRecord, image_size: Sequence[int]) -> Optional[torch.Tensor]:
         path = record.parsing_path
@@ -135,6 +145,8 @@ class ReIDImageDataset(Dataset):
             self._status[index] = _MISSING
             return None
         parsing = read_parsing(path)
+        if self.num_labels is not None and int(parsing.max()) >= self.num_labels:
+            self._foreign[index] = True
         if tuple(parsing.shape) != tuple(image_size):
             parsing = resize_nearest(parsing, image_size)
             self._status[index] = _RESIZED

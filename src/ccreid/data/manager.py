@@ -80,7 +80,8 @@ class DataManager:
         self.label_set: LabelSet = get_label_set(labels)
         self._check_files()
         train_transform = build_train_transform(data.height, data.width, data.flip_p, data.pad, data.erasing_p)
-        self.train_set = ReIDImageDataset(self.dataset.train, train_transform, need_parsing, self.missing)
+        self.train_set = ReIDImageDataset(self.dataset.train, train_transform, need_parsing, self.missing,
+                                          num_labels=self.label_set.num_classes)
         pids = [r.pid for r in self.dataset.train]
         clothes = [r.clothes_id for r in self.dataset.train]
         self.sampler = ClothesAwarePKSampler(
@@ -97,6 +98,16 @@ class DataManager:
     @property
     def num_train_clothes(self) -> int:
         return self.dataset.num_train_clothes
+
+    def foreign_labels_note(self) -> Optional[str]:
+        """A warning when training maps held labels outside the label set (None otherwise)."""
+        stats = self.train_set.parsing_stats
+        if not stats.foreign:
+            return None
+        labels = self.label_set
+        return (f"{stats.foreign} parsing map(s) hold labels outside data.parsing.labels={labels.name} "
+                f"(0..{labels.num_classes - 1}), e.g. {stats.example}; those pixels are neither clothes nor background "
+                "for CRE/BSGA: check data.parsing.labels (lip, atr, pascal) against the parser that made the maps")
 
     def set_epoch(self, epoch: int) -> None:
         """Make the next pass over :attr:`train_loader` the batches of ``epoch``.

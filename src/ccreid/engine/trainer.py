@@ -143,6 +143,7 @@ def _train(cfg: Config, out: Path, info: DistInfo, progress: bool,
             save_checkpoint(out, run["epoch"], model, config_yaml, manager.num_train_pids, state, cfg.train.keep_last)
         info.barrier()
 
+    run_start_epoch = run["epoch"]
     with RunLog(out, run, on_log, cfg.train.log_every, info.is_main, writer_class) as log:
         for epoch in range(run["epoch"], cfg.train.epochs):
             step.net.train()
@@ -175,6 +176,9 @@ def _train(cfg: Config, out: Path, info: DistInfo, progress: bool,
                     log.flush()
                     checkpoint()
             run["batch"] = 0
+            note = manager.foreign_labels_note() if epoch == run_start_epoch and info.is_main else None
+            if note:
+                logger.warning(note)
             training.schedulers_step()
             info.broadcast_buffers(model)  # rank 0's BatchNorm statistics for evaluation and checkpoints
             run["epoch"] = epoch + 1
