@@ -173,3 +173,18 @@ def test_parsing_labels_outside_the_label_set_are_counted_and_named(run, tmp_pat
     err = " ".join(capsys.readouterr().err.split())  # the log handler wraps long lines
     assert "12 parsing map(s) hold labels outside data.parsing.labels=pascal (0..6), e.g." in err
     assert str(manifest.parent / "parsing") in "".join(err.split())
+
+
+def test_a_damaged_saved_config_names_the_weights_file(run, tmp_path, capsys):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    folder, _ = run
+    with safe_open(str(folder / "model.safetensors"), "pt") as handle:
+        metadata = handle.metadata()
+    metadata["config"] = metadata["config"].replace("data:", "data: [", 1)
+    bad = tmp_path / "tampered.safetensors"
+    save_file(load_file(str(folder / "model.safetensors")), str(bad), metadata=metadata)
+    assert main(["test", "--weights", str(bad), "--out", str(tmp_path / "t"), "--quiet"]) == 2
+    err = one_line(capsys, f"weights file {bad}: its saved config line", "cannot parse YAML")
+    assert "/tmp" not in err.replace(str(tmp_path), "")  # no temporary copy named

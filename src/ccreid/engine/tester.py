@@ -28,7 +28,11 @@ def load_checkpoint_config(weights, config: Optional[str], overrides: Sequence[s
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "config.yaml"
             path.write_text(loaded.config_yaml)
-            cfg = load_config(str(path), overrides)
+            try:
+                cfg = load_config(str(path), overrides)
+            except CCReIDError as err:  # name the weights file, not the temporary copy of its config
+                message = str(err).replace(f"config file {path}", "its saved config").replace(str(path), "it")
+                raise CCReIDError(f"weights file {weights}: {message}; pass -c CONFIG or retrain") from None
     else:
         cfg = load_config(config, overrides)
     return cfg, loaded
