@@ -125,3 +125,16 @@ def test_stats_count_items_loaded_in_worker_processes(tmp_path):
     assert torch.cat([b["index"] for b in batches]).tolist() == [0, 1, 2, 3]
     stats = dataset.parsing_stats
     assert (stats.found, stats.missing, stats.resized) == (3, 1, 3)
+
+
+def test_bmp_images_decode_and_damaged_ones_are_named(tmp_path):
+    from PIL import Image
+
+    from ccreid.data.dataset import read_image
+
+    Image.new("RGB", (8, 4), (10, 20, 30)).save(tmp_path / "a.bmp")  # torchvision has no BMP decoder
+    image = read_image(str(tmp_path / "a.bmp"))
+    assert image.shape == (3, 4, 8) and image[:, 0, 0].tolist() == [10, 20, 30]
+    (tmp_path / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 30)
+    with pytest.raises(CCReIDError, match=r"cannot decode image .*b.png: damaged, or not a JPEG/PNG/BMP/WebP"):
+        read_image(str(tmp_path / "b.png"))

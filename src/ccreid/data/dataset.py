@@ -10,7 +10,6 @@ DataLoader worker processes loaded.
 
 from __future__ import annotations
 
-import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,9 +67,13 @@ def read_image(path: str) -> torch.Tensor:
         with warnings.catch_warnings():  # torchvision >= 0.29 flags its decoders as deprecated
             warnings.simplefilter("ignore", DeprecationWarning)
             return decode_image(read_file(path), mode=ImageReadMode.RGB)
-    except RuntimeError as err:
-        reason = re.sub(r"^.*?\.cpp:\d+, ", "", str(err).splitlines()[0])  # drop torchvision's source location
-        raise CCReIDError(f"cannot decode image {path} ({reason}); replace or remove the file")
+    except RuntimeError:  # not a format torchvision decodes (BMP, ...), or damaged: Pillow decides
+        try:
+            with Image.open(path) as img:
+                return torch.from_numpy(np.array(img.convert("RGB"))).permute(2, 0, 1).contiguous()
+        except (OSError, ValueError, Image.DecompressionBombError):
+            raise CCReIDError(f"cannot decode image {path}: damaged, or not a JPEG/PNG/BMP/WebP image; "
+                              "replace or remove the file") from None
 
 
 def read_parsing(path: str) -> torch.Tensor:
