@@ -80,7 +80,7 @@ def test_damaged_state_files(run, damage: str) -> None:
     else:
         torch.save([1, 2], path)
     message = error(f"state file {path}", load_checkpoint, folder)
-    assert "no earlier good checkpoint: train again without --resume" in message
+    assert "no earlier good checkpoint: train again with --overwrite (without --resume)" in message
 
 
 def test_malicious_pickles_are_never_executed(run, tmp_path) -> None:

@@ -188,3 +188,22 @@ def test_a_damaged_saved_config_names_the_weights_file(run, tmp_path, capsys):
     assert main(["test", "--weights", str(bad), "--out", str(tmp_path / "t"), "--quiet"]) == 2
     err = one_line(capsys, f"weights file {bad}: its saved config line", "cannot parse YAML")
     assert "/tmp" not in err.replace(str(tmp_path), "")  # no temporary copy named
+
+
+def test_damaged_checkpoints_lead_to_overwrite_not_in_a_circle(run, tmp_path, capsys):
+    _, manifest = run
+    out = tmp_path / "run"
+    args = ["train", "--out", str(out), "-c", "synthetic", *QUIET, "data.name=custom", f"data.root={manifest}",
+            "data.height=64", "data.width=32", "data.workers=0", "data.ids_per_batch=2", "data.images_per_id=2",
+            "model.backbone=resnet18", "model.width_mult=0.25", "model.pretrained=none", "train.epochs=2",
+            "train.device=cpu", "train.amp=off", "train.threads=1", "train.checkpoint_every=1"]
+    assert main(args) == 0
+    for name in ("model.safetensors", "state.pt", "results.json", "results.md"):
+        (out / name).unlink()
+    for weights in (out / "checkpoints").glob("epoch-*/model.safetensors"):
+        weights.write_bytes(b"damaged")
+    assert main(args) == 2
+    one_line(capsys, "already holds a training run", "--overwrite")
+    assert main(args + ["--resume"]) == 2
+    one_line(capsys, "no earlier good checkpoint: train again with --overwrite")
+    assert main(args + ["--overwrite"]) == 0

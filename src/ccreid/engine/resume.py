@@ -92,7 +92,7 @@ def _fallback(folder: Path) -> str:
     good = next((p for p in earlier if _readable(p)), None)
     if good is not None:
         return f"delete {folder} to resume from the last good checkpoint, {good.name}"
-    return "no earlier good checkpoint: train again without --resume"
+    return "no earlier good checkpoint: train again with --overwrite (without --resume)"
 
 
 def load_checkpoint(folder: Path, required: Sequence[str] = ()) -> tuple[Dict[str, torch.Tensor], Dict[str, Any]]:

@@ -250,7 +250,9 @@ def _restore(out: Path, config_yaml: str, info: DistInfo, training: Training) ->
     counters and the RNG states of every rank (restored by the loop, after any replay)."""
     folder = latest_checkpoint(out)
     if folder is None:
-        raise CCReIDError(f"--resume: no checkpoint in {out / 'checkpoints'} (train without --resume to start)")
+        todo = ("train it again with --overwrite (without --resume)" if training_run_in(out)
+                else "train without --resume to start")
+        raise CCReIDError(f"--resume: no checkpoint in {out / 'checkpoints'}; {todo}")
     _same_config(out, config_yaml)
     counters = ("epoch", "iteration", "processed", "seconds", "best_score", "best_state", "val_results")
     required = ("optimizers", "schedulers", "scaler", "method", "rng", *counters)
