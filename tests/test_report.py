@@ -81,3 +81,13 @@ def test_notes_replace_missing_parts(folders, tmp_path):
     (copy / "results.json").write_text("{broken")
     with pytest.raises(CCReIDError, match="results.json"):
         write_report(copy)
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", '{"presets": {"x": 5}}', "{not json"])
+def test_malformed_results_are_one_line(tmp_path, capsys, content):
+    from ccreid.cli import main
+
+    (tmp_path / "results.json").write_text(content)
+    assert main(["report", str(tmp_path), "--no-samples"]) == 2
+    err = capsys.readouterr().err
+    assert "results file" in err and "damaged" in err and "Traceback" not in err

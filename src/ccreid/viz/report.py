@@ -117,6 +117,18 @@ def model_pictures(runs: List[Run], files: Path, num_queries: int, k: int, num_i
     return pictures + ranks
 
 
+def _check_table(results: object) -> None:
+    """ValueError unless ``results`` is ``{"presets": {name: {protocol: {metric: number}}}}``."""
+    presets = results.get("presets") if isinstance(results, dict) else None
+    if not isinstance(presets, dict):
+        raise ValueError("no 'presets' table")
+    for name, protocols in presets.items():
+        if not isinstance(protocols, dict) or not all(
+                isinstance(m, dict) and all(isinstance(v, (int, float, list)) or v is None for v in m.values())
+                for m in protocols.values()):
+            raise ValueError(f"preset {name!r} is not a table of protocols and metrics")
+
+
 def write_report(run_dir: str | Path, title: Optional[str] = None, samples: bool = True, num_queries: int = 4,
                  k: int = 8, num_images: int = 6, seed: int = 0, device: str = "auto",
                  progress: bool = False) -> List[Path]:
@@ -130,9 +142,10 @@ def write_report(run_dir: str | Path, title: Optional[str] = None, samples: bool
     results_path = run_dir / "results.json"
     try:
         results = json.loads(results_path.read_text())
+        _check_table(results)
     except (OSError, ValueError) as err:
-        raise CCReIDError(f"results file {results_path} is missing or damaged ({type(err).__name__}); "
-                          "pass the output folder of ccreid train/test/demo/ablation")
+        raise CCReIDError(f"results file {results_path} is missing or damaged ({type(err).__name__}: "
+                          f"{str(err).splitlines()[0][:80]}); pass the output folder of ccreid train/test/demo/ablation")
     runs = find_runs(run_dir, results)
     files = run_dir / FILES_DIR
     notes: List[str] = list(results.get("notes", []))
