@@ -42,6 +42,10 @@ def test_viz_commands_write_pictures(runs, tmp_path, capsys):
     assert main(["viz", "curves", "--runs", str(baseline), str(ours), "--out", str(tmp_path)]) == 0
     assert png_size(tmp_path / "training.png")[0] > 300
     assert "wrote" in capsys.readouterr().out
+    stamp = (tmp_path / "cmc.png").stat().st_mtime_ns
+    assert main(["viz", "cmc", "--weights", *weights, *common]) == 2  # an earlier picture is kept
+    assert "cmc.png already exists" in capsys.readouterr().err and (tmp_path / "cmc.png").stat().st_mtime_ns == stamp
+    assert main(["viz", "curves", "--runs", str(baseline), "--out", str(tmp_path), "--overwrite"]) == 0
 
 
 def test_viz_bad_inputs(runs, tmp_path, capsys):

@@ -267,9 +267,18 @@ def _print_written(paths: Sequence[Path]) -> None:
         console.print(f"wrote {path}")
 
 
+def _refuse_pictures(args: argparse.Namespace, pattern: str) -> None:
+    """An earlier picture of this command in ``--out`` is kept unless ``--overwrite``."""
+    from ccreid.engine.outputs import refuse_file
+
+    for path in sorted(Path(args.out).glob(pattern)):
+        refuse_file(path, args.overwrite, "a picture")
+
+
 def cmd_viz_actmap(args: argparse.Namespace) -> None:
     from ccreid.viz.heatmaps import viz_actmap
 
+    _refuse_pictures(args, "actmap.png")
     _print_written(viz_actmap(args.weights, args.out, args.images, args.labels, args.num_images, args.seed,
                               _device(args)))
 
@@ -277,6 +286,7 @@ def cmd_viz_actmap(args: argparse.Namespace) -> None:
 def cmd_viz_attention(args: argparse.Namespace) -> None:
     from ccreid.viz.heatmaps import viz_attention
 
+    _refuse_pictures(args, "attention.png")
     _print_written(viz_attention(args.weights, args.out, args.images, args.parsing, args.num_images, args.seed,
                                  _device(args)))
 
@@ -284,6 +294,7 @@ def cmd_viz_attention(args: argparse.Namespace) -> None:
 def cmd_viz_ranks(args: argparse.Namespace) -> None:
     from ccreid.viz.ranks import viz_ranks
 
+    _refuse_pictures(args, "ranks_*.png")
     _print_written(viz_ranks(args.weights, args.out, args.protocol, args.num_queries, args.k, args.seed,
                              _device(args), args.queries, _progress(args)))
 
@@ -291,12 +302,14 @@ def cmd_viz_ranks(args: argparse.Namespace) -> None:
 def cmd_viz_cmc(args: argparse.Namespace) -> None:
     from ccreid.viz.ranks import viz_cmc
 
+    _refuse_pictures(args, "cmc.png")
     _print_written(viz_cmc(args.weights, args.out, args.labels, _device(args), _progress(args)))
 
 
 def cmd_viz_curves(args: argparse.Namespace) -> None:
     from ccreid.viz.plots import plot_training
 
+    _refuse_pictures(args, "training.png")
     labels = args.labels or [Path(run).name for run in args.runs]
     if len(labels) != len(args.runs):
         raise CCReIDError(f"option --labels: {len(labels)} labels for {len(args.runs)} runs")
@@ -490,6 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
     def add_viz(name: str, help_text: str, func: Callable[[argparse.Namespace], None]) -> argparse.ArgumentParser:
         p = add_to(viz_sub, name, help_text, func)
         p.add_argument("--out", required=True, help="output folder")
+        p.add_argument("--overwrite", action="store_true", help="replace this command's earlier pictures in --out")
         return p
 
     def add_samples(p: argparse.ArgumentParser) -> None:
