@@ -10,7 +10,7 @@ from ccreid.evaluation import evaluate, evaluate_distmat, pairwise_distance
 
 def loop_reference(dist, q_pids, g_pids, q_cams, g_cams, q_cl, g_cl, rule, ap_mode, ranks=(1, 5, 10)):
     """Straightforward per-query evaluation in the style of Simple-CCReID's evaluate."""
-    first_hits, aps, missing = [], [], 0
+    first_hits, aps, inps, missing = [], [], [], 0
     for i in range(len(q_pids)):
         order = np.argsort(dist[i], kind="stable")  # ties: lower gallery index first
         good = []
@@ -28,6 +28,7 @@ def loop_reference(dist, q_pids, g_pids, q_cams, g_cams, q_cl, g_cl, rule, ap_mo
             missing += 1
             continue
         first_hits.append(hit_ranks[0])
+        inps.append(len(hit_ranks) / hit_ranks[-1])  # fast-reid's INP: matches / rank of the hardest
         ap = 0.0
         for n, r in enumerate(hit_ranks, start=1):
             if ap_mode == "noninterp":
@@ -39,6 +40,7 @@ def loop_reference(dist, q_pids, g_pids, q_cams, g_cams, q_cl, g_cl, rule, ap_mo
     first = np.array(first_hits)
     out = {f"rank{r}": 100 * float(np.mean(first <= r)) if len(first) else 0.0 for r in ranks}
     out["mAP"] = 100 * float(np.mean(aps)) if aps else 0.0
+    out["mINP"] = 100 * float(np.mean(inps)) if inps else 0.0
     out["queries"] = len(first_hits)
     out["queries_without_match"] = missing
     return out

@@ -46,12 +46,12 @@ def print_results(presets: Dict[str, Dict[str, dict]], title: str) -> None:
     table = Table(title=title)
     table.add_column("preset")
     for p in protocols:
-        for m in ("top-1", "top-5", "mAP"):
+        for m in ("top-1", "top-5", "mAP", "mINP"):
             table.add_column(f"{p.upper()} {m}", justify="right")
     for preset, res in presets.items():
         cells = []
         for p in protocols:
-            for key in ("rank1", "rank5", "mAP"):
+            for key in ("rank1", "rank5", "mAP", "mINP"):
                 value = res.get(p, {}).get(key)
                 std = res.get(p, {}).get(f"{key}_std")
                 cells.append("–" if value is None else f"{value:.1f}" + (f"±{std:.1f}" if std else ""))
@@ -197,9 +197,9 @@ def cmd_parse(args: argparse.Namespace) -> None:
 def print_metrics(metrics: dict, title: str) -> None:
     """One row of ranking metrics (percent) with the query counts."""
     table = Table(title=title)
-    for col in ("top-1", "top-5", "top-10", "mAP", "queries", "without match"):
+    for col in ("top-1", "top-5", "top-10", "mAP", "mINP", "queries", "without match"):
         table.add_column(col, justify="right")
-    table.add_row(*(f"{metrics[k]:.2f}" for k in ("rank1", "rank5", "rank10", "mAP")),
+    table.add_row(*(f"{metrics[k]:.2f}" for k in ("rank1", "rank5", "rank10", "mAP", "mINP")),
                   str(metrics["queries"]), str(metrics["queries_without_match"]))
     console.print(table)
 

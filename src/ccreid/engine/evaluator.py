@@ -17,9 +17,10 @@ from ccreid.config import TestConfig
 from ccreid.data.datasets import single_shot_galleries
 from ccreid.data.records import EvalSplit, ImageRecord
 from ccreid.engine.distributed import current, gather_rows
+from ccreid.engine.results import METRICS
 from ccreid.evaluation import evaluate, evaluate_reranked
 
-METRIC_KEYS = ("rank1", "rank5", "rank10", "mAP", "queries", "queries_without_match")
+METRIC_KEYS = (*METRICS, "queries", "queries_without_match")
 
 
 @torch.no_grad()
@@ -82,7 +83,7 @@ def _score(feats: torch.Tensor, unique: Dict[str, int], query: List[ImageRecord]
 
 def _mean(runs: List[dict]) -> dict:
     """Metrics averaged over single-shot galleries (query counts from the first)."""
-    out = {key: sum(r[key] for r in runs) / len(runs) for key in ("rank1", "rank5", "rank10", "mAP")}
+    out = {key: sum(r[key] for r in runs) / len(runs) for key in METRICS}
     out["cmc"] = torch.tensor([r["cmc"] for r in runs]).mean(0).tolist() if runs[0].get("cmc") else None
     return runs[0] | out
 

@@ -17,7 +17,8 @@ def evaluate_feature_file(
     rerank: bool = False,
     memory_mb: float = 512,
 ) -> dict:
-    """``rank1/5/10``, ``mAP`` (percent), ``queries`` and ``queries_without_match`` of the file.
+    """``rank1/5/10``, ``mAP``, ``mINP`` (percent), ``queries``, ``queries_without_match`` and
+    ``cmc`` (the CMC curve to rank 50, percent) of the file.
 
     The metrics are streamed in chunks fitted to ``memory_mb``; ``rerank`` (k-reciprocal,
     default parameters) needs the full distance matrices and so suits galleries up to ~20k.
@@ -27,4 +28,4 @@ def evaluate_feature_file(
     labels = {key: arrays.get(key) for key in ("q_pids", "g_pids", "q_camids", "g_camids", "q_clothes", "g_clothes")}
     score = evaluate_reranked if rerank else evaluate
     metrics = score(qf, gf, **labels, rule=protocol, metric=metric, ap_mode=ap_mode, memory_mb=memory_mb)
-    return {key: metrics[key] for key in METRIC_KEYS}
+    return {key: metrics[key] for key in METRIC_KEYS} | {"cmc": metrics["cmc"]}

@@ -13,7 +13,7 @@ from typing import Dict, List, Sequence
 
 from ccreid.engine.runtime import write_json, write_text
 
-METRICS = ("rank1", "rank5", "rank10", "mAP")
+METRICS = ("rank1", "rank5", "rank10", "mAP", "mINP")
 PROTOCOL_ORDER = ("general", "sc", "cc")
 
 
@@ -27,7 +27,7 @@ def aggregate_seeds(runs: Sequence[Dict[str, dict]]) -> Dict[str, dict]:
     out: Dict[str, dict] = {}
     for name in runs[0]:
         merged: dict = {}
-        for key in METRICS:
+        for key in (k for k in METRICS if all(k in run[name] for run in runs)):  # older runs: no mINP
             values = [run[name][key] for run in runs]
             merged[key] = statistics.fmean(values)
             merged[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
@@ -42,7 +42,8 @@ def ordered_protocols(protocols: Sequence[str]) -> List[str]:
     return known + sorted(p for p in protocols if p not in PROTOCOL_ORDER)
 
 
-def markdown_table(presets: Dict[str, Dict[str, dict]], metrics: Sequence[str] = ("rank1", "rank5", "mAP")) -> str:
+def markdown_table(presets: Dict[str, Dict[str, dict]],
+                   metrics: Sequence[str] = ("rank1", "rank5", "mAP", "mINP")) -> str:
     """A paper-style table: one row per preset, columns protocol x metric (mean ± std)."""
     protocols = ordered_protocols(sorted({p for res in presets.values() for p in res}))
     head = "| preset | " + " | ".join(f"{p.upper()} {m}" for p in protocols for m in metrics) + " |"
@@ -52,7 +53,7 @@ def markdown_table(presets: Dict[str, Dict[str, dict]], metrics: Sequence[str] =
         cells = []
         for p in protocols:
             for m in metrics:
-                if p not in res:
+                if p not in res or m not in res[p]:
                     cells.append("–")
                 elif f"{m}_std" in res[p]:
                     cells.append(f"{res[p][m]:.1f} ± {res[p][m + '_std']:.1f}")

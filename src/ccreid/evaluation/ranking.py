@@ -29,6 +29,9 @@ AP modes:
   (``(n-1)/(r_n-1)``, or 1 at rank 1) and at it (``n/r_n``). It is never higher than
   ``noninterp`` for the same ranking, typically 0.5-1 points lower.
 
+mINP (Ye et al., as fast-reid computes it): the mean over queries of ``|matches| / r_last``,
+the rank of the hardest match.
+
 Queries without a valid match are left out of every average and counted.
 """
 
@@ -208,6 +211,9 @@ def _summarise(pos: _PositiveRanks, num_q: int, num_g: int, ap_mode: str, ranks:
     for r in ranks:
         result[f"rank{r}"] = float((first <= r).double().mean() * 100) if n else 0.0
     result["mAP"] = float(ap.mean() * 100) if n else 0.0
+    # mINP (fast-reid): matches found per position searched to reach the hardest match
+    last = rank[pos.end[has] - 1].cpu()
+    result["mINP"] = float((count[has].cpu().double() / last).mean() * 100) if n else 0.0
     levels = torch.arange(1, min(max_rank, num_g) + 1, dtype=torch.float64)
     cmc = (first[:, None] <= levels[None, :]).double().mean(0) * 100 if n else torch.zeros(len(levels))
     result["cmc"] = [float(v) for v in cmc]

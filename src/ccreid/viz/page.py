@@ -8,7 +8,7 @@ from typing import Dict, List, Mapping, Sequence, Tuple
 
 from ccreid.engine.results import ordered_protocols
 
-METRIC_COLUMNS = (("rank1", "top-1"), ("rank5", "top-5"), ("rank10", "top-10"), ("mAP", "mAP"))
+METRIC_COLUMNS = (("rank1", "top-1"), ("rank5", "top-5"), ("rank10", "top-10"), ("mAP", "mAP"), ("mINP", "mINP"))
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #1f2328; background: #fff; }
