@@ -130,6 +130,8 @@ def test_torchrun_trains_logs_once_and_resumes_exactly(tmp_path, preset):
     first = load_weights(out / "model.safetensors").state_dict
     losses = lambda: [json.loads(x)["loss"] for x in (out / "metrics.jsonl").read_text().splitlines()]
     before = losses()
+    for name in ("model.safetensors", "state.pt", "results.json", "results.md", "report.html"):
+        (out / name).unlink(missing_ok=True)  # as if stopped after the epoch-1 checkpoint
     _torchrun(out, data, *method, "--resume")  # continues from epoch 1 with each rank's saved RNG state
     resumed = load_weights(out / "model.safetensors").state_dict
     for key, value in first.items():
