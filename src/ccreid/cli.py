@@ -211,11 +211,12 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
     if not args.chunk > 0:
         raise CCReIDError(f"option --chunk: {args.chunk} MiB must be > 0")
-    metrics = evaluate_feature_file(args.features, args.protocol, args.metric, args.ap_mode, args.rerank, args.chunk)
+    metrics = evaluate_feature_file(args.features, args.protocol, args.metric, args.ap_mode, args.rerank, args.chunk,
+                                    aqe=args.aqe)
     if args.json:
         print(json.dumps(metrics))
         return
-    rerank = ", re-ranked" if args.rerank else ""
+    rerank = (", alpha-QE" if args.aqe else "") + (", re-ranked" if args.rerank else "")
     print_metrics(metrics, f"{args.features}: {args.protocol} protocol, {args.metric}, AP {args.ap_mode}{rerank}")
 
 
@@ -461,6 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ap-mode", choices=AP_MODES, default="noninterp",
                    help="noninterp: papers/Simple-CCReID/torchreid; market1501: official trapezoidal script")
     p.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3)")
+    p.add_argument("--aqe", action="store_true", help="alpha query expansion first (one round, k 5, alpha 3)")
     p.add_argument("--chunk", type=float, default=512, metavar="MB", help="working-memory budget of the streaming "
                    "evaluation in MiB (default 512)")
     p.add_argument("--json", action="store_true", help="print one JSON object")

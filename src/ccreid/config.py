@@ -164,6 +164,7 @@ class TestConfig:
     ap_mode: str = "noninterp"  # noninterp | market1501
     protocols: Optional[List[str]] = None  # None: all the dataset defines
     rerank: bool = False  # k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3)
+    aqe: bool = False  # alpha query expansion first (fast-reid's defaults: one round, k 5, alpha 3)
     single_shot: int = 0  # N > 0: mean over N one-image-per-identity galleries (PRCC single-shot: 10)
 
 

@@ -19,6 +19,7 @@ from ccreid.data.records import EvalSplit, ImageRecord
 from ccreid.engine.distributed import current, gather_rows
 from ccreid.engine.results import METRICS
 from ccreid.evaluation import evaluate, evaluate_reranked
+from ccreid.evaluation.aqe import alpha_query_expansion
 
 METRIC_KEYS = (*METRICS, "queries", "queries_without_match")
 
@@ -77,8 +78,11 @@ def _score(feats: torch.Tensor, unique: Dict[str, int], query: List[ImageRecord]
     g_idx = torch.tensor([unique[r.path] for r in gallery], dtype=torch.long)
     q, g = _labels(query), _labels(gallery)
     labels = (q["pids"], g["pids"], q["camids"], g["camids"], q["clothes"], g["clothes"])
+    qf, gf = feats[q_idx], feats[g_idx]
+    if test.aqe:
+        qf, gf = alpha_query_expansion(qf, gf)
     score = evaluate_reranked if test.rerank else evaluate
-    return score(feats[q_idx], feats[g_idx], *labels, rule=rule, ap_mode=test.ap_mode)
+    return score(qf, gf, *labels, rule=rule, ap_mode=test.ap_mode)
 
 
 def _mean(runs: List[dict]) -> dict:

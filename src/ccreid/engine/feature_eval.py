@@ -7,6 +7,7 @@ from pathlib import Path
 from ccreid.engine.evaluator import METRIC_KEYS
 from ccreid.engine.features_io import load_features
 from ccreid.evaluation import evaluate, evaluate_reranked
+from ccreid.evaluation.aqe import alpha_query_expansion
 
 
 def evaluate_feature_file(
@@ -16,15 +17,19 @@ def evaluate_feature_file(
     ap_mode: str = "noninterp",
     rerank: bool = False,
     memory_mb: float = 512,
+    aqe: bool = False,
 ) -> dict:
     """``rank1/5/10``, ``mAP``, ``mINP`` (percent), ``queries``, ``queries_without_match`` and
     ``cmc`` (the CMC curve to rank 50, percent) of the file.
 
     The metrics are streamed in chunks fitted to ``memory_mb``; ``rerank`` (k-reciprocal,
-    default parameters) needs the full distance matrices and so suits galleries up to ~20k.
+    default parameters) needs the full distance matrices and so suits galleries up to ~20k;
+    ``aqe`` applies alpha query expansion (fast-reid's defaults) first.
     """
     arrays = load_features(path, require_clothes=protocol != "general")
     qf, gf = arrays["qf"], arrays["gf"]
+    if aqe:
+        qf, gf = alpha_query_expansion(qf, gf)
     labels = {key: arrays.get(key) for key in ("q_pids", "g_pids", "q_camids", "g_camids", "q_clothes", "g_clothes")}
     score = evaluate_reranked if rerank else evaluate
     metrics = score(qf, gf, **labels, rule=protocol, metric=metric, ap_mode=ap_mode, memory_mb=memory_mb)

@@ -1,0 +1,56 @@
+"""The comparison table (issue 14): several `ccreid ablation` folders merged into one file.
+
+    python benchmarks/comparison.py outputs/comparison outputs/comparison_vit [--out benchmarks/results/comparison]
+
+Each folder is the output of one `ccreid ablation` command (its results.json holds the
+per-preset mean and std over seeds, the config, machine and time). The commands are
+recorded as given with --commands (one per folder, same order).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ccreid.engine.results import markdown_table
+from ccreid.engine.runtime import write_json, write_text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folders", nargs="+", help="ccreid ablation output folders")
+    parser.add_argument("--commands", nargs="+", required=True, help="the command that made each folder")
+    parser.add_argument("--notes", default=None, help="a Markdown file appended to the table (what holds, what not)")
+    parser.add_argument("--out", default="benchmarks/results/comparison")
+    args = parser.parse_args()
+    if len(args.commands) != len(args.folders):
+        parser.error("one --commands entry per folder")
+    presets, runs = {}, []
+    for folder, command in zip(args.folders, args.commands):
+        results = json.loads((Path(folder) / "results.json").read_text())
+        presets.update(results["presets"])
+        runs.append({"folder": folder, "command": command, "seeds": results["seeds"],
+                     "total_s": results["timings"]["total_s"], "per_run_s": results["timings"]["per_run_s"],
+                     "train_images_per_s": results["timings"]["train_images_per_s"],
+                     "machine": results["machine"], "config": results["config"]})
+    write_json(args.out + ".json", {"presets": presets, "runs": runs})
+    seeds = sorted({s for r in runs for s in r["seeds"]})
+    lines = ["# Methods compared on the synthetic benchmark", "",
+             f"Top-1 / top-5 / mAP / mINP in %, mean ± std over seeds {seeds}, on the 144-identity test split; "
+             "model selection on the validation identities (`train.select_on=val`), never the test split.", "",
+             markdown_table(presets), ""]
+    for run in runs:
+        per_run = {p: f"{sum(v) / len(v):.0f}" for p, v in run["per_run_s"].items()}
+        lines += [f"- `{run['command']}`: {run['total_s']:.0f} s in all, mean seconds per run {per_run}; "
+                  f"machine {run['machine']}"]
+    lines += ["", "Config (every run; `model.preset` and `seed` vary): `configs/synthetic.yaml` with "
+              "`train.select_on=val`, as resolved:", "", "```yaml", runs[0]["config"].rstrip(), "```"]
+    if args.notes:
+        lines += ["", Path(args.notes).read_text().rstrip()]
+    write_text(args.out + ".md", "\n".join(lines) + "\n")
+    print("\n".join(lines[:8]))
+
+
+if __name__ == "__main__":
+    main()
