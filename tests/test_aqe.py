@@ -59,3 +59,23 @@ def test_test_aqe_config_key(tmp_path):
     with_aqe = json.loads((tmp_path / "t" / "results.json").read_text())["presets"]["baseline"]
     plain = json.loads((run / "results.json").read_text())["presets"]["baseline"]
     assert set(with_aqe) == set(plain) and with_aqe != plain
+
+
+def test_eval_rerank_parameters_from_the_command_line(tmp_path, capsys):
+    from ccreid.cli import main
+    from ccreid.evaluation import evaluate_distmat, rerank_features
+
+    rng = np.random.default_rng(1)
+    pids = np.repeat(np.arange(8), 4)
+    feats = (rng.standard_normal((32, 8)) + 2 * np.eye(8)[pids]).astype(np.float32)
+    cams = np.tile([0, 1, 2, 3], 8)
+    np.savez(tmp_path / "f.npz", qf=feats[::4], gf=feats, q_pids=pids[::4], g_pids=pids, q_camids=cams[::4],
+             g_camids=cams)
+    args = ["eval", "--features", str(tmp_path / "f.npz"), "--json", "--quiet", "--rerank"]
+    assert main(args + ["--k1", "5", "--k2", "2", "--lambda", "0.5"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    dist = rerank_features(feats[::4], feats, "cosine", 5, 2, 0.5)
+    want = evaluate_distmat(dist, pids[::4], pids, cams[::4], cams)
+    assert got["mAP"] == pytest.approx(want["mAP"]) and got["rank1"] == pytest.approx(want["rank1"])
+    assert main(args + ["--k1", "0"]) == 2
+    assert "--k1" in capsys.readouterr().err

@@ -211,8 +211,10 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
     if not args.chunk > 0:
         raise CCReIDError(f"option --chunk: {args.chunk} MiB must be > 0")
+    if args.k1 < 1 or args.k2 < 1 or not 0.0 <= args.lambda_value <= 1.0:
+        raise CCReIDError("options --k1 and --k2 must be >= 1 and --lambda in [0, 1]")
     metrics = evaluate_feature_file(args.features, args.protocol, args.metric, args.ap_mode, args.rerank, args.chunk,
-                                    aqe=args.aqe)
+                                    aqe=args.aqe, rerank_params=(args.k1, args.k2, args.lambda_value))
     if args.json:
         print(json.dumps(metrics))
         return
@@ -462,6 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ap-mode", choices=AP_MODES, default="noninterp",
                    help="noninterp: papers/Simple-CCReID/torchreid; market1501: official trapezoidal script")
     p.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3)")
+    p.add_argument("--k1", type=int, default=20, help="re-ranking k1 (default 20)")
+    p.add_argument("--k2", type=int, default=6, help="re-ranking k2 (default 6)")
+    p.add_argument("--lambda", dest="lambda_value", type=float, default=0.3, help="re-ranking lambda (default 0.3)")
     p.add_argument("--aqe", action="store_true", help="alpha query expansion first (one round, k 5, alpha 3)")
     p.add_argument("--chunk", type=float, default=512, metavar="MB", help="working-memory budget of the streaming "
                    "evaluation in MiB (default 512)")
