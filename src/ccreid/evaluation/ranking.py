@@ -93,6 +93,7 @@ def _labels(num_q: int, num_g: int, device: torch.device, rule: str, **arrays) -
 def _same_identity_pairs(q_pids: torch.Tensor, g_pids: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """All (query, gallery) index pairs sharing a person id, by query then gallery index."""
     g_sorted, g_order = torch.sort(g_pids, stable=True)
+    q_pids = q_pids.contiguous()
     lo = torch.searchsorted(g_sorted, q_pids, side="left")
     counts = torch.searchsorted(g_sorted, q_pids, side="right") - lo
     pair_q = torch.repeat_interleave(torch.arange(len(q_pids), device=q_pids.device), counts)
