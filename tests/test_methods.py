@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 import textwrap
 
 import pytest
 import torch
 
 from ccreid.cli import main
+from ccreid.engine.checkpoint import load_weights
 from ccreid.errors import CCReIDError
 from ccreid.methods import PRESETS, Method
 from ccreid.methods.cal import CosineClassifier, clothes_adversarial_loss
@@ -59,10 +61,19 @@ def log_records(run):
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
-def test_every_registered_preset_trains_and_evaluates(tmp_path, preset):
-    assert main(tiny_args(tmp_path / "run", tmp_path / "data", f"model.preset={preset}")) == 0
+def test_every_registered_preset_trains_resumes_exactly_and_evaluates(tmp_path, preset):
+    args = tiny_args(tmp_path / "run", tmp_path / "data", f"model.preset={preset}", "train.epochs=2",
+                     "train.checkpoint_every=1", "loss.cal.start_epoch=0")
+    assert main(args) == 0
     results = json.loads((tmp_path / "run" / "results.json").read_text())["presets"][preset]
     assert {"sc", "cc"} <= set(results)
+    resumed = tmp_path / "resumed"  # the same run stopped after its epoch-1 checkpoint, then resumed
+    shutil.copytree(tmp_path / "run", resumed)
+    for name in ("model.safetensors", "state.pt", "results.json", "results.md"):
+        (resumed / name).unlink()
+    assert main([*args[:4], str(resumed), *args[5:], "--resume"]) == 0
+    full_w, resumed_w = (load_weights(run / "model.safetensors").state_dict for run in (tmp_path / "run", resumed))
+    assert all(torch.equal(value, resumed_w[key]) for key, value in full_w.items())
     assert main(["test", "--weights", str(tmp_path / "run" / "model.safetensors"), "--out", str(tmp_path / "t"),
                  "--quiet", "--no-report"]) == 0
     if PRESETS.get(preset).method.build_network.__func__ is not Method.build_network.__func__:
