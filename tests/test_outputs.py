@@ -25,6 +25,14 @@ def run(tmp_path_factory):
     return make_train_run(folder / "run", manifest), manifest
 
 
+def train_args(out, manifest, *extra, quiet=True):
+    """``ccreid train`` of a tiny ResNet-18 on the custom-manifest dataset of test_viz_common."""
+    return ["train", "--out", str(out), "-c", "synthetic", *(QUIET if quiet else ["--no-report"]),
+            "data.name=custom", f"data.root={manifest}", "data.height=64", "data.width=32", "data.workers=0",
+            "data.ids_per_batch=2", "data.images_per_id=2", "model.backbone=resnet18", "model.width_mult=0.25",
+            "model.pretrained=none", "train.device=cpu", "train.amp=off", "train.threads=1", *extra]
+
+
 def one_line(capsys, *expected):
     err = capsys.readouterr().err
     assert all(e in err for e in expected) and "Traceback" not in err, err
@@ -99,10 +107,7 @@ def test_a_second_writer_is_refused_with_the_holders_pid(tmp_path, caplog):
 def test_two_trainings_into_one_folder_one_is_refused(run, tmp_path, capsys):
     _, manifest = run
     out = tmp_path / "shared"
-    args = ["train", "--out", str(out), "-c", "synthetic", *QUIET, "data.name=custom", f"data.root={manifest}",
-            "data.height=64", "data.width=32", "data.workers=0", "data.ids_per_batch=2", "data.images_per_id=2",
-            "model.backbone=resnet18", "model.width_mult=0.25", "model.pretrained=none", "train.epochs=40",
-            "train.device=cpu", "train.amp=off", "train.threads=1"]
+    args = train_args(out, manifest, "train.epochs=40")
     first = subprocess.Popen([sys.executable, "-m", "ccreid", *args], stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
     try:
@@ -127,10 +132,7 @@ def test_a_failed_final_evaluation_is_finished_by_resume(run, tmp_path, capsys):
     good = gallery.read_bytes()
     gallery.write_bytes(b"damaged")
     out = tmp_path / "run"
-    args = ["train", "--out", str(out), "-c", "synthetic", *QUIET, "data.name=custom", f"data.root={data / 'manifest.csv'}",
-            "data.height=64", "data.width=32", "data.workers=0", "data.ids_per_batch=2", "data.images_per_id=2",
-            "model.backbone=resnet18", "model.width_mult=0.25", "model.pretrained=none", "train.epochs=1",
-            "train.device=cpu", "train.amp=off", "train.threads=1", "train.checkpoint_every=0"]
+    args = train_args(out, data / "manifest.csv", "train.epochs=1", "train.checkpoint_every=0")
     assert main(args) == 2
     one_line(capsys, str(gallery), "`ccreid train --resume`", "without retraining")
     weights = (out / "model.safetensors").read_bytes()
@@ -146,10 +148,7 @@ def test_a_failed_final_evaluation_is_finished_by_resume(run, tmp_path, capsys):
 def test_resume_drops_a_partial_last_log_line_and_says_so(run, tmp_path, capsys):
     _, manifest = run
     out = tmp_path / "run"
-    args = ["train", "--out", str(out), "-c", "synthetic", "--no-report", "data.name=custom",
-            f"data.root={manifest}", "data.height=64", "data.width=32", "data.workers=0", "data.ids_per_batch=2",
-            "data.images_per_id=2", "model.backbone=resnet18", "model.width_mult=0.25", "model.pretrained=none",
-            "train.epochs=2", "train.device=cpu", "train.amp=off", "train.threads=1", "train.checkpoint_every=1"]
+    args = train_args(out, manifest, "train.epochs=2", "train.checkpoint_every=1", quiet=False)
     assert main(args + ["--quiet"]) == 0
     for name in ("model.safetensors", "state.pt", "results.json", "results.md"):
         (out / name).unlink()  # as if killed during epoch 2, after writing part of a log line
@@ -164,11 +163,8 @@ def test_resume_drops_a_partial_last_log_line_and_says_so(run, tmp_path, capsys)
 
 def test_parsing_labels_outside_the_label_set_are_counted_and_named(run, tmp_path, capsys):
     _, manifest = run
-    args = ["train", "--out", str(tmp_path / "run"), "-c", "synthetic", "--no-report", "data.name=custom",
-            f"data.root={manifest}", "data.height=64", "data.width=32", "data.workers=0", "data.ids_per_batch=2",
-            "data.images_per_id=2", "model.backbone=resnet18", "model.width_mult=0.25", "model.pretrained=none",
-            "train.epochs=1", "train.device=cpu", "train.amp=off", "train.threads=1", "model.preset=baseline+bsga",
-            "data.parsing.labels=pascal"]  # the maps are LIP (labels 5, 9, 13): beyond Pascal's 0..6
+    args = train_args(tmp_path / "run", manifest, "train.epochs=1", "model.preset=baseline+bsga",
+                      "data.parsing.labels=pascal", quiet=False)  # the maps are LIP (5, 9, 13): beyond Pascal's 0..6
     assert main(args) == 0
     err = " ".join(capsys.readouterr().err.split())  # the log handler wraps long lines
     assert "12 parsing map(s) hold labels outside data.parsing.labels=pascal (0..6), e.g." in err
@@ -193,10 +189,7 @@ def test_a_damaged_saved_config_names_the_weights_file(run, tmp_path, capsys):
 def test_damaged_checkpoints_lead_to_overwrite_not_in_a_circle(run, tmp_path, capsys):
     _, manifest = run
     out = tmp_path / "run"
-    args = ["train", "--out", str(out), "-c", "synthetic", *QUIET, "data.name=custom", f"data.root={manifest}",
-            "data.height=64", "data.width=32", "data.workers=0", "data.ids_per_batch=2", "data.images_per_id=2",
-            "model.backbone=resnet18", "model.width_mult=0.25", "model.pretrained=none", "train.epochs=2",
-            "train.device=cpu", "train.amp=off", "train.threads=1", "train.checkpoint_every=1"]
+    args = train_args(out, manifest, "train.epochs=2", "train.checkpoint_every=1")
     assert main(args) == 0
     for name in ("model.safetensors", "state.pt", "results.json", "results.md"):
         (out / name).unlink()

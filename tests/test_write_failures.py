@@ -4,6 +4,7 @@ files stay intact and no temporary file is left. Full and read-only disks are sm
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 from pathlib import Path
 
@@ -23,15 +24,17 @@ def manifest(tmp_path_factory):
     return write_dataset(tmp_path_factory.mktemp("data"))
 
 
+@contextlib.contextmanager
 def tmpfs(path: Path, options: str):
+    """A small tmpfs at ``path`` for the block (skips the test where mounting is not allowed)."""
     path.mkdir(parents=True, exist_ok=True)
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True)
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or 'mount failed'}): needs root in a VM")
-
-
-def unmount(path: Path) -> None:
-    subprocess.run(["umount", str(path)], check=False)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=False)
 
 
 def test_out_below_a_file(manifest, tmp_path, capsys):
@@ -44,27 +47,18 @@ def test_out_below_a_file(manifest, tmp_path, capsys):
 
 
 def test_full_disk_while_checkpointing(manifest, tmp_path, capsys):
-    disk = tmp_path / "disk"
-    tmpfs(disk, "size=96k")
-    try:
+    with tmpfs(tmp_path / "disk", "size=96k") as disk:
         assert main(["train", *TINY, f"data.root={manifest}", "--out", str(disk / "run")]) == 2
         err = capsys.readouterr().err
         assert "no space left on device" in err and "free some space" in err and "Traceback" not in err
-        assert not list(disk.rglob("*.tmp"))
-        assert "unexpected pos" not in err
-    finally:
-        unmount(disk)
+        assert not list(disk.rglob("*.tmp")) and "unexpected pos" not in err
 
 
 def test_read_only_disk(manifest, tmp_path, capsys):
-    disk = tmp_path / "ro"
-    tmpfs(disk, "ro,size=64k")
-    try:
+    with tmpfs(tmp_path / "ro", "ro,size=64k") as disk:
         assert main(["train", *TINY, f"data.root={manifest}", "--out", str(disk / "run")]) == 2
         err = capsys.readouterr().err
         assert "read-only file system" in err and "choose a writable --out" in err and "Traceback" not in err
         run = make_train_run(tmp_path / "run", manifest)
         assert main(["test", "--weights", str(run / "model.safetensors"), "--out", str(disk / "t"), "--quiet"]) == 2
         assert "read-only file system" in capsys.readouterr().err
-    finally:
-        unmount(disk)
