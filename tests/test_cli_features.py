@@ -37,9 +37,9 @@ def test_extract_then_eval_reproduces_ccreid_test(checkpoint, tmp_path, capsys, 
         stored.files)
     assert np.allclose(np.linalg.norm(stored["qf"], axis=1), 1, atol=1e-5)
     metrics = run_json(["eval", "--features", str(feats), "--protocol", protocol, "--json"], capsys)
-    assert set(metrics) == {"rank1", "rank5", "rank10", "mAP", "queries", "queries_without_match"}
+    assert set(metrics) == {"rank1", "rank5", "rank10", "mAP", "mINP", "queries", "queries_without_match", "cmc"}
     expected = tester.test_checkpoint(weights, tmp_path / "test")["ours"][protocol]
-    for key in ("rank1", "rank5", "mAP", "queries", "queries_without_match"):
+    for key in ("rank1", "rank5", "mAP", "mINP", "queries", "queries_without_match"):
         assert metrics[key] == pytest.approx(expected[key], abs=1e-6), key
 
 

@@ -117,7 +117,7 @@ class NormStep(TrainStep):
 class ToyMethod(Method):
     def make_step(self, net, optimizers, *args, **kwargs):
         base = super().make_step(net, optimizers, *args, **kwargs)
-        return NormStep(**{name: getattr(base, name) for name in TrainStep.__dataclass_fields__})
+        return NormStep(**base.fields())
 
 
 register_preset("toy", ToyMethod, PRESETS["baseline"])

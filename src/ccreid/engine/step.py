@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +73,10 @@ class TrainStep:
         values = torch.stack([torch.as_tensor(v, device=device).float().reshape(()) for v in named.values()]).tolist()
         floats = {k: int(v) if k.startswith("num_") else v for k, v in zip(named, values)}
         return floats | {"images": len(pids)}
+
+    def fields(self) -> Dict[str, object]:
+        """This step's settings by name: ``MyStep(**base.fields(), extra=...)`` extends a built step."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     def extra_terms(self, outputs: Dict[str, torch.Tensor], pids: torch.Tensor,
                     clothes: torch.Tensor) -> Dict[str, Tuple[float, torch.Tensor]]:

@@ -110,8 +110,7 @@ class CALMethod(Method):
     def make_step(self, net: nn.Module, optimizers: Optimizers, *args: Any, **kwargs: Any) -> TrainStep:
         base = super().make_step(net, optimizers, *args, **kwargs)
         cal = self.cfg.loss.cal
-        fields = {name: getattr(base, name) for name in TrainStep.__dataclass_fields__}
-        return CALStep(**fields, classifier=self.classifier, classifier_optimizer=optimizers["clothes"][0],
+        return CALStep(**base.fields(), classifier=self.classifier, classifier_optimizer=optimizers["clothes"][0],
                        pid2clothes=self.pid2clothes, scale=cal.scale, epsilon=cal.epsilon,
                        active=lambda: self.epoch >= cal.start_epoch)
 
