@@ -96,3 +96,9 @@ def test_timm_errors_are_one_line(monkeypatch, tmp_path) -> None:
 
     monkeypatch.setitem(sys.modules, "timm", None)  # as if timm were not installed
     error("model.backbone.*pip install timm", "timm:resnet18")
+
+
+def test_token_models_as_backbones_point_to_the_vit_preset():
+    cfg = ModelConfig(backbone="timm:vit_tiny_patch16_224", pretrained="none")
+    with pytest.raises(CCReIDError, match="train it with model.preset=vit model.vit.name=vit_tiny_patch16_224"):
+        build_model_from_config(Config(model=cfg), num_classes=2)

@@ -87,6 +87,9 @@ class TimmBackbone(Backbone):
         super().__init__()
         timm = _import_timm(name)
         check_timm_name(name)
+        if name.startswith("vit_"):
+            raise CCReIDError(f"config key 'model.backbone': timm:{name} is a transformer (tokens, no feature map); "
+                              f"train it with model.preset=vit model.vit.name={name}")
         if width_mult != 1.0:
             raise CCReIDError(f"config key 'model.width_mult': timm backbones need 1.0 (got {width_mult})")
         if last_stride not in (1, 2):
@@ -127,6 +130,6 @@ class TimmBackbone(Backbone):
         if out.dim() != 4:
             raise CCReIDError(
                 f"config key 'model.backbone': timm:{self.name} returns {out.dim()}-D tokens, not a "
-                "[B,C,H,W] feature map; use a convolutional timm model"
+                "[B,C,H,W] feature map; use a convolutional timm model (ViTs: model.preset=vit)"
             )
         return out
