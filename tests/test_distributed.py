@@ -19,7 +19,7 @@ from ccreid.engine import tester
 from ccreid.engine.step import TrainStep
 from ccreid.errors import CCReIDError
 from ccreid.losses import ReIDObjective
-from ccreid.methods import build_model_from_config
+from ccreid.methods import PRESETS, build_model_from_config
 
 pytestmark = pytest.mark.skipif(
     not (dist.is_available() and dist.is_gloo_available()),
@@ -161,3 +161,49 @@ def test_sync_bn_on_cpu_processes_is_refused_before_joining(monkeypatch):
     with pytest.raises(CCReIDError, match="train.sync_bn"):
         setup("cpu", sync_bn=True)
     assert not dist.is_initialized()
+
+
+def _method_worker(rank: int, port: int, out: str, preset: str) -> None:
+    """Two steps of ``preset``'s training under DDP (gloo); saves the model's and method's state."""
+    from ccreid.config import load_config
+    from ccreid.engine.training import build_training
+    from ccreid.methods import DataInfo
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    cfg = load_config("synthetic", [f"model.preset={preset}", "model.backbone=resnet18", "model.width_mult=0.25",
+                                    "model.pretrained=none", "data.height=64", "data.width=32", "train.amp=off",
+                                    "loss.cal.start_epoch=0", "model.vit.name=vit_tiny_patch16_224"])
+    torch.manual_seed(rank)  # different per rank, as under torchrun: DDP must make the ranks agree
+    info = setup("cpu")
+    pids = torch.arange(4).repeat_interleave(4)
+    clothes = torch.arange(8).repeat_interleave(2)
+    data = DataInfo(4, 8, torch.arange(4)[:, None] == torch.arange(8)[None, :] // 2, (5, 9), "lip")
+    training = build_training(cfg, data, torch.device("cpu"), info)
+    step = training.start(info)
+    parsing = torch.zeros(2 * B, 64, 32, dtype=torch.long)
+    parsing[:, 8:30] = 5
+    parsing[:, 30:60, 4:28] = 9
+    g = torch.Generator().manual_seed(1)
+    batch = {"image": torch.randn(2 * B, 3, 64, 32, generator=g), "pid": pids, "clothes": clothes,
+             "parsing": parsing, "has_parsing": torch.ones(2 * B, dtype=torch.bool)}
+    mine = {k: v[rank * B: (rank + 1) * B] for k, v in batch.items()}
+    for _ in range(2):
+        step(mine)
+    info.broadcast_buffers(training.model)
+    torch.save({"model": training.model.state_dict(), "method": training.method.state_dict()},
+               os.path.join(out, f"rank{rank}.pt"))
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_every_method_keeps_the_ranks_in_step(tmp_path, preset):
+    mp.spawn(_method_worker, args=(_free_port(), str(tmp_path), preset), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    for part in ("model", "method"):
+        for key, value in ranks[0][part].items():
+            other = ranks[1][part][key]
+            if isinstance(value, dict):  # a module's state dict inside the method's state
+                assert all(torch.equal(v, other[k]) for k, v in value.items()), (part, key)
+            else:
+                assert torch.equal(value, other), (part, key)
