@@ -113,17 +113,16 @@ def _train(cfg: Config, out: Path, info: DistInfo, progress: bool,
             fill_parsing_maps(cfg.data, cfg.train.device, progress)
         info.barrier()
     manager = DataManager(cfg, need_parsing=needs_parsing)
+    config_yaml = to_yaml(cfg)  # after the data: a synthetic folder records the options it was made with
+    val_splits = manager.eval_splits("val") if cfg.train.select_on == "val" else {}
+    if cfg.train.select_on == "val" and not val_splits:
+        raise CCReIDError(f"config key 'train.select_on': dataset {cfg.data.name!r} has no validation split (use last)")
+    if resume and (out / WEIGHTS_NAME).is_file() and (out / STATE_NAME).is_file():
+        return _evaluate_finished(cfg, out, config_yaml, manager, device, progress, info.rank)
     training = build_training(cfg, DataInfo.of(manager.dataset.train, manager.label_set), device, info)
     model, method, generator = training.model, training.method, training.generator
     if info.is_main:
         _report_pretrained(model, out)
-    config_yaml = to_yaml(cfg)
-    val_splits = manager.eval_splits("val") if cfg.train.select_on == "val" else {}
-    if cfg.train.select_on == "val" and not val_splits:
-        raise CCReIDError(f"config key 'train.select_on': dataset {cfg.data.name!r} has no validation split (use last)")
-
-    if resume and (out / WEIGHTS_NAME).is_file() and (out / STATE_NAME).is_file():
-        return _evaluate_finished(cfg, out, config_yaml, manager, device, progress, info.rank)
     run = {"epoch": 0, "batch": 0, "iteration": 0, "processed": 0, "seconds": 0.0, "best_score": float("-inf"),
            "best_state": None, "val_results": {}}
     saved_rng = None
