@@ -121,7 +121,7 @@ def _people(folder: Path) -> Path:
     return write_manifest(folder, rows, header="path,pid,camid,clothes_id,split")
 
 
-def test_train_parses_missing_maps_first(schp_checkpoint, tmp_path, capsys):
+def test_train_parses_missing_maps_first(schp_checkpoint, tmp_path, capsys, monkeypatch):
     from ccreid.cli import main
 
     manifest = _people(tmp_path / "people")
@@ -134,6 +134,13 @@ def test_train_parses_missing_maps_first(schp_checkpoint, tmp_path, capsys):
     assert not maps.exists()
     assert main(base + [f"data.parsing.weights={schp_checkpoint('lip')}"]) == 0
     assert len(list(maps.rglob("*.png"))) == 18 and (tmp_path / "run" / "model.safetensors").is_file()
+    from ccreid.parsing import HumanParser
+
+    def not_needed(*args, **kwargs):
+        raise AssertionError("the parser was built although every map exists")
+
+    monkeypatch.setattr(HumanParser, "from_checkpoint", not_needed)
+    assert main(base + [f"data.parsing.weights={schp_checkpoint('lip')}", "--overwrite"]) == 0
 
 
 def test_data_check_parses_missing_maps_first(schp_checkpoint, tmp_path, capsys):

@@ -4,11 +4,14 @@ fills the missing maps of the dataset into ``data.parsing.root`` with SCHP."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from ccreid.config import DataConfig, ModelConfig
 from ccreid.data.labels import get_label_set
 from ccreid.errors import CCReIDError
 from ccreid.parsing import HumanParser, ParseSummary, dataset_items, run_parse
+from ccreid.parsing.checkpoint import checkpoint_variant, read_state_dict
+from ccreid.parsing.job import is_complete
 
 logger = logging.getLogger(__name__)
 
@@ -24,18 +27,23 @@ def check_cre_labels(data: DataConfig, model: ModelConfig) -> None:
 
 def fill_parsing_maps(data: DataConfig, device: str = "auto", progress: bool = False,
                       label: str = "data.parsing.weights") -> ParseSummary:
-    """Parse every image of ``data`` that has no complete map into ``data.parsing.root``."""
+    """Parse every image of ``data`` that has no complete map into ``data.parsing.root`` (the
+    checkpoint's label set is checked first; the network is loaded only when a map is missing)."""
     if data.parsing.root is None:
         raise CCReIDError(f"{label} needs data.parsing.root: the folder the maps are written to")
     if data.name == "synthetic":
         raise CCReIDError(f"{label}: the synthetic dataset ships its own maps; leave it unset")
-    parser = HumanParser.from_checkpoint(data.parsing.weights, device=device, label=label)
+    path = Path(data.parsing.weights).expanduser()
+    variant = checkpoint_variant(read_state_dict(path, label), path, label=label)  # memory-mapped: cheap
     labels = get_label_set(data.parsing.labels).name
-    if parser.variant.name != labels:
-        raise CCReIDError(f"{label} is an SCHP {parser.variant.name} checkpoint but data.parsing.labels={labels}; "
-                          f"set data.parsing.labels={parser.variant.name}")
-    summary = run_parse(parser, dataset_items(data.name, data.root, data.parsing.root), data.parsing.root,
-                        progress=progress)
+    if variant.name != labels:
+        raise CCReIDError(f"{label} is an SCHP {variant.name} checkpoint but data.parsing.labels={labels}; "
+                          f"set data.parsing.labels={variant.name}")
+    items = dataset_items(data.name, data.root, data.parsing.root)
+    if all(is_complete(item, False, variant.num_classes) for item in items):
+        return ParseSummary(skipped=len(items))  # every map is there: the network is not even built
+    parser = HumanParser.from_checkpoint(path, device=device, label=label)
+    summary = run_parse(parser, items, data.parsing.root, progress=progress)
     logger.info("parsing maps in %s: %d parsed, %d already there, %d failed (%.0f s)", data.parsing.root,
                 summary.parsed, summary.skipped, summary.failed, summary.seconds)
     if summary.failed:
