@@ -111,6 +111,7 @@ def test_labels_of_the_erased_copies() -> None:
     assert torch.equal(out.pids, torch.cat([pids, pids[with_map]]))
     assert torch.equal(out.clothes, torch.cat([clothes, clothes[with_map] + 8]))
     assert torch.equal(out.parsing, torch.cat([parsing, parsing[with_map]]))
+    assert torch.equal(out.source, torch.cat([torch.arange(8), with_map]))  # camera ids etc. follow their image
 
 
 def test_p_zero_is_the_identity() -> None:
@@ -118,6 +119,7 @@ def test_p_zero_is_the_identity() -> None:
     out = ClothesErasure(CLOTHES, p=0.0)(images, parsing, has_parsing, pids, clothes, num_clothes=8)
     assert out.images is images and out.pids is pids and out.clothes is clothes and out.parsing is parsing
     assert out.num_erased == 0 and not out.is_erased.any() and out.num_without_map == 1
+    assert torch.equal(out.source, torch.arange(len(images)))
 
 
 def test_probability_draws_copies_of_the_chosen_images_only() -> None:
@@ -131,6 +133,7 @@ def test_probability_draws_copies_of_the_chosen_images_only() -> None:
     source = out.pids[64:]
     assert not torch.isin(source, torch.tensor([0, 1])).any(), "images without a map are never erased"
     assert torch.equal(out.images[64:], cre.erase(images[source], parsing[source]))
+    assert torch.equal(out.source, torch.cat([torch.arange(64), source]))
 
 
 def test_invalid_options_are_user_errors() -> None:

@@ -151,7 +151,7 @@ def test_pcb_stripes_are_six_row_blocks_and_eval_concatenates_them():
     from ccreid.models import build_backbone
 
     torch.manual_seed(0)
-    model = PCBModel(build_backbone("resnet18", "none", 0.25, 1), num_classes=5).eval()
+    model = PCBModel(build_backbone("resnet18", 0.25, 1), num_classes=5).eval()
     images = torch.randn(2, 3, 192, 64)
     with torch.no_grad():
         fmap, attention = model.feature_map(images)
@@ -193,6 +193,7 @@ def test_ps_changes_exactly_the_shared_garment_pixels_and_takes_them_from_anothe
                                                    torch.arange(4), torch.arange(4), 4, gen)
     assert result.images.shape[0] == 7 and result.is_erased.tolist() == [False] * 4 + [True] * 3
     assert result.pids.tolist() == [0, 1, 2, 3, 0, 1, 3] and result.clothes.tolist() == [0, 1, 2, 3, 0, 1, 3]
+    assert result.source.tolist() == [0, 1, 2, 3, 0, 1, 3]
 
 
 def test_ablation_takes_comma_separated_presets_and_checks_them_first(tmp_path, capsys):
@@ -225,3 +226,44 @@ def test_vit_interpolates_position_embeddings_and_overlaps_patches():
     cfg.model.bsga.enabled, cfg.model.vit.name = None, "resnet50"
     with pytest.raises(CCReIDError, match="not a timm vit_"):
         build_model_from_config(cfg, 5)
+
+
+def test_vit_camera_embedding_adds_one_vector_per_camera_to_every_token():
+    from ccreid.config import Config
+    from ccreid.methods import build_model_from_config
+
+    cfg = Config()
+    cfg.model.preset, cfg.model.pretrained, cfg.data.height, cfg.data.width = "vit", "none", 32, 32
+    cfg.model.vit.name, cfg.model.vit.sie, cfg.model.vit.sie_cameras = "vit_tiny_patch16_224", True, 3
+    model = build_model_from_config(cfg, 5).eval()
+    assert model.uses_camids and model.sie.shape == (3, 1, 192)
+    images, camids = torch.randn(2, 3, 32, 32), torch.tensor([0, 2])
+    with torch.no_grad():
+        vit = model.vit  # TransReID: x = x + pos_embed + coef * sie[camid], then the blocks
+        x = vit.pos_drop(torch.cat([vit.cls_token.expand(2, -1, -1), vit.patch_embed(images).flatten(1, 2)], 1)
+                         + vit.pos_embed)
+        expected = vit.norm(vit.blocks(x + 3.0 * model.sie[camids]))
+        torch.testing.assert_close(model.tokens(images, camids), expected)
+        assert not torch.allclose(model(images, camids), model(images, torch.tensor([1, 1])))
+        model.sie.zero_()  # a zero table is timm's own forward
+        torch.testing.assert_close(model.tokens(images, camids), vit.forward_features(images))
+    with pytest.raises(CCReIDError, match="pass the camera ids"):
+        model(images)
+    cfg.model.vit.sie = False
+    assert not build_model_from_config(cfg, 5).uses_camids
+
+
+def test_vit_camera_table_is_sized_from_the_data(tmp_path):
+    from ccreid.config import load_config
+    from ccreid.data.manager import DataManager
+    from ccreid.methods.vit import ViTMethod
+
+    cfg = load_config("synthetic", [f"data.root={tmp_path / 'data'}", *TINY, "data.synthetic.ids=16",
+                                    "model.preset=vit", "model.vit.sie=true"])
+    dataset = DataManager(cfg, need_parsing=False).dataset
+    cameras = 1 + max(r.camid for r in dataset.train + dataset.protocols["cc"].gallery)
+    ViTMethod.complete_config(cfg, dataset)
+    assert cfg.model.vit.sie_cameras == cameras
+    cfg.model.vit.sie_cameras = cameras - 1
+    with pytest.raises(CCReIDError, match="model.vit.sie_cameras.*camera ids up to"):
+        ViTMethod.complete_config(cfg, dataset)

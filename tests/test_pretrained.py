@@ -11,9 +11,10 @@ import torchvision
 from safetensors.torch import save_file
 
 from ccreid.config import load_config
+from ccreid.engine import pretrained as pretrained_module
+from ccreid.engine.pretrained import load_pretrained
 from ccreid.errors import CCReIDError
 from ccreid.models import BACKBONES, build_model, summarize
-from ccreid.models import backbones as backbones_module
 
 TINY = dict(backbone="resnet18", width_mult=0.25)
 
@@ -26,6 +27,13 @@ class Evil:
 
     def __reduce__(self):
         return open, (self.path, "w")
+
+
+def resnet(pretrained: str, arch: str = "resnet18", **kwargs):
+    """A ccreid backbone with ``pretrained`` loaded as ``model.pretrained`` does."""
+    backbone = BACKBONES.get(arch)(**kwargs)
+    load_pretrained(backbone, pretrained)
+    return backbone
 
 
 def one_line_error(match: str, build, *args, **kwargs) -> str:
@@ -43,7 +51,7 @@ def test_prefixes_containers_and_report(tmp_path) -> None:
     state["module.conv1.weight"] = torch.zeros(16, 3, 3, 3)  # wrong shape: skipped
     path = tmp_path / "weights.pth"
     torch.save({"model": {"state_dict": state}, "epoch": 3}, path)
-    backbone = BACKBONES.get("resnet18")(pretrained=str(path), width_mult=0.25)
+    backbone = resnet(str(path), width_mult=0.25)
     report = backbone.pretrained_report
     assert report["source"] == str(path) and report["ignored"] == ["fc.weight"]
     assert report["unexpected"] == ["extra.weight"] and report["mismatched"] == ["conv1.weight"]
@@ -56,17 +64,19 @@ def test_prefixes_containers_and_report(tmp_path) -> None:
 
     st_path = tmp_path / "weights.safetensors"
     save_file({f"backbone.{k}": v.contiguous() for k, v in source.state_dict().items()}, str(st_path))
-    model = build_model("baseline", num_classes=2, pretrained=str(st_path), **TINY)
-    report = model.backbone.pretrained_report
+    model = build_model("baseline", num_classes=2, **TINY)
+    assert model.backbone.pretrained_report is None
+    report = load_pretrained(model.backbone, str(st_path))
+    assert model.backbone.pretrained_report is report
     assert report["missing"] == report["unexpected"] == report["mismatched"] == report["ignored"] == []
     assert torch.equal(model.backbone.conv1.weight, source.conv1.weight)
-    assert BACKBONES.get("resnet18")(width_mult=0.25).pretrained_report is None
+    assert resnet("none", width_mult=0.25).pretrained_report is None
 
 
 def test_torchvision_state_dict_loads_except_the_classifier(tmp_path) -> None:
     path = tmp_path / "resnet18.pth"
     torch.save(torchvision.models.resnet18().state_dict(), path)
-    report = BACKBONES.get("resnet18")(pretrained=str(path)).pretrained_report
+    report = resnet(str(path)).pretrained_report
     assert report["ignored"] == ["fc.weight", "fc.bias"]
     assert report["missing"] == report["unexpected"] == report["mismatched"] == []
 
@@ -76,7 +86,7 @@ def test_timm_resnet_state_dict_gives_the_same_features(tmp_path) -> None:
     net = timm.create_model("resnet18", pretrained=False).eval()
     path = tmp_path / "timm_resnet18.safetensors"
     save_file(net.state_dict(), str(path))
-    ours = BACKBONES.get("resnet18")(pretrained=str(path), last_stride=2).eval()
+    ours = resnet(str(path), last_stride=2).eval()
     report = ours.pretrained_report
     assert sorted(report["ignored"]) == ["fc.bias", "fc.weight"] and report["missing"] == report["unexpected"] == []
     images = torch.randn(2, 3, 64, 32)
@@ -87,18 +97,16 @@ def test_timm_resnet_state_dict_gives_the_same_features(tmp_path) -> None:
 def test_weight_file_errors(tmp_path) -> None:
     wrong = tmp_path / "other.pth"
     torch.save({"encoder.weight": torch.zeros(2)}, wrong)
-    message = one_line_error("no backbone weights matched", BACKBONES.get("resnet18"), pretrained=str(wrong))
+    message = one_line_error("no backbone weights matched", resnet, str(wrong))
     assert str(wrong) in message and "expected a torchvision/timm resnet18 state dict" in message
-    one_line_error(f"{tmp_path / 'missing.pth'} not found", BACKBONES.get("resnet18"),
-                   pretrained=str(tmp_path / "missing.pth"))
+    one_line_error(f"{tmp_path / 'missing.pth'} not found", resnet, str(tmp_path / "missing.pth"))
     for name, content in [("broken.pt", b"not a checkpoint"), ("broken.safetensors", b"\x08" * 40)]:
         (tmp_path / name).write_bytes(content)
-        one_line_error(f"cannot read weight file {tmp_path / name}", BACKBONES.get("resnet18"),
-                       pretrained=str(tmp_path / name))
+        one_line_error(f"cannot read weight file {tmp_path / name}", resnet, str(tmp_path / name))
     marker = tmp_path / "pwned"
     evil = tmp_path / "evil.pth"
     evil.write_bytes(pickle.dumps({"conv1.weight": Evil(str(marker))}, protocol=2))
-    one_line_error("cannot read weight file", BACKBONES.get("resnet18"), pretrained=str(evil))
+    one_line_error("cannot read weight file", resnet, str(evil))
     assert not marker.exists()
 
 
@@ -108,14 +116,14 @@ def test_imagenet_uses_the_cache_and_offline_is_a_clear_error(monkeypatch, tmp_p
     def offline(*args, **kwargs):
         raise URLError("no network")
 
-    monkeypatch.setattr(backbones_module, "load_state_dict_from_url", offline)
-    message = one_line_error("cannot download", BACKBONES.get("resnet18"), pretrained="imagenet")
+    monkeypatch.setattr(pretrained_module, "load_state_dict_from_url", offline)
+    message = one_line_error("cannot download", resnet, "imagenet")
     cached = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
     assert str(cached) in message and "model.pretrained=/path/to/file" in message
-    one_line_error("width_mult=1", BACKBONES.get("resnet18"), pretrained="imagenet", width_mult=0.5)
+    one_line_error("width_mult=1", resnet, "imagenet", width_mult=0.5)
     cached.parent.mkdir(parents=True)
     torch.save(torchvision.models.resnet18().state_dict(), cached)
-    assert BACKBONES.get("resnet18")(pretrained="imagenet").pretrained_report["source"] == str(cached)
+    assert resnet("imagenet").pretrained_report["source"] == str(cached)
 
 
 def test_config_rejects_unknown_backbones() -> None:
@@ -144,3 +152,25 @@ def test_training_logs_the_pretrained_report(tmp_path, capsys):
     report = json.loads((out / "pretrained_report.json").read_text())
     assert report["source"] == str(weights) and report["missing"] == [] and "fc.weight" in report["ignored"]
     assert "model.pretrained: 120 tensors loaded from" in capsys.readouterr().err
+
+
+def test_models_read_no_files_and_download_nothing() -> None:
+    """The layer rule of docs/ARCHITECTURE.md: weight files and downloads live in engine/pretrained.py."""
+    from pathlib import Path
+
+    import ccreid.models
+
+    forbidden = ("torch.load", "load_state_dict_from_url", "load_file", "open(", "pretrained=True", "hub.")
+    for path in Path(ccreid.models.__file__).parent.glob("*.py"):
+        text = path.read_text()
+        assert not [word for word in forbidden if word in text], path
+
+
+def test_imagenet_of_a_backbone_without_a_weights_url() -> None:
+    from ccreid.models import Backbone
+
+    class MyNet(Backbone):
+        arch = "mynet"
+
+    message = one_line_error("knows no imagenet weights of mynet", load_pretrained, MyNet(), "imagenet")
+    assert "model.pretrained=/path/to/file" in message

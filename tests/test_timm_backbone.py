@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 from ccreid.config import Config, ModelConfig
+from ccreid.engine.pretrained import load_pretrained
 from ccreid.errors import CCReIDError
 from ccreid.losses import ReIDObjective
 from ccreid.methods import build_model_from_config
@@ -67,16 +68,16 @@ def test_last_stride_and_local_weights(tmp_path) -> None:
     source = timm.create_model("resnet18", pretrained=False)
     path = tmp_path / "resnet18.safetensors"
     save_file({f"module.{k}": v for k, v in source.state_dict().items()}, str(path))
-    backbone = build_backbone("timm:resnet18", pretrained=str(path))
-    report = backbone.pretrained_report
+    backbone = build_backbone("timm:resnet18")
+    report = load_pretrained(backbone, str(path))
     assert sorted(report["ignored"]) == ["fc.bias", "fc.weight"] and report["missing"] == report["unexpected"] == []
     assert torch.equal(backbone.net.layer1[0].conv1.weight, source.layer1[0].conv1.weight)
 
 
 def test_timm_errors_are_one_line(monkeypatch, tmp_path) -> None:
-    def error(match: str, *args, **kwargs) -> str:
+    def error(match: str, name: str, pretrained: str = "none", **kwargs) -> str:
         with pytest.raises(CCReIDError, match=match) as err:
-            build_backbone(*args, **kwargs)
+            load_pretrained(build_backbone(name, **kwargs), pretrained)
         assert "\n" not in str(err.value)
         return str(err.value)
 

@@ -86,6 +86,9 @@ class ViTConfig:
 
     name: str = "vit_base_patch16_224"  # any timm vit_* model
     patch_stride: Optional[int] = None  # None: the patch size; smaller: overlapping patches (TransReID: 12)
+    sie: bool = False  # TransReID's camera embedding (side information embedding) added to every token
+    sie_coef: float = 3.0  # its weight (TransReID's SIE_COE)
+    sie_cameras: int = 0  # rows of the camera table; 0: from the data (max camera id + 1), saved in config.yaml
 
 
 @dataclass
@@ -276,7 +279,8 @@ AT_LEAST_ZERO = {"data.workers": "0: load in the main process", "data.pad": "0: 
                  "train.warmup_epochs": "0: no warm-up", "train.eval_every": "0: only at the end",
                  "train.checkpoint_every": "0: only the final weights", "train.checkpoint_every_iters": "0: off",
                  "train.threads": "0: torch's default", "test.single_shot": "0: the whole gallery",
-                 "data.synthetic.extra_test_ids": "0: none", "loss.cal.start_epoch": "0: from the start"}
+                 "data.synthetic.extra_test_ids": "0: none", "loss.cal.start_epoch": "0: from the start",
+                 "model.vit.sie_cameras": "0: from the data"}
 PROBABILITIES = ("model.cre.p", "data.flip_p", "data.erasing_p")
 
 

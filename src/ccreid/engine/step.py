@@ -37,6 +37,7 @@ class TrainStep:
     generator: Optional[torch.Generator] = None
     channels_last: bool = False
     uses_parsing: bool = True  # CRE or BSGA need the parsing maps on the device
+    uses_camids: bool = False  # the network takes the camera ids (``net(images, camids=...)``)
 
     def __call__(self, batch: Dict[str, torch.Tensor]) -> Dict[str, float]:
         """The loss and its terms as floats (possibly NaN: the caller checks), the CRE
@@ -46,6 +47,7 @@ class TrainStep:
         parsing = batch["parsing"].to(device, non_blocking=True) if self.uses_parsing else None
         pids = batch["pid"].to(device)
         clothes = batch["clothes"].to(device)
+        camids = batch["camid"].to(device) if self.uses_camids else None
         is_erased = torch.zeros(len(pids), dtype=torch.bool, device=device)
         counts: Dict[str, torch.Tensor] = {}
         if self.cre is not None:
@@ -53,12 +55,13 @@ class TrainStep:
                               generator=self.generator)
             images, pids, clothes, parsing, is_erased = (erased.images, erased.pids, erased.clothes,
                                                          erased.parsing, erased.is_erased)
+            camids = camids[erased.source] if camids is not None else None
             counts = {"num_erased": erased.num_erased, "num_without_map": erased.num_without_map}
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         body_mask, has_mask = (parsing > 0, (parsing >= 0).flatten(1).any(1)) if parsing is not None else (None, None)
         with autocast(device, self.amp):
-            outputs = self.net(images)
+            outputs = self.net(images, camids=camids) if self.uses_camids else self.net(images)
         outputs = {k: (v.float() if torch.is_tensor(v) else [a.float() for a in v]) for k, v in outputs.items()}
         loss, terms = self.objective(outputs, pids, clothes, is_erased, body_mask, has_mask)
         for name, (weight, value) in self.extra_terms(outputs, pids, clothes).items():

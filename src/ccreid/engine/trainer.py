@@ -113,6 +113,7 @@ def _train(cfg: Config, out: Path, info: DistInfo, progress: bool,
             fill_parsing_maps(cfg.data, cfg.train.device, progress)
         info.barrier()
     manager = DataManager(cfg, need_parsing=needs_parsing)
+    preset.method.complete_config(cfg, manager.dataset)
     config_yaml = to_yaml(cfg)  # after the data: a synthetic folder records the options it was made with
     val_splits = manager.eval_splits("val") if cfg.train.select_on == "val" else {}
     if cfg.train.select_on == "val" and not val_splits:

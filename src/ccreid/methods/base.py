@@ -20,10 +20,11 @@ from torch import nn
 
 from ccreid.config import Config, ModelConfig
 from ccreid.data.labels import LabelSet
-from ccreid.data.records import ImageRecord
+from ccreid.data.records import ImageRecord, ReIDDataset
+from ccreid.engine.pretrained import pretrained_backbone
 from ccreid.engine.step import TrainStep
 from ccreid.losses import ReIDObjective
-from ccreid.models import ReIDModel, build_backbone
+from ccreid.models import ReIDModel
 from ccreid.models.bsga import bsga_loss
 from ccreid.models.cre import ClothesErasure
 from ccreid.models.presets import Components
@@ -106,10 +107,14 @@ class Method:
         return preset.components.cre or preset.components.bsga
 
     @classmethod
+    def complete_config(cls, cfg: Config, dataset: ReIDDataset) -> None:
+        """Fill config keys that depend on the data (before the config is saved with the run)."""
+
+    @classmethod
     def build_network(cls, cfg: Config, preset: Preset, num_classes: int) -> nn.Module:
         """The network this method trains and tests (rebuilt from a checkpoint's config by ``ccreid test``)."""
         model = cfg.model
-        backbone = build_backbone(model.backbone, model.pretrained, model.width_mult, model.last_stride)
+        backbone = pretrained_backbone(model)
         stages = tuple(model.bsga.stages) if preset.components.bsga else ()
         return ReIDModel(backbone, num_classes, pooling=model.pooling, bsga_stages=stages)
 
@@ -153,7 +158,8 @@ class Method:
         return TrainStep(net=net, objective=self.objective, optimizer=optimizers["main"][0], scaler=scaler,
                          device=device, amp=amp, cre=self.cre, num_clothes=self.data.num_clothes,
                          generator=generator, channels_last=channels_last,
-                         uses_parsing=self.needs_parsing(self.preset))
+                         uses_parsing=self.needs_parsing(self.preset),
+                         uses_camids=getattr(self.model, "uses_camids", False))
 
     def set_epoch(self, epoch: int) -> None:
         """Called before each epoch (0-based): epoch gates read :attr:`epoch`."""

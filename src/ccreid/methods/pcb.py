@@ -16,9 +16,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ccreid.config import Config
+from ccreid.engine.pretrained import pretrained_backbone
 from ccreid.losses import CrossEntropyLabelSmooth
 from ccreid.methods.base import Method, Preset, register_preset
-from ccreid.models import Backbone, build_backbone
+from ccreid.models import Backbone
 from ccreid.models.backbones import STAGES
 from ccreid.models.presets import PRESETS as PAPER_PRESETS
 
@@ -86,7 +87,7 @@ class PCBMethod(Method):
     @classmethod
     def build_network(cls, cfg: Config, preset: Preset, num_classes: int) -> nn.Module:
         model = cfg.model
-        backbone = build_backbone(model.backbone, model.pretrained, model.width_mult, model.last_stride)
+        backbone = pretrained_backbone(model)
         return PCBModel(backbone, num_classes)
 
     def build_objective(self) -> nn.Module:

@@ -60,7 +60,8 @@ class PixelSampling(nn.Module):
         return CREOutput(images=torch.cat([images, copies]), pids=torch.cat([pids, pids[index]]),
                          clothes=torch.cat([clothes, clothes[index]]), parsing=torch.cat([parsing, parsing[index]]),
                          is_erased=torch.cat([torch.zeros_like(has_parsing), torch.ones_like(index, dtype=torch.bool)]),
-                         num_erased=int(index.numel()), num_without_map=int((~has_parsing).sum()))
+                         num_erased=int(index.numel()), num_without_map=int((~has_parsing).sum()),
+                         source=torch.cat([torch.arange(len(images), device=images.device), index]))
 
 
 class PSMethod(Method):

@@ -6,31 +6,42 @@ for overlapping patches, at run time), patches may overlap (``model.vit.patch_st
 the patch size, TransReID's 12 for 16), and the class token goes through the BNNeck head;
 trained with the baseline's CE + triplet. ``model.pretrained``: ``none``, ``imagenet``
 (timm's weights) or a local timm weight file. Activation maps show the patch tokens on
-their grid. Not built: TransReID's camera embedding (SIE) and jigsaw branch.
+their grid. ``model.vit.sie``: TransReID's camera embedding (SIE), one learnt vector per
+camera added (times ``model.vit.sie_coef``) to every token after the position embeddings; the
+model then takes the camera ids in training and at test time (``uses_camids``). Not built:
+TransReID's jigsaw branch.
 """
 
 from __future__ import annotations
 
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
 
 from ccreid.config import Config, ModelConfig
+from ccreid.data.records import ReIDDataset
+from ccreid.engine.pretrained import load_vit_pretrained
 from ccreid.errors import CCReIDError
 from ccreid.methods.base import Method, Preset, register_preset
 from ccreid.models.heads import BNNeckHead
 from ccreid.models.presets import PRESETS as PAPER_PRESETS
-from ccreid.models.timm_backbone import _import_timm
+from ccreid.models.timm_backbone import import_timm
 
 
 class ViTReID(nn.Module):
     """timm ViT -> class token -> BNNeck (+ classifier in training), the model contract of ReIDModel."""
 
-    def __init__(self, vit: nn.Module, num_classes: int, image_size: Tuple[int, int]) -> None:
+    def __init__(self, vit: nn.Module, num_classes: int, image_size: Tuple[int, int], sie_cameras: int = 0,
+                 sie_coef: float = 3.0) -> None:
         super().__init__()
         self.vit = vit
         self.image_size = image_size
+        self.uses_camids = sie_cameras > 0
+        self.sie_coef = sie_coef
+        self.sie = nn.Parameter(torch.zeros(sie_cameras, 1, vit.embed_dim)) if self.uses_camids else None
+        if self.sie is not None:
+            nn.init.trunc_normal_(self.sie, std=0.02)
         self.head = BNNeckHead(vit.embed_dim, num_classes, pooling="avg")
         self.num_classes = num_classes
         self.out_dim = self.head.out_dim
@@ -43,17 +54,28 @@ class ViTReID(nn.Module):
         return ((height - proj.kernel_size[0]) // proj.stride[0] + 1,
                 (width - proj.kernel_size[1]) // proj.stride[1] + 1)
 
-    def tokens(self, images: torch.Tensor) -> torch.Tensor:
-        return self.vit.forward_features(images)
+    def tokens(self, images: torch.Tensor, camids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """timm's ``forward_features``, with the camera embedding added after the position embeddings."""
+        if self.sie is None:
+            return self.vit.forward_features(images)
+        if camids is None:
+            raise CCReIDError("this ViT was trained with a camera embedding (model.vit.sie=true): "
+                              "pass the camera ids of the images (camids)")
+        vit = self.vit
+        x = vit._pos_embed(vit.patch_embed(images))  # timm's forward_features, step by step
+        x = x + self.sie_coef * self.sie[camids].to(x.dtype)
+        return vit.norm(vit.blocks(vit.norm_pre(vit.patch_drop(x))))
 
-    def feature_map(self, images: torch.Tensor) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+    def feature_map(self, images: torch.Tensor, camids: Optional[torch.Tensor] = None
+                    ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
         """Patch tokens on their grid ``[B, C, h, w]`` (for activation maps)."""
-        tokens = self.tokens(images)[:, self.vit.num_prefix_tokens:]
+        tokens = self.tokens(images, camids)[:, self.vit.num_prefix_tokens:]
         h, w = self.grid(*images.shape[-2:])
         return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, h, w), []
 
-    def forward(self, images: torch.Tensor) -> Dict[str, torch.Tensor] | torch.Tensor:
-        cls_token = self.tokens(images)[:, 0]
+    def forward(self, images: torch.Tensor, camids: Optional[torch.Tensor] = None
+                ) -> Dict[str, torch.Tensor] | torch.Tensor:
+        cls_token = self.tokens(images, camids)[:, 0]
         out: Dict[str, object] = dict(self.head(cls_token[:, :, None, None]))
         out["attention"] = []
         if self.training:
@@ -64,30 +86,18 @@ class ViTReID(nn.Module):
 def build_vit(cfg: ModelConfig, height: int, width: int) -> nn.Module:
     """The timm ViT of ``model.vit``, position embeddings fitted to ``height x width``."""
     name = cfg.vit.name
-    timm = _import_timm(name)
+    timm = import_timm(name)
     if not name.startswith("vit_") or not timm.is_model(name):
         raise CCReIDError(f"config key 'model.vit.name': {name!r} is not a timm vit_* model "
                           "(e.g. vit_small_patch16_224, vit_base_patch16_224)")
-    try:
-        vit = timm.create_model(name, pretrained=cfg.pretrained == "imagenet", num_classes=0,
-                                img_size=(height, width), dynamic_img_size=True)
-    except RuntimeError as err:  # e.g. no network for timm's download
-        raise CCReIDError(f"model.pretrained=imagenet: timm could not load {name} ({str(err).splitlines()[0]}); "
-                          "pass a local weight file or model.pretrained=none")
+    create_kwargs = {"num_classes": 0, "img_size": (height, width), "dynamic_img_size": True}
+    vit = timm.create_model(name, pretrained=False, **create_kwargs)
+    load_vit_pretrained(vit, name, cfg.pretrained, create_kwargs)
     patch = vit.patch_embed.proj.kernel_size[0]
     stride = cfg.vit.patch_stride or patch
     if not 0 < stride <= patch:
         raise CCReIDError(f"config key 'model.vit.patch_stride': {stride} must be in 1..{patch} (the patch size)")
     vit.patch_embed.proj.stride = (stride, stride)
-    if cfg.pretrained not in ("none", "imagenet"):
-        from timm.models import load_checkpoint
-        from timm.models.vision_transformer import checkpoint_filter_fn
-
-        try:
-            load_checkpoint(vit, cfg.pretrained, strict=False, filter_fn=checkpoint_filter_fn)
-        except (OSError, RuntimeError, KeyError) as err:
-            raise CCReIDError(f"config key 'model.pretrained': cannot load {cfg.pretrained} into {name} "
-                              f"({str(err).splitlines()[0][:120]})")
     return vit
 
 
@@ -99,8 +109,23 @@ class ViTMethod(Method):
         if preset.components.bsga:
             raise CCReIDError("model.preset=vit: BSGA follows a CNN stage and has none in a ViT; "
                               "leave model.bsga.enabled unset")
-        size = (cfg.data.height, cfg.data.width)
-        return ViTReID(build_vit(cfg.model, *size), num_classes, size)
+        size, vit = (cfg.data.height, cfg.data.width), cfg.model.vit
+        return ViTReID(build_vit(cfg.model, *size), num_classes, size,
+                       sie_cameras=vit.sie_cameras if vit.sie else 0, sie_coef=vit.sie_coef)
+
+    @classmethod
+    def complete_config(cls, cfg: Config, dataset: ReIDDataset) -> None:
+        """``model.vit.sie_cameras`` 0: the largest camera id of the dataset's records + 1."""
+        if not cfg.model.vit.sie:
+            return
+        splits = [*dataset.protocols.values(), *dataset.val.values()]
+        records = [*dataset.train, *(r for split in splits for r in (*split.query, *split.gallery))]
+        needed = max(r.camid for r in records) + 1
+        if cfg.model.vit.sie_cameras == 0:
+            cfg.model.vit.sie_cameras = needed
+        elif cfg.model.vit.sie_cameras < needed:
+            raise CCReIDError(f"config key 'model.vit.sie_cameras': {cfg.model.vit.sie_cameras} rows, but dataset "
+                              f"{dataset.name!r} has camera ids up to {needed - 1} (use 0: from the data)")
 
 
 register_preset("vit", ViTMethod, PAPER_PRESETS["baseline"])

@@ -41,7 +41,6 @@ def build_model(
     *,
     num_classes: int,
     backbone: str = "resnet50",
-    pretrained: str = "none",
     width_mult: float = 1.0,
     last_stride: int = 1,
     pooling: str = "avg",
@@ -50,10 +49,10 @@ def build_model(
     feature: str = "bn",
 ) -> ReIDModel:
     """The model of ``preset``; ``bsga_stages`` applies when the preset (or ``bsga=True``)
-    switches BSGA on. ``backbone`` may be ``timm:<name>``; ``model.backbone.pretrained_report``
-    describes the weights loaded (:mod:`ccreid.models.weights`). CRE and BCTri live outside
+    switches BSGA on. ``backbone`` may be ``timm:<name>``. Weights are random: load
+    pretrained ones with :func:`ccreid.engine.pretrained.load_pretrained`. CRE and BCTri live outside
     the network (see :mod:`ccreid.methods`); from a config: ``ccreid.methods.build_model_from_config``."""
     components = resolve_components(preset, bsga=bsga)
-    net = build_backbone(backbone, pretrained, width_mult, last_stride)
+    net = build_backbone(backbone, width_mult, last_stride)
     stages = tuple(bsga_stages) if components.bsga else ()
     return ReIDModel(net, num_classes, pooling=pooling, bsga_stages=stages, feature=feature)

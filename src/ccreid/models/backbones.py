@@ -1,30 +1,28 @@
-"""Re-ID backbones: torchvision ResNets (last stride, width multiplier, pretrained weights).
+"""Re-ID backbones: torchvision ResNets (last stride, width multiplier).
 
-``BACKBONES.get("resnet50")(pretrained="none", width_mult=1.0, last_stride=1)`` returns a
+``BACKBONES.get("resnet50")(width_mult=1.0, last_stride=1)`` returns a
 :class:`ResNetBackbone`: the stem and ``layer1``..``layer4`` of a torchvision ResNet under
 torchvision's parameter names (so torchvision and timm ResNet checkpoints load as they are),
 with per-stage access for attention branches and ``out_channels`` for the head.
 ``width_mult < 1`` scales every channel count (fast CPU runs) using torchvision's own
 ``BasicBlock``/``Bottleneck`` classes. :func:`build_backbone` also accepts ``timm:<name>``
-(:mod:`ccreid.models.timm_backbone`); both kinds implement :class:`Backbone`. After loading
-weights, a backbone's ``pretrained_report`` holds a :class:`ccreid.models.weights.LoadReport`
-(``None`` when no weights were loaded).
+(:mod:`ccreid.models.timm_backbone`); both kinds implement :class:`Backbone`. Backbones are
+built with random weights; :func:`ccreid.engine.pretrained.load_pretrained` loads
+``model.pretrained`` into them (a file, or the download at ``weights_url``) and keeps a
+:class:`ccreid.models.weights.LoadReport` in ``pretrained_report`` (``None``: nothing loaded).
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Callable, Dict, Optional, Sequence, Type, Union
 
 import torch
 from torch import nn
-from torch.hub import load_state_dict_from_url
 from torchvision.models import get_model_weights
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from ccreid.errors import CCReIDError
-from ccreid.models.weights import LoadReport, load_state_into, load_weight_file, read_weight_file
+from ccreid.models.weights import LoadReport
 from ccreid.registry import Registry
 
 Block = Type[Union[BasicBlock, Bottleneck]]
@@ -37,11 +35,15 @@ TIMM_PREFIX = "timm:"
 
 class Backbone(nn.Module):
     """What :class:`ccreid.models.ReIDModel` needs: ``stem``, ``stage(name)`` for each of
-    :data:`STAGES`, ``stage_channels`` (stages BSGA may follow), ``out_channels``, ``pretrained_report``."""
+    :data:`STAGES`, ``stage_channels`` (stages BSGA may follow), ``out_channels``; for
+    ``model.pretrained``: ``arch`` (named in messages), ``weights_url`` (the ``imagenet``
+    download, ``None``: none known) and ``pretrained_report``."""
 
     stage_channels: Dict[str, int]
     out_channels: int
-    pretrained_report: Optional[LoadReport]
+    arch: str = "backbone"
+    weights_url: Optional[str] = None
+    pretrained_report: Optional[LoadReport] = None
 
     def stem(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -83,7 +85,7 @@ class ResNetBackbone(Backbone):
             setattr(self, name, self._make_layer(block, planes, blocks, stride))
             self.stage_channels[name] = planes * block.expansion
         self.out_channels = self.stage_channels["layer4"]
-        self.pretrained_report: Optional[LoadReport] = None  # see ccreid.models.weights
+        self.width_mult = width_mult
         self._init_weights()
 
     def _make_layer(self, block: Block, planes: int, blocks: int, stride: int) -> nn.Sequential:
@@ -116,35 +118,14 @@ class ResNetBackbone(Backbone):
         return self.maxpool(self.relu(self.bn1(self.conv1(x))))
 
 
-def load_imagenet(backbone: ResNetBackbone, arch: str) -> LoadReport:
-    """torchvision's default ImageNet weights of ``arch``, from the torch hub cache or downloaded there."""
-    weights = get_model_weights(arch).DEFAULT
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
-    if cached.is_file():
-        return load_state_into(backbone, read_weight_file(cached), str(cached), arch)
-    try:
-        state = load_state_dict_from_url(weights.url, progress=False, check_hash=True, weights_only=True)
-    except Exception as err:  # URLError, socket errors, hash mismatch...
-        raise CCReIDError(
-            f"config key 'model.pretrained': cannot download {weights} ({type(err).__name__}); "
-            f"put the file at {cached}, or set model.pretrained=/path/to/file or model.pretrained=none"
-        )
-    return load_state_into(backbone, state, str(weights), arch)
-
-
 def _builder(arch: str, block: Block, layers: Sequence[int]) -> BackboneFactory:
-    def build(pretrained: str = "none", width_mult: float = 1.0, last_stride: int = 1) -> ResNetBackbone:
+    def build(width_mult: float = 1.0, last_stride: int = 1) -> ResNetBackbone:
         backbone = ResNetBackbone(block, layers, width_mult, last_stride)
-        if pretrained == "imagenet":
-            if width_mult != 1.0:
-                raise CCReIDError(f"config key 'model.pretrained': imagenet weights need model.width_mult=1 "
-                                  f"(got {width_mult}); use pretrained=none")
-            backbone.pretrained_report = load_imagenet(backbone, arch)
-        elif pretrained != "none":
-            backbone.pretrained_report = load_weight_file(backbone, pretrained, arch)
+        backbone.arch = arch
+        backbone.weights_url = get_model_weights(arch).DEFAULT.url  # torchvision's default ImageNet weights
         return backbone
 
-    build.__doc__ = f"{arch} backbone: ``pretrained`` is 'none', 'imagenet' or a weight-file path."
+    build.__doc__ = f"{arch} backbone with random weights (torchvision's layout and ImageNet weights URL)."
     return BACKBONES.register(arch)(build)
 
 
@@ -167,11 +148,11 @@ def check_backbone_name(name: str) -> None:
         )
 
 
-def build_backbone(name: str, pretrained: str = "none", width_mult: float = 1.0, last_stride: int = 1) -> Backbone:
-    """The backbone called ``name`` (``resnet50``, ..., or ``timm:<timm model name>``)."""
+def build_backbone(name: str, width_mult: float = 1.0, last_stride: int = 1) -> Backbone:
+    """The backbone called ``name`` (``resnet50``, ..., or ``timm:<timm model name>``), random weights."""
     if name.startswith(TIMM_PREFIX):
         from ccreid.models.timm_backbone import TimmBackbone
 
-        return TimmBackbone(name[len(TIMM_PREFIX):], pretrained, width_mult, last_stride)
+        return TimmBackbone(name[len(TIMM_PREFIX):], width_mult, last_stride)
     check_backbone_name(name)
-    return BACKBONES.get(name)(pretrained=pretrained, width_mult=width_mult, last_stride=last_stride)
+    return BACKBONES.get(name)(width_mult=width_mult, last_stride=last_stride)

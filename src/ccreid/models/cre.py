@@ -44,6 +44,7 @@ class CREOutput:
     is_erased: torch.Tensor  # bool, True for the appended copies
     num_erased: int
     num_without_map: int  # originals that had no parsing map (passed through unerased)
+    source: torch.Tensor  # index into the input batch of each output image (labels that follow the image)
 
 
 class ClothesErasure(nn.Module):
@@ -137,7 +138,8 @@ class ClothesErasure(nn.Module):
         num_without_map = int((~has_parsing).sum())
         if self.p == 0.0:
             not_erased = torch.zeros(images.shape[0], dtype=torch.bool, device=images.device)
-            return CREOutput(images, pids, clothes, parsing, not_erased, 0, num_without_map)
+            source = torch.arange(images.shape[0], device=images.device)
+            return CREOutput(images, pids, clothes, parsing, not_erased, 0, num_without_map, source)
         chosen = has_parsing
         if self.p < 1.0:
             draw = torch.rand(images.shape[0], generator=generator, device=images.device)
@@ -153,4 +155,5 @@ class ClothesErasure(nn.Module):
             is_erased=is_erased,
             num_erased=int(index.numel()),
             num_without_map=num_without_map,
+            source=torch.cat([torch.arange(images.shape[0], device=images.device), index]),
         )

@@ -2,8 +2,9 @@
 
 The model is built with ``num_classes=0, global_pool=""`` so its final feature map feeds the
 ccreid pooling/BNNeck head; ``model.last_stride=1`` asks timm for ``output_stride=16``
-(a dilated last stage; models without it need ``last_stride=2``). ``pretrained``: ``none``,
-``imagenet`` (timm's own pretrained weights) or a local weight file (the keys of the timm model).
+(a dilated last stage; models without it need ``last_stride=2``). Built with random weights:
+:func:`ccreid.engine.pretrained.load_pretrained` loads timm's own ImageNet weights or a local
+weight file (the keys of the timm model) into ``net``.
 
 Stages: timm ResNets (``resnet50.a1_in1k``, ``seresnext50_32x4d``, ...) expose ``layer1``..``layer4``
 as ccreid ResNets do, so BSGA may follow any of them; any other timm model is one stage,
@@ -20,10 +21,9 @@ from torch import nn
 
 from ccreid.errors import CCReIDError
 from ccreid.models.backbones import STAGES, Backbone, check_stage
-from ccreid.models.weights import LoadReport, load_weight_file
 
 
-def _import_timm(name: str) -> ModuleType:
+def import_timm(name: str) -> ModuleType:
     try:
         import timm
     except ImportError:
@@ -35,44 +35,22 @@ def _import_timm(name: str) -> ModuleType:
 
 def check_timm_name(name: str) -> None:
     """Raise :class:`CCReIDError` unless timm is installed and knows ``name``."""
-    if not _import_timm(name).is_model(name):
+    if not import_timm(name).is_model(name):
         raise CCReIDError(
             f"config key 'model.backbone': timm has no model {name!r} "
             "(list them with: python -c \"import timm; print(timm.list_models('resnet*'))\")"
         )
 
 
-def _weights_cache(timm: ModuleType, name: str) -> str:
-    """Where timm looks for the pretrained weights of ``name`` (for the offline error)."""
-    cfg = timm.models.get_pretrained_cfg(name)
-    if cfg is None:
-        return "nowhere: timm lists no pretrained weights for it"
-    if cfg.hf_hub_id:
-        from huggingface_hub.constants import HF_HUB_CACHE
-
-        return f"{HF_HUB_CACHE}/models--{cfg.hf_hub_id.replace('/', '--')}"
-    return f"{torch.hub.get_dir()}/checkpoints/{str(cfg.url).rsplit('/', 1)[-1]}"
-
-
-def _create(timm: ModuleType, name: str, imagenet: bool, kwargs: Dict[str, Any]) -> nn.Module:
+def _create(timm: ModuleType, name: str, kwargs: Dict[str, Any]) -> nn.Module:
     """``timm.create_model``; a failure is a one-line error naming the key to change."""
     try:
-        net = timm.create_model(name, pretrained=False, **kwargs)
+        return timm.create_model(name, pretrained=False, **kwargs)
     except Exception as err:  # e.g. TypeError: a model without the output_stride option
         hint = "; set model.last_stride=2 if it has no output_stride option" if "output_stride" in kwargs else ""
         first_line = next(iter(str(err).splitlines()), "")
         raise CCReIDError(
             f"config key 'model.backbone': cannot build timm:{name} ({type(err).__name__}: {first_line}){hint}"
-        )
-    if not imagenet:
-        return net
-    try:
-        return timm.create_model(name, pretrained=True, **kwargs)
-    except Exception as err:  # network, hub, hash and "no pretrained weights" errors
-        raise CCReIDError(
-            f"config key 'model.pretrained': cannot fetch timm's imagenet weights of {name} ({type(err).__name__}); "
-            f"timm looks in {_weights_cache(timm, name)}; or set model.pretrained=/path/to/weights.safetensors "
-            "or model.pretrained=none"
         )
 
 
@@ -83,9 +61,9 @@ def _identity(x: torch.Tensor) -> torch.Tensor:
 class TimmBackbone(Backbone):
     """A timm model's feature extractor behind the :class:`ccreid.models.backbones.Backbone` interface."""
 
-    def __init__(self, name: str, pretrained: str = "none", width_mult: float = 1.0, last_stride: int = 1) -> None:
+    def __init__(self, name: str, width_mult: float = 1.0, last_stride: int = 1) -> None:
         super().__init__()
-        timm = _import_timm(name)
+        timm = import_timm(name)
         check_timm_name(name)
         if name.startswith("vit_"):
             raise CCReIDError(f"config key 'model.backbone': timm:{name} is a transformer (tokens, no feature map); "
@@ -97,21 +75,14 @@ class TimmBackbone(Backbone):
         kwargs: Dict[str, Any] = {"num_classes": 0, "global_pool": ""}
         if last_stride == 1:
             kwargs["output_stride"] = 16
-        self.name = name
-        self.net = _create(timm, name, pretrained == "imagenet", kwargs)
+        self.name, self.arch, self.create_kwargs = name, f"timm:{name}", kwargs
+        self.net = _create(timm, name, kwargs)
         self.is_resnet = isinstance(self.net, timm.models.resnet.ResNet)
         self.out_channels = int(self.net.num_features)
         if self.is_resnet:
             self.stage_channels = {i["module"]: i["num_chs"] for i in self.net.feature_info if i["module"] in STAGES}
         else:
             self.stage_channels = {"layer4": self.out_channels}
-        self.pretrained_report = None
-        if pretrained == "imagenet":
-            loaded = sorted(k for k in self.net.state_dict() if not k.endswith("num_batches_tracked"))
-            self.pretrained_report = LoadReport(source=f"timm pretrained weights of {name}", loaded=loaded,
-                                                missing=[], unexpected=[], mismatched=[], ignored=[])
-        elif pretrained != "none":
-            self.pretrained_report = load_weight_file(self.net, pretrained, f"timm:{name}")
 
     def stem(self, x: torch.Tensor) -> torch.Tensor:
         if not self.is_resnet:

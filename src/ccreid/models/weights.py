@@ -1,9 +1,9 @@
-"""Pretrained weights from a local file: read, unwrap, map keys onto a backbone, report.
+"""Pretrained weights (already read): unwrap, map keys onto a backbone, report.
 
-A file may hold a torchvision or timm state dict (ResNets use the same names in both:
-``conv1``, ``bn1``, ``layer1``..``layer4``, ``fc``), as ``.safetensors`` or as ``.pth``/``.pt``
-read with ``torch.load(weights_only=True)`` (no pickled code runs). Containers such as
-``{"state_dict": ...}`` / ``{"model": ...}`` and prefixes such as ``module.`` are removed.
+Reading files and downloads live in :mod:`ccreid.engine.pretrained`. The tensors may be a
+torchvision or timm state dict (ResNets use the same names in both: ``conv1``, ``bn1``,
+``layer1``..``layer4``, ``fc``); containers such as ``{"state_dict": ...}`` / ``{"model": ...}``
+and prefixes such as ``module.`` are removed (:func:`state_tensors`).
 
 The :class:`LoadReport` (a plain dict, ready to log) lists full key names:
 
@@ -17,8 +17,7 @@ The :class:`LoadReport` (a plain dict, ready to log) lists full key names:
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Dict, List, Mapping, TypedDict, Union
+from typing import Dict, List, Mapping, TypedDict
 
 import torch
 from torch import nn
@@ -68,34 +67,13 @@ def _canonical_key(key: str) -> str:
     return key
 
 
-def _tensors(obj: object) -> Dict[str, torch.Tensor]:
+def state_tensors(obj: object) -> Dict[str, torch.Tensor]:
     """The tensors of a (possibly wrapped) state dict, under canonical key names."""
     while isinstance(obj, Mapping) and any(isinstance(obj.get(k), Mapping) for k in CONTAINERS):
         obj = next(obj[k] for k in CONTAINERS if isinstance(obj.get(k), Mapping))
     if not isinstance(obj, Mapping):
         return {}
     return {_canonical_key(str(k)): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-
-
-def read_weight_file(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
-    """The tensors of a local ``.safetensors`` / ``.pth`` / ``.pt`` file (nothing pickled runs)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CCReIDError(
-            f"config key 'model.pretrained': weight file {path} not found "
-            "(use imagenet, none or a path to a .pth/.safetensors file)"
-        )
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return _tensors(load_file(str(path)))
-        return _tensors(torch.load(path, map_location="cpu", weights_only=True))
-    except Exception as err:  # unpickling and safetensors errors come in many types
-        raise CCReIDError(
-            f"config key 'model.pretrained': cannot read weight file {path} ({type(err).__name__}); "
-            "pass a .safetensors file or a .pth/.pt file saved as torch.save(model.state_dict())"
-        )
 
 
 def load_state_into(module: nn.Module, tensors: Mapping[str, torch.Tensor], source: str, arch: str) -> LoadReport:
@@ -124,8 +102,3 @@ def load_state_into(module: nn.Module, tensors: Mapping[str, torch.Tensor], sour
     report["loaded"] = sorted(matched)
     report["missing"] = sorted(k for k in own if k not in matched and not k.endswith("num_batches_tracked"))
     return report
-
-
-def load_weight_file(module: nn.Module, path: Union[str, Path], arch: str) -> LoadReport:
-    """:func:`read_weight_file` then :func:`load_state_into`."""
-    return load_state_into(module, read_weight_file(path), str(path), arch)
