@@ -148,7 +148,8 @@ class Method:
         """Name -> (optimizer, per-epoch scheduler or None); ``main`` trains the model."""
         train = self.cfg.train
         params = list(self.model.parameters()) + list(self.objective.parameters())
-        optimizer = torch.optim.Adam(params, lr=train.lr, weight_decay=train.weight_decay)
+        optimizer = torch.optim.Adam(params, lr=train.lr, weight_decay=train.weight_decay,
+                                     foreach=True)  # one kernel per op for all tensors: same numbers
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e, self.cfg))
         return {"main": (optimizer, scheduler)}
 
