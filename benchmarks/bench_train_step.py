@@ -2,10 +2,11 @@
 
     python benchmarks/bench_train_step.py [--device auto] [--backbone resnet50] [--batch 16] [--size 256x128]
                                           [--steps 3] [--repeats 3] [--threads 1] [--workers 0,1,2]
-                                          [--amp auto|off|bf16] [--cudnn-benchmark] [--shared]
+                                          [--amp auto|off|bf16|fp16] [--cudnn-benchmark] [--shared]
 
 Defaults: on CUDA batch 64 at 384x192, on CPU batch 16 at 256x128; ``--amp auto`` is ccreid's
-``train.amp`` default (bf16 on CUDA, off on CPU) and applies to both loops. In one process, on the
+``train.amp`` default (bf16 on CUDA, off on CPU) and applies to both loops; ``--amp fp16`` (CUDA only:
+ccreid's ``train.amp`` has no CPU fp16) autocasts to float16 with a ``GradScaler`` in both. In one process, on the
 same pre-loaded batches (from ``DataManager``'s train loader on the synthetic dataset,
 kept in host memory as the loader hands them over; each step copies its batch to the
 device), timed in interleaved rounds whose order rotates every round:
@@ -15,9 +16,11 @@ device), timed in interleaved rounds whose order rotates every round:
 - ``bare``: written here without ccreid: torchvision ``resnet*`` with last stride 1,
   average pooling + BNNeck (BatchNorm1d, frozen bias) + bias-free linear classifier,
   ``F.cross_entropy(label_smoothing=0.1)`` + batch-hard triplet (margin 0.3), Adam with the
-  same lr / weight decay, no per-step host sync;
-- ``matmul``: an ``n x n x n`` float32 matmul (and bf16 on CUDA / with ``--amp bf16``; TF32 on
-  CUDA too, since cuDNN convolutions use TF32 by default), the device's measured peak;
+  same lr / weight decay, the update through a ``torch.amp.GradScaler`` (enabled for fp16 only,
+  as ccreid's), no per-step host sync of its own (fp16's scaler reads its inf check, in both loops);
+- ``matmul``: an ``n x n x n`` float32 matmul (and bf16 on CUDA / with ``--amp bf16``, fp16 with
+  ``--amp fp16``; TF32 on CUDA too, since cuDNN convolutions use TF32 by default), the device's
+  measured peak;
 - ``loader``: ``DataManager.train_loader`` (decode + train augmentation + collate) with 0, 1,
   2 ... workers, without parsing maps (what ``baseline`` loads) and with them (CRE / BSGA).
 
@@ -54,6 +57,7 @@ from ccreid.methods import DataInfo
 
 TARGET = 0.95
 K = 4  # images per identity in a P x K batch
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # autocast dtype of each --amp mode
 
 
 # ----------------------------------------------------------------------------- the bare loop
@@ -95,19 +99,22 @@ def make_bare_step(arch: str, num_classes: int, device: torch.device, lr: float,
         model = model.to(memory_format=torch.channels_last)
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
+    dtype = AMP_DTYPES.get(amp)
 
     def step(batch: Dict[str, torch.Tensor]) -> torch.Tensor:
         images = batch["image"].to(device, non_blocking=True)
         pids = batch["pid"].to(device, non_blocking=True)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        ctx = torch.autocast(device.type, dtype=torch.bfloat16) if amp == "bf16" else contextlib.nullcontext()
+        ctx = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
         with ctx:
             feat, logits = model(images)
         loss = F.cross_entropy(logits.float(), pids, label_smoothing=0.1) + bare_triplet(feat.float(), pids)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)  # fp16: skipped when a gradient is inf/NaN
+        scaler.update()
         return loss  # no .item(): no host sync per step
 
     return step, model
@@ -207,8 +214,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps per variant (5 CUDA, 1 CPU)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads in this process (0: torch default); 1 is robust on a shared CPU")
-    parser.add_argument("--amp", default="auto", choices=("auto", "off", "bf16"),
-                        help="autocast for both loops (auto: ccreid's train.amp default, bf16 on CUDA, else off)")
+    parser.add_argument("--amp", default="auto", choices=("auto", "off", "bf16", "fp16"),
+                        help="autocast for both loops (auto: ccreid's train.amp default, bf16 on CUDA, else off; "
+                             "fp16: CUDA only, with a GradScaler)")
     parser.add_argument("--matmul", type=int, default=4096, help="n of the n x n x n peak matmul")
     parser.add_argument("--workers", default="0,1,2", help="loader worker counts to time")
     parser.add_argument("--loader-batches", type=int, default=8, help="batches per loader timing")
@@ -223,6 +231,9 @@ def main() -> None:
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
+    if args.amp == "fp16" and not cuda:
+        parser.error(f"--amp fp16 needs a CUDA device (ccreid's train.amp has no fp16 on {device.type}): "
+                     "use --amp bf16 or off")
     batch = args.batch or (64 if cuda else 16)
     size = args.size or ("384x192" if cuda else "256x128")
     steps = args.steps or (20 if cuda else 3)
@@ -265,6 +276,8 @@ def main() -> None:
         matmul_jobs["matmul tf32"] = matmul_job(args.matmul, torch.float32, device, mm_reps, tf32=True)
     if cuda or amp == "bf16":
         matmul_jobs["matmul bf16"] = matmul_job(args.matmul, torch.bfloat16, device, mm_reps)
+    if amp == "fp16":
+        matmul_jobs["matmul fp16"] = matmul_job(args.matmul, torch.float16, device, mm_reps)
     loader_jobs = {}
     for need_parsing in (False, True):
         for w in workers:
@@ -332,7 +345,7 @@ def main() -> None:
     for name in matmul_jobs:
         peak[name] = {"wall_s": wall[name], "flop_per_s_best": 2 * n ** 3 * mm_reps / min(wall[name]),
                       "flop_per_s_median": 2 * n ** 3 * mm_reps / statistics.median(wall[name])}
-    peak_name = "matmul bf16" if amp == "bf16" else "matmul fp32"
+    peak_name = f"matmul {amp}" if amp in AMP_DTYPES else "matmul fp32"
     for row in model.values():
         row["fraction_of_matmul_peak"] = row["flop_per_s_best"] / peak[peak_name]["flop_per_s_best"]
         if cuda:
@@ -395,8 +408,10 @@ def main() -> None:
                      f"{fmt_rate(row['flop_per_s_best'])}FLOP/s | {row['fraction_of_matmul_peak'] * 100:.0f} % |")
     extra_reads = host_reads[c_name] - host_reads[b_name]
     lines += ["", f"Host reads of device values per step (profiler count of `_local_scalar_dense` + `nonzero`; each "
-              f"is a device sync on CUDA): ccreid {host_reads[c_name]}, bare {host_reads[b_name]} (the bare loop's are "
-              f"all Adam's CPU step counters, no sync on CUDA), so ccreid's step adds {extra_reads}. A baseline "
+              f"is a device sync on CUDA): ccreid {host_reads[c_name]}, bare {host_reads[b_name]} (the bare loop's: "
+              f"Adam's CPU step counters, no sync on CUDA"
+              + (", and the fp16 GradScaler's inf check, a sync in both loops" if amp == "fp16" else "")
+              + f"), so ccreid's step adds {extra_reads}. A baseline "
               f"batch also carries an int64 parsing map of {batch_bytes['parsing'] / 2**20:.1f} MiB (all -1: baseline "
               f"loads no maps) next to {batch_bytes['image'] / 2**20:.1f} MiB of images, built and collated by the "
               "loader (and pinned, on CUDA) every step."]

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# One prepared check for a machine with one CUDA GPU (about 8 minutes): the CUDA tests, the
-# baseline train step against a bare torchvision loop at 384x192 / batch 64 (bf16 and fp32),
+# One prepared check for a machine with one CUDA GPU (about 10 minutes): the CUDA tests, the
+# baseline train step against a bare torchvision loop at 384x192 / batch 64 (bf16, fp16 and fp32),
 # ours vs baseline images/s, ccreid parse images/s (fp32/bf16/fp16, batch 32) and
 # `ccreid demo --quick` on the GPU. Results: benchmarks/results/gpu.md (+ the JSON files each
 # benchmark writes beside it). Run from the repository root after `make test` installed .venv:
@@ -23,6 +23,7 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, keep going on f
   > /tmp/gpu_check_device.txt || { echo "no CUDA GPU visible" >&2; exit 2; }
 step cuda_tests 120 "$PY" -m pytest -q -p no:cacheprovider -m cuda tests
 step train_step_bf16 120 "$PY" benchmarks/bench_train_step.py --device cuda --amp bf16 --out benchmarks/results/gpu_train_step_bf16
+step train_step_fp16 120 "$PY" benchmarks/bench_train_step.py --device cuda --amp fp16 --out benchmarks/results/gpu_train_step_fp16
 step train_step_fp32 120 "$PY" benchmarks/bench_train_step.py --device cuda --amp off --out benchmarks/results/gpu_train_step_fp32
 step ours_vs_baseline 90 "$PY" benchmarks/bench_train_throughput.py --presets baseline,ours --threads 0 \
   --out benchmarks/results/gpu_train_throughput train.device=cuda
@@ -37,7 +38,7 @@ step demo_quick 90 "$PY" -m ccreid demo --quick --overwrite --out /tmp/gpu_demo 
   echo "| step | exit | time | command |"
   echo "|---|---:|---:|---|"
   cat /tmp/gpu_check_steps.md
-  for f in gpu_train_step_bf16 gpu_train_step_fp32 gpu_train_throughput gpu_parse; do
+  for f in gpu_train_step_bf16 gpu_train_step_fp16 gpu_train_step_fp32 gpu_train_throughput gpu_parse; do
     [ -f "benchmarks/results/$f.md" ] && { echo; sed 's/^# /## /' "benchmarks/results/$f.md"; }
   done
   echo
