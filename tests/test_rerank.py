@@ -1,11 +1,13 @@
-"""k-reciprocal re-ranking against a straightforward per-item loop (Zhong et al., CVPR 2017)."""
+"""k-reciprocal re-ranking against a straightforward per-item loop (Zhong et al., CVPR 2017); sparse = dense."""
+
+import sys
 
 import numpy as np
 import pytest
 import torch
 
 from ccreid.errors import CCReIDError
-from ccreid.evaluation import evaluate_distmat, pairwise_distance, re_rank
+from ccreid.evaluation import evaluate_distmat, pairwise_distance, re_rank, rerank, rerank_features, rerank_sparse
 
 
 def loop_re_rank(q_g, q_q, g_g, k1, k2, lam):
@@ -82,3 +84,59 @@ def test_bad_arguments(kwargs, message):
     args = dict(q_g_dist=q_g, q_q_dist=q_q, g_g_dist=g_g) | kwargs
     with pytest.raises(CCReIDError, match=message):
         re_rank(**args)
+
+
+def _features(seed, num_q, num_g, dim=6, duplicates=0):
+    rng = np.random.default_rng(seed)
+    qf = rng.standard_normal((num_q, dim)).astype(np.float32) * 3
+    gf = rng.standard_normal((num_g, dim)).astype(np.float32) * 3
+    if duplicates:  # exact ties: copies of one gallery feature, and a query equal to a gallery item
+        gf[1:1 + duplicates] = gf[0]
+        qf[0] = gf[num_g // 2]
+    return qf, gf
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+@pytest.mark.parametrize("seed, num_q, num_g, k1, k2, lam, duplicates", [
+    (0, 6, 30, 20, 6, 0.3, 0),  # defaults
+    (1, 8, 25, 5, 3, 0.5, 3),  # odd k1, a few ties
+    (2, 5, 20, 4, 1, 0.0, 0),  # no query expansion, pure Jaccard
+    (3, 3, 6, 20, 6, 1.0, 0),  # fewer items than k1
+    (4, 20, 200, 20, 6, 0.3, 60),  # 61 equal items: more than the first search fetches (2 x 21)
+    (5, 30, 300, 7, 2, 0.7, 0),
+])
+def test_sparse_equals_dense(metric, seed, num_q, num_g, k1, k2, lam, duplicates):
+    qf, gf = _features(seed, num_q, num_g, duplicates=duplicates)
+    dense = rerank_features(qf, gf, metric, k1, k2, lam, impl="dense")
+    sparse = rerank_features(qf, gf, metric, k1, k2, lam, impl="sparse")
+    assert sparse.shape == dense.shape and sparse.dtype == torch.float32
+    np.testing.assert_allclose(sparse.numpy(), dense.numpy(), atol=1e-6, rtol=0)
+    labels = dict(q_pids=np.arange(num_q) % 4, g_pids=np.arange(num_g) % 4, q_camids=np.zeros(num_q, int),
+                  g_camids=np.ones(num_g, int))
+    a, b = evaluate_distmat(dense, **labels), evaluate_distmat(sparse, **labels)
+    assert a["rank1"] == b["rank1"] and a["mAP"] == pytest.approx(b["mAP"], abs=1e-9)
+
+
+def test_dense_features_match_loop_reference_with_ties():
+    qf, gf = _features(6, 5, 40, duplicates=25)
+    dists = [pairwise_distance(a, b, "cosine") for a, b in ((qf, gf), (qf, qf), (gf, gf))]
+    expected = loop_re_rank(*(d.numpy() for d in dists), 20, 6, 0.3)
+    np.testing.assert_allclose(rerank_features(qf, gf, impl="dense").numpy(), expected, atol=1e-5, rtol=0)
+
+
+def test_sparse_without_faiss_and_auto_choice(monkeypatch):
+    qf, gf = _features(7, 10, 60, duplicates=4)
+    dense = rerank_features(qf, gf, "euclidean", impl="dense")
+    monkeypatch.setitem(sys.modules, "faiss", None)  # exact torch search instead
+    np.testing.assert_allclose(rerank_features(qf, gf, "euclidean", impl="sparse").numpy(), dense.numpy(), atol=1e-6)
+    with pytest.raises(CCReIDError, match="NaN"):
+        rerank_features(np.where(np.arange(6) == 0, np.nan, qf), gf, impl="sparse")
+    used = []
+    monkeypatch.setattr(rerank_sparse, "sparse_re_rank", lambda *args: used.append(args) or dense)
+    rerank_features(qf, gf, impl="auto")
+    assert not used  # 70 items: dense
+    monkeypatch.setattr(rerank, "DENSE_LIMIT", 69)
+    rerank_features(qf, gf, impl="auto")
+    assert len(used) == 1
+    with pytest.raises(CCReIDError, match="rerank_impl"):
+        rerank_features(qf, gf, impl="fast")

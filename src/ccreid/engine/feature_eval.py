@@ -6,8 +6,10 @@ from pathlib import Path
 
 from ccreid.engine.evaluator import METRIC_KEYS
 from ccreid.engine.features_io import load_features
-from ccreid.evaluation import evaluate, evaluate_reranked
+from ccreid.evaluation import evaluate, evaluate_distmat, rerank_features
 from ccreid.evaluation.aqe import alpha_query_expansion
+from ccreid.evaluation.single_shot import single_gallery_shot, single_gallery_shot_distmat
+from ccreid.evaluation.verification import verification_rates, verification_rates_distmat
 
 
 def evaluate_feature_file(
@@ -19,24 +21,42 @@ def evaluate_feature_file(
     memory_mb: float = 512,
     aqe: bool = False,
     rerank_params: tuple = (20, 6, 0.3),
+    rerank_impl: str = "auto",
+    roc: bool = False,
+    single_shot: int = 0,
+    seed: int = 0,
 ) -> dict:
     """``rank1/5/10``, ``mAP``, ``mINP`` (percent), ``queries``, ``queries_without_match`` and
     ``cmc`` (the CMC curve to rank 50, percent) of the file.
 
-    The metrics are streamed in chunks fitted to ``memory_mb``; ``rerank`` (k-reciprocal,
-    default parameters) needs the full distance matrices and so suits galleries up to ~20k;
-    ``aqe`` applies alpha query expansion (fast-reid's defaults) first; ``rerank_params`` are
-    re-ranking's ``(k1, k2, lambda)``.
+    The metrics are streamed in chunks fitted to ``memory_mb``. ``rerank``: k-reciprocal
+    re-ranking with ``rerank_params`` ``(k1, k2, lambda)``; ``rerank_impl`` ``dense`` holds
+    ``(Q+G)^2`` matrices (up to ~20k images, ``rerank.DENSE_LIMIT``), ``sparse`` FAISS k-NN
+    lists and one ``Q x G`` matrix (same result), ``auto`` picks by size. ``aqe``: alpha
+    query expansion (fast-reid's defaults) first. ``roc`` adds ``tpr@fpr=1e-04/1e-03/1e-02``
+    with ``positive_pairs`` and ``negative_pairs``; ``single_shot`` N > 0 replaces the
+    rank-k and CMC by CUHK03's single-gallery-shot ones (N draws from ``seed``; mAP and
+    mINP stay those of the whole gallery, as in torchreid) and adds ``single_gallery_shot``
+    and ``seed``.
     """
     arrays = load_features(path, require_clothes=protocol != "general")
     qf, gf = arrays["qf"], arrays["gf"]
     if aqe:
         qf, gf = alpha_query_expansion(qf, gf)
     labels = {key: arrays.get(key) for key in ("q_pids", "g_pids", "q_camids", "g_camids", "q_clothes", "g_clothes")}
+    common = dict(labels, rule=protocol, memory_mb=memory_mb)
     if rerank:
-        k1, k2, lambda_value = rerank_params
-        metrics = evaluate_reranked(qf, gf, **labels, rule=protocol, metric=metric, ap_mode=ap_mode,
-                                    memory_mb=memory_mb, k1=k1, k2=k2, lambda_value=lambda_value)
+        dist = rerank_features(qf, gf, metric, *rerank_params, impl=rerank_impl)
+        metrics = evaluate_distmat(dist, **common, ap_mode=ap_mode)
+        shot = single_gallery_shot_distmat(dist, **common, repeats=single_shot, seed=seed) if single_shot else None
+        rates = verification_rates_distmat(dist, **common) if roc else {}
     else:
-        metrics = evaluate(qf, gf, **labels, rule=protocol, metric=metric, ap_mode=ap_mode, memory_mb=memory_mb)
-    return {key: metrics[key] for key in METRIC_KEYS} | {"cmc": metrics["cmc"]}
+        metrics = evaluate(qf, gf, **common, metric=metric, ap_mode=ap_mode)
+        shot = single_gallery_shot(qf, gf, **common, metric=metric, repeats=single_shot, seed=seed) \
+            if single_shot else None
+        rates = verification_rates(qf, gf, **common, metric=metric) if roc else {}
+    result = {key: metrics[key] for key in METRIC_KEYS} | {"cmc": metrics["cmc"]}
+    if shot is not None:
+        result |= {key: shot[key] for key in ("rank1", "rank5", "rank10", "cmc")}
+        result |= {"single_gallery_shot": single_shot, "seed": seed}
+    return result | rates
