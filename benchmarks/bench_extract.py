@@ -1,22 +1,28 @@
-"""Feature-extraction throughput: the extraction pipelines vs the raw model forward, and ONNX Runtime vs PyTorch.
+"""Feature-extraction throughput: PyTorch (plain / prepared fp32 / bf16) vs ONNX Runtime, and the pipelines.
 
-    python benchmarks/bench_extract.py [--backbone resnet50] [--size 256x128] [--images 128] [--batch 32]
+    python benchmarks/bench_extract.py [--backbone resnet50] [--size 256x128] [--images 64] [--batch 32]
+        [--threads 2] [--accuracy-weights outputs/comparison/ours/seed0/model.safetensors]
 
 On the same images, in one process, repeats interleaved in rotating order (best and median reported):
-- raw forward: the model (+ flip average) on an already decoded, normalised batch tensor;
-- ``Embedder.embed(paths)`` (``ccreid.load(w).embed``): decode + test transform + forward + flip + L2;
-- ``extract_features`` over ``DataManager.loader`` (what ``ccreid test`` runs; ``--workers`` loader processes).
-Pipeline overhead = pipeline time / raw time - 1 (target <= 10 %).
-ONNX: the exported graph (L2-normalised output, no flip) in onnxruntime vs the same PyTorch computation,
-both on CPU with ``--threads`` threads, and their max abs difference.
-The model is randomly initialised (speed does not depend on the weights); images are synthetic PNGs.
+- engines, no flip, L2-normalised, on decoded and normalised batches: the plain eval model (what the
+  extraction paths ran before), ``prepare(model)`` (BatchNorm folded, channels_last: the default
+  ``--backend torch``), the same with ``precision="bf16"``, ``prepare(model, backend="onnxruntime")``,
+  and a bare onnxruntime session on the ``ccreid export onnx`` file (the reference);
+- pipelines with the flip average: ``embed`` of the prepared network on the batches (raw forward),
+  ``Embedder.embed(paths)`` (``ccreid.load(w).embed``: decode + transform + forward + flip + L2),
+  ``extract_features`` over ``DataManager.loader`` (``ccreid test`` / ``extract``), both backends.
+Ratios are images/s over the onnxruntime session's, from the best repeats (least disturbed by other
+load; CPU-second ratios beside them). Features are compared with the plain model's (max abs difference
+of L2-normalised features). ``--accuracy-weights``: rank-1 / mAP of a trained checkpoint on its
+dataset's test protocols with each engine (torch fp32, torch bf16, onnxruntime).
+The speed model is randomly initialised (speed does not depend on the weights); images are synthetic PNGs.
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -30,9 +36,14 @@ from ccreid.data.manager import DataManager
 from ccreid.data.synthetic import generate
 from ccreid.deploy import Embedder, export_onnx
 from ccreid.engine.checkpoint import save_weights
-from ccreid.engine.evaluator import extract_features
+from ccreid.engine.evaluator import evaluate_splits, extract_features
+from ccreid.engine.inference import embed, prepare
 from ccreid.engine.runtime import machine_info, write_json, write_text
+from ccreid.engine.tester import load_checkpoint_config, trained_model
 from ccreid.methods import build_model_from_config
+
+REFERENCE = "onnxruntime session (reference)"
+PLAIN = "PyTorch plain eval model (before)"
 
 
 def timed(fn) -> tuple[float, float]:
@@ -42,19 +53,42 @@ def timed(fn) -> tuple[float, float]:
     return time.perf_counter() - start, time.process_time() - cpu
 
 
-def pct(table: dict, name: str) -> str:
-    return f"{table[name] * 100:+.1f} %" if name in table else ""
+def accuracy(weights: str, threads: int) -> dict:
+    """Rank-1 / mAP per test protocol of ``weights`` with each engine."""
+    cfg, loaded = load_checkpoint_config(weights, None, [])
+    model = trained_model(cfg, loaded, weights).eval()
+    manager = DataManager(cfg, need_parsing=False)
+    splits = manager.eval_splits("test")
+    out = {}
+    for name, (backend, precision) in {"torch fp32": ("torch", "fp32"), "torch bf16": ("torch", "bf16"),
+                                       "onnxruntime": ("onnxruntime", "fp32")}.items():
+        net = prepare(model, "cpu", backend, precision)
+        results = evaluate_splits(net, splits, manager.loader, torch.device("cpu"), cfg.test)
+        out[name] = {p: {"rank1": r["rank1"], "mAP": r["mAP"]} for p, r in results.items()}
+    return {"weights": weights, "preset": cfg.model.preset, "backbone": cfg.model.backbone,
+            "size": f"{cfg.data.height}x{cfg.data.width}", "threads": threads, "results": out}
+
+
+def accuracy_text(acc: dict) -> str:
+    protocols = list(next(iter(acc["results"].values())))
+    head = "| engine | " + " | ".join(f"{p} rank-1 | {p} mAP" for p in protocols) + " |\n"
+    rule = "|---|" + "---:|---:|" * len(protocols) + "\n"
+    rows = "\n".join(f"| {name} | " + " | ".join(f"{r[p]['rank1']:.2f} | {r[p]['mAP']:.2f}" for p in protocols)
+                     + " |" for name, r in acc["results"].items())
+    return (f"\n## Accuracy by engine\n\n`{acc['weights']}` ({acc['preset']}, {acc['backbone']}, {acc['size']}) on "
+            f"its dataset's test protocols, flip-averaged, {acc['threads']} threads:\n\n{head}{rule}{rows}\n")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default="resnet50")
     parser.add_argument("--size", default="256x128", help="input HxW")
-    parser.add_argument("--images", type=int, default=128)
+    parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the extract_features path")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=4)
+    parser.add_argument("--accuracy-weights", default=None, help="a trained checkpoint: rank-1 / mAP per engine")
     parser.add_argument("--out", default="benchmarks/results/extract_speed")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -70,26 +104,25 @@ def main() -> None:
     model = build_model_from_config(cfg, 10).eval()
     save_weights(tmp / "model.safetensors", model, to_yaml(cfg), 10)
     embedder = Embedder.from_weights(tmp / "model.safetensors", device="cpu")
+    ort_embedder = Embedder.from_weights(tmp / "model.safetensors", device="cpu", backend="onnxruntime")
     manager = DataManager(cfg, need_parsing=False)
     split = next(iter(manager.eval_splits("test").values()))
     records = list({r.path: r for r in manager.dataset.train + split.query + split.gallery}.values())[:args.images]
     paths = [r.path for r in records]
     batches = embedder.preprocess(paths).split(args.batch)
-    net = embedder.model
+    plain = embedder.model
+    nets = {"prepare(): torch fp32 (default)": embedder.net,
+            "prepare(): torch bf16": prepare(plain, "cpu", precision="bf16"),
+            "prepare(): onnxruntime backend": ort_embedder.net}
 
     @torch.no_grad()
-    def raw(flip: bool = True, normalize: bool = False) -> list:
-        out = []
-        for b in batches:
-            f = net(b)
-            f = (f + net(torch.flip(b, dims=[3]))) / 2 if flip else f
-            out.append(F.normalize(f, dim=1) if normalize else f)
-        return out
+    def run(net, flip: bool = False) -> list:
+        return [F.normalize(embed(net, b, flip), dim=1) for b in batches]
 
-    loader = manager.loader(records)
-    runs = {"raw forward": raw, "Embedder.embed(paths)": lambda: embedder.embed(paths),
-            "Embedder.preprocess(paths) only": lambda: embedder.preprocess(paths),
-            f"extract_features(loader, workers={args.workers})": lambda: extract_features(net, loader, "cpu", True)}
+    @torch.no_grad()
+    def run_plain() -> list:  # the model call of the extraction paths before prepare()
+        return [F.normalize(plain(b), dim=1) for b in batches]
+
     onnx_path = export_onnx(tmp / "model.safetensors", tmp / "model.onnx")[0]
     import onnxruntime as ort
 
@@ -97,9 +130,17 @@ def main() -> None:
     options.intra_op_num_threads = args.threads
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle ORT threads would steal CPU
     session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-    runs["PyTorch (no flip, L2)"] = lambda: raw(flip=False, normalize=True)
-    runs["onnxruntime (no flip, L2)"] = lambda: [session.run(None, {"images": b.numpy()}) for b in batches]
-    for fn in runs.values():  # warm-up (allocators, loader workers, ORT graph)
+    runs = {PLAIN: run_plain} | {name: (lambda net=net: run(net)) for name, net in nets.items()}
+    runs[REFERENCE] = lambda: [torch.from_numpy(session.run(None, {"images": b.numpy()})[0]) for b in batches]
+    loader = manager.loader(records)
+    workers = f"workers={args.workers}"
+    runs |= {"raw forward + flip (torch fp32)": lambda: run(embedder.net, flip=True),
+             "Embedder.embed(paths) (torch fp32)": lambda: embedder.embed(paths),
+             "Embedder.preprocess(paths) only": lambda: embedder.preprocess(paths),
+             f"extract_features(loader, {workers}) (torch fp32)": lambda: extract_features(plain, loader, "cpu"),
+             f"extract_features(loader, {workers}) (onnxruntime)":
+                 lambda: extract_features(ort_embedder.net, loader, "cpu")}
+    for fn in runs.values():  # warm-up (allocators, oneDNN primitives, loader workers, ORT graph)
         fn()
     seconds = {name: [] for name in runs}
     cpu_seconds = {name: [] for name in runs}
@@ -113,37 +154,50 @@ def main() -> None:
     median = {name: statistics.median(v) for name, v in seconds.items()}
     best_cpu = {name: min(v) for name, v in cpu_seconds.items()}
     rate = {name: len(paths) / s for name, s in best.items()}
-    onnx_out = torch.cat([torch.from_numpy(session.run(None, {"images": b.numpy()})[0]) for b in batches])
-    max_diff = float((onnx_out - torch.cat(raw(flip=False, normalize=True))).abs().max())
-    pipelines = ["Embedder.embed(paths)", f"extract_features(loader, workers={args.workers})"]
-    overhead = {name: best[name] / best["raw forward"] - 1 for name in pipelines}
-    cpu_overhead = {name: best_cpu[name] / best_cpu["raw forward"] - 1 for name in pipelines[:1]}
-    preprocess_share = best_cpu["Embedder.preprocess(paths) only"] / best_cpu["raw forward"]
+    engines = [PLAIN, *nets, REFERENCE]
+    vs_ort = {name: best[REFERENCE] / best[name] for name in engines}
+    vs_ort_cpu = {name: best_cpu[REFERENCE] / best_cpu[name] for name in engines}
+    reference = torch.cat(run_plain())
+    max_diff = {name: float((torch.cat(runs[name]()) - reference).abs().max()) for name in engines}
+    raw = "raw forward + flip (torch fp32)"
+    pipelines = [name for name in names[len(engines):] if name not in (raw, "Embedder.preprocess(paths) only")]
+    overhead = {name: best[name] / best[raw] - 1 for name in pipelines}
+    preprocess_share = best_cpu["Embedder.preprocess(paths) only"] / best_cpu[raw]
     command = (f"python benchmarks/bench_extract.py --backbone {args.backbone} --size {args.size} --images "
                f"{args.images} --batch {args.batch} --threads {args.threads} --workers {args.workers} "
-               f"--repeats {args.repeats}")
+               f"--repeats {args.repeats}" + (f" --accuracy-weights {args.accuracy_weights}"
+                                              if args.accuracy_weights else ""))
     result = {"command": command, "images": len(paths), "seconds": seconds, "best_s": best, "median_s": median,
               "cpu_seconds": cpu_seconds, "best_cpu_s": best_cpu, "images_per_s": rate,
-              "pipeline_overhead_wall": overhead, "pipeline_overhead_cpu": cpu_overhead,
-              "preprocess_cpu_vs_forward_cpu": preprocess_share, "onnx_max_abs_diff": max_diff,
-              "onnx_vs_torch_speedup": best["PyTorch (no flip, L2)"] / best["onnxruntime (no flip, L2)"],
-              "machine": machine_info(torch.device("cpu")) | {"load_avg": os.getloadavg()}}
+              "speed_vs_onnxruntime_wall": vs_ort, "speed_vs_onnxruntime_cpu": vs_ort_cpu,
+              "max_abs_diff_vs_plain_fp32": max_diff, "pipeline_overhead_wall": overhead,
+              "preprocess_cpu_vs_forward_cpu": preprocess_share,
+              "machine": machine_info(torch.device("cpu")) | {"load_avg": os.getloadavg(),
+                                                               "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY")}}
+    if args.accuracy_weights:
+        result["accuracy"] = accuracy(args.accuracy_weights, args.threads)
+        result["machine"]["load_avg_end"] = os.getloadavg()
     write_json(args.out + ".json", result)
-    rows = "\n".join(f"| {name} | {best[name]:.2f} | {median[name]:.2f} | {best_cpu[name]:.2f} | {rate[name]:.1f} | "
-                     f"{pct(overhead, name)} | {pct(cpu_overhead, name)} |" for name in runs)
+    engine_rows = "\n".join(
+        f"| {name} | {best[name]:.2f} | {median[name]:.2f} | {best_cpu[name]:.2f} | {rate[name]:.1f} | "
+        f"{vs_ort[name]:.2f}x | {vs_ort_cpu[name]:.2f}x | {max_diff[name]:.1e} |" for name in engines)
+    pipeline_rows = "\n".join(
+        f"| {name} | {best[name]:.2f} | {median[name]:.2f} | {best_cpu[name]:.2f} | {rate[name]:.1f} | "
+        + (f"{overhead[name] * 100:+.1f} % |" if name in overhead else " |") for name in names[len(engines):])
     text = (f"# Extraction throughput\n\nCommand: `{command}`  \nMachine: {result['machine']}\n\n"
             f"{len(paths)} synthetic {height}x{width} PNG images, {args.backbone} (random weights), batch "
             f"{args.batch}, {args.threads} torch/ORT threads, {args.repeats} interleaved repeats (rotating order); "
-            f"rates and overheads from the best repeat (least disturbed by other load, see load_avg).\n\n"
-            "| path | best wall s | median wall s | best CPU s | images/s | wall overhead | CPU overhead |\n"
-            "|---|---:|---:|---:|---:|---:|---:|\n" + rows + "\n\n"
-            f"Overhead = pipeline / raw forward - 1. Decode + test transform alone costs "
+            f"rates and ratios from the best repeat (least disturbed by other load, see load_avg).\n\n"
+            "## Engines (no flip, L2-normalised features)\n\n"
+            "| engine | best wall s | median wall s | best CPU s | images/s | vs ORT (wall) | vs ORT (CPU s) | "
+            "max abs diff vs plain fp32 |\n|---|---:|---:|---:|---:|---:|---:|---:|\n" + engine_rows + "\n\n"
+            "## Pipelines (flip average: two forwards per image)\n\n"
+            "| path | best wall s | median wall s | best CPU s | images/s | overhead vs raw forward |\n"
+            "|---|---:|---:|---:|---:|---:|\n" + pipeline_rows + "\n\n"
+            f"Overhead = pipeline / raw forward (prepared torch fp32, flip) - 1. Decode + test transform alone costs "
             f"{preprocess_share * 100:.1f} % of the raw forward's CPU time. CPU seconds count this process's threads "
-            f"only (the loader path decodes in worker processes, so its CPU column is not comparable).\n\n"
-            f"Raw forward, Embedder.embed and extract_features include the flip average (two forwards per "
-            f"image); the PyTorch / onnxruntime rows do not. "
-            f"ONNX Runtime / PyTorch speed ratio: {result['onnx_vs_torch_speedup']:.2f}x; max abs difference of "
-            f"their L2-normalised features: {max_diff:.2e}.\n")
+            f"only (the loader paths decode in worker processes).\n"
+            + (accuracy_text(result["accuracy"]) if args.accuracy_weights else ""))
     write_text(args.out + ".md", text)
     shutil.rmtree(tmp)
     print(text)

@@ -170,3 +170,41 @@ def test_test_rerank_and_single_shot_match_stored_feature_evaluation(checkpoint,
                                  arrays["g_clothes"][keep], rule="cc")["mAP"])
     assert single["mAP"] == pytest.approx(float(np.mean(expected)), abs=1e-4)
     assert main(["test", "--weights", str(weights), "--out", str(tmp_path / "x"), "test.single_shot=-1"]) == 2
+
+
+def test_eval_roc_single_gallery_shot_and_rerank_impl(tmp_path, capsys):
+    from ccreid.evaluation import evaluate, single_gallery_shot, verification_rates
+
+    rng = np.random.default_rng(3)
+    q_pids, g_pids = rng.integers(0, 12, 30), rng.integers(0, 12, 150)
+    centres = rng.standard_normal((12, 8))
+    arrays = {"qf": (centres[q_pids] + rng.standard_normal((30, 8))).astype(np.float32),
+              "gf": (centres[g_pids] + rng.standard_normal((150, 8))).astype(np.float32),
+              "q_pids": q_pids, "g_pids": g_pids, "q_camids": rng.integers(0, 3, 30),
+              "g_camids": rng.integers(0, 3, 150),
+              "q_clothes": rng.integers(0, 2, 30), "g_clothes": rng.integers(0, 2, 150)}
+    feats = tmp_path / "f.npz"
+    np.savez(feats, **arrays)
+    labels = {k: v for k, v in arrays.items() if k not in ("qf", "gf")}
+    got = run_json(["eval", "--features", str(feats), "--protocol", "cc", "--roc", "--single-gallery-shot", "3",
+                    "--seed", "1", "--json"], capsys)
+    full = evaluate(arrays["qf"], arrays["gf"], **labels, rule="cc")
+    shot = single_gallery_shot(arrays["qf"], arrays["gf"], **labels, rule="cc", repeats=3, seed=1)
+    rates = verification_rates(arrays["qf"], arrays["gf"], **labels, rule="cc")
+    assert got["mAP"] == full["mAP"] and got["mINP"] == full["mINP"]  # AP of the whole gallery, as torchreid
+    assert {k: got[k] for k in ("rank1", "rank5", "rank10", "cmc")} == {k: shot[k] for k in ("rank1", "rank5",
+                                                                                          "rank10", "cmc")}
+    assert {k: got[k] for k in rates} == rates and got["single_gallery_shot"] == 3 and got["seed"] == 1
+    dense = run_json(["eval", "--features", str(feats), "--rerank", "--rerank-impl", "dense", "--roc", "--json"],
+                     capsys)
+    sparse = run_json(["eval", "--features", str(feats), "--rerank", "--rerank-impl", "sparse", "--roc", "--json"],
+                      capsys)
+    assert dense.pop("cmc") == pytest.approx(sparse.pop("cmc"), abs=1e-6) and dense == pytest.approx(sparse, abs=1e-6)
+    assert main(["eval", "--features", str(feats), "--roc", "--single-gallery-shot", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "TPR@FPR=1e-04" in out and "single-gallery-shot x2" in out
+    for bad, needle in ((["--rerank-impl", "sparse"], "--rerank-impl sparse needs --rerank"),
+                        (["--single-gallery-shot", "-1"], "--single-gallery-shot")):
+        assert main(["eval", "--features", str(feats), *bad]) == 2
+        err = capsys.readouterr().err
+        assert needle in err and len(err.strip().splitlines()) == 1

@@ -267,3 +267,35 @@ def test_vit_camera_table_is_sized_from_the_data(tmp_path):
     cfg.model.vit.sie_cameras = cameras - 1
     with pytest.raises(CCReIDError, match="model.vit.sie_cameras.*camera ids up to"):
         ViTMethod.complete_config(cfg, dataset)
+
+
+def test_vit_with_camera_embedding_trains_tests_embeds_and_exports(tmp_path):
+    from ccreid.deploy import load
+
+    run = tmp_path / "run"
+    assert main(tiny_args(run, tmp_path / "data", "model.preset=vit", "model.vit.sie=true", "train.epochs=1")) == 0
+    saved = (run / "config.yaml").read_text()
+    assert "sie_cameras: 0" not in saved and "sie: true" in saved  # the table size from the data is recorded
+    assert main(["test", "--weights", str(run / "model.safetensors"), "--out", str(tmp_path / "t"), "--quiet",
+                 "--no-report"]) == 0
+    embedder = load(run / "model.safetensors", device="cpu", flip=False)
+    images = (torch.rand(2, 3, 64, 32) * 255).to(torch.uint8)
+    with pytest.raises(CCReIDError, match="pass the camera ids"):
+        embedder.embed(images)
+    with pytest.raises(CCReIDError, match="2 camera ids for 1 images"):
+        embedder.embed(images[:1], camids=[0, 1])
+    feats = embedder.embed(images, camids=[0, 1])
+    assert not torch.allclose(feats, embedder.embed(images, camids=[1, 0]))
+    pytest.importorskip("onnxruntime")
+    onnx_path = tmp_path / "vit.onnx"
+    assert main(["export", "onnx", "--weights", str(run / "model.safetensors"), "--out", str(onnx_path),
+                 "--quiet"]) == 0
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["images", "camids"]
+    batch = embedder.preprocess(images).numpy()
+    out = session.run(["features"], {"images": batch, "camids": torch.tensor([0, 1]).numpy()})[0]
+    torch.testing.assert_close(torch.from_numpy(out), feats, atol=1e-4, rtol=1e-4)
+    ort = load(run / "model.safetensors", device="cpu", flip=False, backend="onnxruntime")
+    torch.testing.assert_close(ort.embed(images, camids=[0, 1]), feats, atol=1e-4, rtol=1e-4)

@@ -37,9 +37,9 @@ def test_amp_auto_on_cpu_follows_bf16_instructions_and_explicit_modes_pass_throu
     cpu = torch.device("cpu")
     assert runtime.resolve_amp(cpu, "auto") == expected
     assert [runtime.resolve_amp(cpu, m) for m in ("off", "bf16", "fp16")] == ["off", "bf16", "fp16"]
-    assert runtime.use_channels_last(cpu, "auto", None) is native  # NHWC with CPU bf16 only
-    assert runtime.use_channels_last(cpu, "off", None) is False
-    assert runtime.use_channels_last(cpu, "off", True) is True and runtime.use_channels_last(cpu, "bf16", False) is False
+    assert runtime.use_channels_last(cpu, None) is True  # NHWC on CPU, fp32 and bf16 alike
+    assert runtime.use_channels_last(torch.device("meta"), None) is False  # e.g. mps: NCHW
+    assert runtime.use_channels_last(cpu, False) is False
 
 
 def test_bf16_instructions_are_read_from_cpuinfo_flags():

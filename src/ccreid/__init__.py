@@ -1,8 +1,9 @@
 __version__ = "0.1.0"
 
 
-def load(weights, device: str = "auto", flip=None, batch_size=None):
+def load(weights, device: str = "auto", flip=None, batch_size=None, backend: str = "torch", precision: str = "fp32"):
     """A trained checkpoint as an :class:`ccreid.deploy.Embedder`: ``ccreid.load(w).embed(images)``."""
     from ccreid.deploy import load as load_embedder
 
-    return load_embedder(weights, device=device, flip=flip, batch_size=batch_size)
+    return load_embedder(weights, device=device, flip=flip, batch_size=batch_size, backend=backend,
+                         precision=precision)

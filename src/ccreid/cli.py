@@ -127,7 +127,7 @@ def cmd_test(args: argparse.Namespace) -> None:
 
     overrides = args.overrides + (["test.rerank=true"] if args.rerank else [])
     presets = test_checkpoint(args.weights, args.out, args.config, overrides, progress=_progress(args),
-                              overwrite=args.overwrite)
+                              overwrite=args.overwrite, backend=args.backend, precision=args.precision)
     print_results(presets, f"evaluation of {args.weights}")
     console.print(f"results in {args.out}/results.json")
     _write_report(args, args.out)
@@ -213,13 +213,29 @@ def cmd_eval(args: argparse.Namespace) -> None:
         raise CCReIDError(f"option --chunk: {args.chunk} MiB must be > 0")
     if args.k1 < 1 or args.k2 < 1 or not 0.0 <= args.lambda_value <= 1.0:
         raise CCReIDError("options --k1 and --k2 must be >= 1 and --lambda in [0, 1]")
+    if args.rerank_impl != "auto" and not args.rerank:
+        raise CCReIDError(f"option --rerank-impl {args.rerank_impl} needs --rerank")
+    if args.single_gallery_shot < 0 or args.seed < 0:
+        raise CCReIDError(f"options --single-gallery-shot ({args.single_gallery_shot}) and --seed ({args.seed}) "
+                          f"must be >= 0")
     metrics = evaluate_feature_file(args.features, args.protocol, args.metric, args.ap_mode, args.rerank, args.chunk,
-                                    aqe=args.aqe, rerank_params=(args.k1, args.k2, args.lambda_value))
+                                    aqe=args.aqe, rerank_params=(args.k1, args.k2, args.lambda_value),
+                                    rerank_impl=args.rerank_impl, roc=args.roc,
+                                    single_shot=args.single_gallery_shot, seed=args.seed)
     if args.json:
         print(json.dumps(metrics))
         return
     rerank = (", alpha-QE" if args.aqe else "") + (", re-ranked" if args.rerank else "")
-    print_metrics(metrics, f"{args.features}: {args.protocol} protocol, {args.metric}, AP {args.ap_mode}{rerank}")
+    shot = f", single-gallery-shot x{args.single_gallery_shot} (seed {args.seed})" if args.single_gallery_shot else ""
+    print_metrics(metrics, f"{args.features}: {args.protocol} protocol, {args.metric}, AP {args.ap_mode}{rerank}{shot}")
+    if args.roc:
+        table = Table(title="verification: TPR (%) at FPR over query-gallery pairs")
+        rates = [key for key in metrics if key.startswith("tpr@fpr=")]
+        for col in (*("TPR@FPR=" + key.removeprefix("tpr@fpr=") for key in rates), "positive pairs", "negative pairs"):
+            table.add_column(col, justify="right")
+        table.add_row(*(f"{metrics[key]:.2f}" for key in rates), str(metrics["positive_pairs"]),
+                      str(metrics["negative_pairs"]))
+        console.print(table)
 
 
 def cmd_extract(args: argparse.Namespace) -> None:
@@ -230,7 +246,8 @@ def cmd_extract(args: argparse.Namespace) -> None:
     refuse_file(args.out, args.overwrite, "a features file")
     counts = extract_to_file(args.weights, args.out, args.images, args.protocol, args.overrides,
                              flip=False if args.no_flip else None, batch_size=args.batch_size, workers=args.workers,
-                             device=args.device, progress=_progress(args))
+                             device=args.device, progress=_progress(args), backend=args.backend,
+                             precision=args.precision)
     console.print(f"wrote {args.out}: {counts['query']} query and {counts['gallery']} gallery features")
 
 
@@ -392,6 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
     from ccreid.data.records import RULES
     from ccreid.evaluation.distance import METRICS as DISTANCES
     from ccreid.evaluation.ranking import AP_MODES
+    from ccreid.evaluation.rerank import DENSE_LIMIT as RERANK_DENSE_LIMIT, IMPLS as RERANK_IMPLS
+    from ccreid.engine.inference import BACKENDS, PRECISIONS
 
     parser = argparse.ArgumentParser(prog="ccreid", description="Clothes-changing person re-identification toolkit.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -404,6 +423,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add(name: str, help_text: str, func: Callable[[argparse.Namespace], None]) -> argparse.ArgumentParser:
         return add_to(sub, name, help_text, func)
+
+    def add_extraction_options(p: argparse.ArgumentParser) -> None:
+        """``--backend`` / ``--precision`` of feature extraction (``ccreid extract``, ``ccreid test``)."""
+        p.add_argument("--backend", choices=BACKENDS, default="torch",
+                       help="torch (folded BatchNorm, channels_last) or onnxruntime (CPU; needs the export extra)")
+        p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                       help="bf16: torch autocast, faster on CPUs with AVX512-BF16/AMX, features not bit-equal")
 
     def group(name: str, help_text: str, metavar: str = "COMMAND"):
         """A command with sub-commands (``ccreid viz actmap``)."""
@@ -432,6 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--config", default=None, help="config file (default: the one saved in the weights)")
     p.add_argument("--out", required=True, help="output folder (never a training run's folder)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier test's results in --out")
+    add_extraction_options(p)
     p.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. data.root=/data/prcc")
 
     demo_p = p = add("demo", "the main job: train baseline and ours on the synthetic benchmark", cmd_demo)
@@ -467,7 +494,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k1", type=int, default=20, help="re-ranking k1 (default 20)")
     p.add_argument("--k2", type=int, default=6, help="re-ranking k2 (default 6)")
     p.add_argument("--lambda", dest="lambda_value", type=float, default=0.3, help="re-ranking lambda (default 0.3)")
+    p.add_argument("--rerank-impl", choices=RERANK_IMPLS, default="auto",
+                   help="dense: (Q+G)^2 matrices; sparse: FAISS k-NN, same result; auto (default): dense up to "
+                   f"{RERANK_DENSE_LIMIT:,} images")
     p.add_argument("--aqe", action="store_true", help="alpha query expansion first (one round, k 5, alpha 3)")
+    p.add_argument("--roc", action="store_true", help="add TPR at FPR 1e-4, 1e-3, 1e-2 over query-gallery pairs "
+                   "(fast-reid's verification figures)")
+    p.add_argument("--single-gallery-shot", type=int, default=0, metavar="N",
+                   help="CUHK03 protocol: rank-k/CMC over N draws of one gallery image per identity (torchreid: 10)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the single-gallery-shot draws (default 0)")
     p.add_argument("--chunk", type=float, default=512, metavar="MB", help="working-memory budget of the streaming "
                    "evaluation in MiB (default 512)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -483,6 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--workers", type=int, default=0, help="decoding worker processes")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    add_extraction_options(p)
     p.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. data.root=/data/prcc")
 
     p = add("index", "build a search index of the gallery features of an .npz", cmd_index)

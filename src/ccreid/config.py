@@ -155,7 +155,7 @@ class TrainConfig:
     threads: int = 0  # CPU threads for torch (0: torch default)
     sync_bn: bool = False  # SyncBatchNorm across torchrun processes (CUDA only)
     tensorboard: bool = False  # scalars to <out>/tensorboard (needs `pip install tensorboard`)
-    channels_last: Optional[bool] = None  # None: on for CUDA, off elsewhere
+    channels_last: Optional[bool] = None  # None: on for CUDA and CPU, off elsewhere (mps)
     compile: bool = False  # torch.compile the model for training
 
 

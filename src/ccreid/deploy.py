@@ -15,7 +15,6 @@ batch dimension; preprocessing facts are stored as ONNX metadata.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Optional, Sequence, Tuple, Union
 
@@ -28,14 +27,14 @@ from torchvision.transforms.v2.functional import pil_to_tensor
 from ccreid.config import Config
 from ccreid.data.dataset import read_image
 from ccreid.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_test_transform
+from ccreid.engine.inference import (DEFAULT_OPSET, INSTALL_EXPORT, check_backend, embed, prepare, uses_camids,
+                                     write_onnx)
 from ccreid.engine.runtime import atomic_path, resolve_device
 from ccreid.engine.tester import load_checkpoint_config, trained_model
 from ccreid.errors import CCReIDError
 from ccreid.models import ReIDModel
 
 ImageInput = Union[str, Path, Image.Image, torch.Tensor]
-#: The lowest opset of torch's ``torch.export``-based exporter; ONNX Runtime >= 1.14 runs it.
-DEFAULT_OPSET = 18
 
 
 def load_model(weights: Union[str, Path], device: Union[str, torch.device] = "cpu",
@@ -66,12 +65,17 @@ def as_uint8_images(images: Union[ImageInput, Sequence[ImageInput]]) -> list[tor
 
 
 class Embedder:
-    """Test transform + model forward (+ flip average) + L2 normalisation."""
+    """Test transform + model forward (+ flip average) + L2 normalisation.
+
+    ``backend`` / ``precision``: how the network runs (:func:`ccreid.engine.inference.prepare`:
+    ``torch`` with folded BatchNorms and channels_last, or ``onnxruntime``; ``fp32`` or ``bf16``)."""
 
     def __init__(self, model: ReIDModel, height: int, width: int, flip: bool = True,
-                 device: Union[str, torch.device] = "cpu", batch_size: int = 64) -> None:
+                 device: Union[str, torch.device] = "cpu", batch_size: int = 64, backend: str = "torch",
+                 precision: str = "fp32") -> None:
         self.model = model.to(device).eval()
         self.device = torch.device(device)
+        self.net = prepare(self.model, self.device, backend, precision)
         self.height, self.width = height, width
         self.flip = flip
         self.batch_size = batch_size
@@ -79,12 +83,14 @@ class Embedder:
 
     @classmethod
     def from_weights(cls, weights: Union[str, Path], device: str = "auto", flip: Optional[bool] = None,
-                     batch_size: Optional[int] = None, overrides: Sequence[str] = ()) -> "Embedder":
+                     batch_size: Optional[int] = None, overrides: Sequence[str] = (), backend: str = "torch",
+                     precision: str = "fp32") -> "Embedder":
         """An embedder for a ``model.safetensors`` checkpoint (flip and batch size from its config)."""
         resolved = resolve_device(device)
+        check_backend(backend, precision, resolved)
         model, cfg = load_model(weights, resolved, overrides)
         return cls(model, cfg.data.height, cfg.data.width, cfg.test.flip if flip is None else flip,
-                   resolved, batch_size or cfg.test.batch_size)
+                   resolved, batch_size or cfg.test.batch_size, backend, precision)
 
     @property
     def dim(self) -> int:
@@ -97,43 +103,46 @@ class Embedder:
             return torch.empty(0, 3, self.height, self.width)
         return torch.stack([self.transform(t, None)[0] for t in tensors])
 
-    @torch.no_grad()
-    def forward_batch(self, batch: torch.Tensor) -> torch.Tensor:
+    def forward_batch(self, batch: torch.Tensor, camids: Optional[torch.Tensor] = None) -> torch.Tensor:
         """L2-normalised features of a preprocessed batch (flip-averaged when ``flip``)."""
-        batch = batch.to(self.device, non_blocking=True)
-        feats = self.model(batch).float()
-        if self.flip:
-            feats = (feats + self.model(torch.flip(batch, dims=[3])).float()) / 2
-        return F.normalize(feats, dim=1)
+        return F.normalize(embed(self.net, batch, self.flip, camids), dim=1)
 
-    def embed(self, images: Union[ImageInput, Sequence[ImageInput]]) -> torch.Tensor:
-        """``float32 [B,D]`` L2-normalised features on CPU, in input order."""
+    def embed(self, images: Union[ImageInput, Sequence[ImageInput]],
+              camids: Optional[Sequence[int]] = None) -> torch.Tensor:
+        """``float32 [B,D]`` L2-normalised features on CPU, in input order; ``camids`` (one per
+        image) for a model trained with a camera embedding (``model.vit.sie``)."""
         items = [images] if isinstance(images, (str, Path, Image.Image)) else images
         if torch.is_tensor(items):
             items = [items] if items.dim() == 3 else list(items.unbind(0))
-        chunks = [self.forward_batch(self.preprocess(items[i:i + self.batch_size])).cpu()
+        cams = None if camids is None else torch.as_tensor(camids, dtype=torch.long).reshape(-1)
+        if cams is not None and len(cams) != len(items):
+            raise CCReIDError(f"camids: {len(cams)} camera ids for {len(items)} images; pass one per image")
+        chunks = [self.forward_batch(self.preprocess(items[i:i + self.batch_size]),
+                                     None if cams is None else cams[i:i + self.batch_size]).cpu()
                   for i in range(0, len(items), self.batch_size)]
         return torch.cat(chunks) if chunks else torch.empty(0, self.dim)
 
 
 def load(weights: Union[str, Path], device: str = "auto", flip: Optional[bool] = None,
-         batch_size: Optional[int] = None) -> Embedder:
+         batch_size: Optional[int] = None, backend: str = "torch", precision: str = "fp32") -> Embedder:
     """``ccreid.load(weights).embed(images)``: see :class:`Embedder`."""
-    return Embedder.from_weights(weights, device, flip, batch_size)
+    return Embedder.from_weights(weights, device, flip, batch_size, backend=backend, precision=precision)
 
 
 class _Normalized(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
+        self.uses_camids = uses_camids(model)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.model(images), dim=1)
+    def forward(self, images: torch.Tensor, camids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return F.normalize(self.model(images, camids) if self.uses_camids else self.model(images), dim=1)
 
 
 def export_onnx(weights: Union[str, Path], out: Union[str, Path], opset: int = DEFAULT_OPSET,
                 normalize: bool = True) -> list[Path]:
-    """Write ``out`` (one ``.onnx`` file): ``images [batch,3,H,W] -> features [batch,D]``.
+    """Write ``out`` (one ``.onnx`` file): ``images [batch,3,H,W] -> features [batch,D]`` (a ViT
+    with camera embedding takes ``camids [batch]`` int64 as a second input).
 
     ``normalize`` appends the L2 normalisation (features then match ``embed`` without
     flip). Opsets >= 18 use torch's ``torch.export`` exporter; older ones (down to 13)
@@ -142,7 +151,7 @@ def export_onnx(weights: Union[str, Path], out: Union[str, Path], opset: int = D
     try:
         import onnx
     except ImportError:
-        raise CCReIDError("ONNX export needs the optional packages onnx and onnxscript: pip install 'ccreid[export]'")
+        raise CCReIDError(f"ONNX export needs the optional packages onnx and onnxscript: {INSTALL_EXPORT}")
     if opset < 13:
         raise CCReIDError(f"option --opset: {opset} is too old (use 13 or newer; default {DEFAULT_OPSET})")
     newest = onnx.defs.onnx_opset_version()
@@ -151,20 +160,9 @@ def export_onnx(weights: Union[str, Path], out: Union[str, Path], opset: int = D
                           f"use 13..{newest} (default {DEFAULT_OPSET})")
     model, cfg = load_model(weights, "cpu")
     net = _Normalized(model) if normalize else model
-    example = torch.zeros(2, 3, cfg.data.height, cfg.data.width)
-    names = {"input_names": ["images"], "output_names": ["features"], "opset_version": opset}
     out = Path(out)
-    with atomic_path(out) as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the exporters warn about their own internals
-        try:
-            if opset >= 18:
-                torch.onnx.export(net, (example,), str(tmp), dynamo=True, external_data=False, verbose=False,
-                                  dynamic_shapes={"images": {0: torch.export.Dim("batch")}}, **names)
-            else:
-                torch.onnx.export(net, (example,), str(tmp), dynamo=False,
-                                  dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}}, **names)
-        except ImportError as err:
-            raise CCReIDError(f"ONNX export needs {err.name or 'onnxscript'}: pip install 'ccreid[export]'")
+    with atomic_path(out) as tmp:
+        write_onnx(net, torch.zeros(2, 3, cfg.data.height, cfg.data.width), tmp, opset)
         proto = onnx.load(str(tmp))
         written = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=opset)
         if written != opset:  # the exporter may fall back to another opset: say so instead of writing it

@@ -17,6 +17,7 @@ from ccreid.config import TestConfig
 from ccreid.data.datasets import single_shot_galleries
 from ccreid.data.records import EvalSplit, ImageRecord
 from ccreid.engine.distributed import current, gather_rows
+from ccreid.engine.inference import InferenceNet, embed, prepare
 from ccreid.engine.results import METRICS
 from ccreid.evaluation import evaluate, evaluate_reranked
 from ccreid.evaluation.aqe import alpha_query_expansion
@@ -24,7 +25,6 @@ from ccreid.evaluation.aqe import alpha_query_expansion
 METRIC_KEYS = (*METRICS, "queries", "queries_without_match")
 
 
-@torch.no_grad()
 def extract_features(
     model: nn.Module,
     loader: DataLoader,
@@ -33,15 +33,14 @@ def extract_features(
     progress: bool = False,
     desc: str = "extract",
 ) -> torch.Tensor:
-    """Features of every image in ``loader`` order (flip-averaged when ``flip``), on CPU."""
-    model.eval()
+    """Features of every image in ``loader`` order (flip-averaged when ``flip``), on CPU.
+
+    ``model``: a network from :func:`ccreid.engine.inference.prepare`, or a model, which is then
+    prepared with the torch backend (an optimised eval copy: the model itself is not changed)."""
+    net = model if isinstance(model, InferenceNet) else prepare(model, device)
     chunks: List[torch.Tensor] = []
     for batch in tqdm(loader, desc=desc, disable=not progress, leave=False, unit="batch"):
-        images = batch["image"].to(device, non_blocking=True)
-        feats = model(images).float()
-        if flip:
-            feats = (feats + model(torch.flip(images, dims=[3])).float()) / 2
-        chunks.append(feats.cpu())
+        chunks.append(embed(net, batch["image"], flip, batch["camid"] if net.uses_camids else None).cpu())
     return torch.cat(chunks) if chunks else torch.empty(0)
 
 

@@ -31,6 +31,7 @@ from ccreid.data.transforms import build_test_transform
 from ccreid.deploy import load_model
 from ccreid.engine.evaluator import extract_features
 from ccreid.engine.features_io import save_features
+from ccreid.engine.inference import check_backend, prepare
 from ccreid.engine.runtime import resolve_device
 from ccreid.errors import CCReIDError
 
@@ -103,14 +104,18 @@ def extract_to_file(
     workers: int = 0,
     device: str = "auto",
     progress: bool = False,
+    backend: str = "torch",
+    precision: str = "fp32",
 ) -> Dict[str, int]:
     """Extract the features of ``images`` or of the dataset's ``protocol`` into ``out`` (.npz).
 
+    ``backend`` / ``precision``: how the network runs (:func:`ccreid.engine.inference.prepare`).
     Returns the number of query and gallery rows written.
     """
     if (images is None) == (protocol is None):
         raise CCReIDError("pass exactly one of --images DIR|CSV and --protocol NAME")
     resolved = resolve_device(device)
+    check_backend(backend, precision, resolved)
     model, cfg = load_model(weights, resolved, overrides)
     flip = cfg.test.flip if flip is None else flip
     if protocol is not None:
@@ -125,11 +130,12 @@ def extract_to_file(
         sides = {side: table.records(side) for side in ("q", "g") if table.paths[side]}
         known = {side: set(table.labels[side]) for side in sides}
     transform = build_test_transform(cfg.data.height, cfg.data.width)
+    net = prepare(model, resolved, backend, precision)
     arrays: Dict[str, np.ndarray] = {}
     for side, records in sides.items():
         loader = torch.utils.data.DataLoader(ReIDImageDataset(records, transform, need_parsing=False),
                                              batch_size=batch_size or cfg.test.batch_size, num_workers=workers)
-        feats = extract_features(model, loader, resolved, flip, progress, desc=f"extract {side}")
+        feats = extract_features(net, loader, resolved, flip, progress, desc=f"extract {side}")
         arrays[f"{side}f"] = F.normalize(feats, dim=1).numpy().astype(np.float32)
         arrays[f"{side}_paths"] = np.array([r.path for r in records])
         for attr, key in LABEL_COLUMNS.items():  # the CSV columns are ImageRecord's attribute names

@@ -82,12 +82,13 @@ def resolve_amp(device: torch.device, amp: str) -> str:
     return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "off"
 
 
-def use_channels_last(device: torch.device, amp: str, setting: bool | None) -> bool:
-    """``train.channels_last``: ``None`` = on for CUDA, and for CPU bf16 training (oneDNN's
-    fast bf16 convolutions are NHWC); ``True``/``False`` force it."""
+def use_channels_last(device: torch.device, setting: bool | None) -> bool:
+    """``train.channels_last``: ``None`` = on for CUDA and CPU (oneDNN's NHWC convolutions and
+    BatchNorm: 14 % less train-step time in the fp32 demo, benchmarks/results/demo_speed.md;
+    bf16 needs NHWC for speed), off elsewhere; ``True``/``False`` force it."""
     if setting is not None:
         return setting
-    return device.type == "cuda" or (device.type == "cpu" and resolve_amp(device, amp) == "bf16")
+    return device.type in ("cuda", "cpu")
 
 
 def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:

@@ -61,7 +61,7 @@ def build_training(cfg: Config, data: DataInfo, device: torch.device, info: Opti
     autocast(device, amp)  # an amp mode the device lacks fails here, before any work
     preset = resolve_preset(cfg.model, cfg)
     method = preset.method(cfg, preset, data)
-    channels_last = use_channels_last(device, amp, cfg.train.channels_last)
+    channels_last = use_channels_last(device, cfg.train.channels_last)
     model = method.build_model().to(device)
     model.feature = cfg.test.feature
     if channels_last:

@@ -60,7 +60,7 @@ _LOW32 = 2**32
 
 
 @dataclass
-class _Labels:
+class PairLabels:
     q_pids: torch.Tensor
     g_pids: torch.Tensor
     q_camids: torch.Tensor
@@ -69,7 +69,7 @@ class _Labels:
     g_clothes: Optional[torch.Tensor]
 
 
-def _labels(num_q: int, num_g: int, device: torch.device, rule: str, **arrays) -> _Labels:
+def pair_labels(num_q: int, num_g: int, device: torch.device, rule: str, **arrays) -> PairLabels:
     if rule not in RULES:
         raise CCReIDError(f"option protocol/rule: unknown {rule!r} (use {', '.join(RULES)})")
     out = {}
@@ -87,10 +87,10 @@ def _labels(num_q: int, num_g: int, device: torch.device, rule: str, **arrays) -
         if t.is_floating_point() or t.is_complex():
             raise CCReIDError(f"{key} must hold integers, got {t.dtype}")
         out[key] = t.long()
-    return _Labels(**out)
+    return PairLabels(**out)
 
 
-def _same_identity_pairs(q_pids: torch.Tensor, g_pids: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+def same_identity_pairs(q_pids: torch.Tensor, g_pids: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """All (query, gallery) index pairs sharing a person id, by query then gallery index."""
     g_sorted, g_order = torch.sort(g_pids, stable=True)
     q_pids = q_pids.contiguous()
@@ -114,7 +114,7 @@ def valid_match(rule: str, same_camera, same_clothes):
     return valid
 
 
-def _is_match(labels: _Labels, pair_q: torch.Tensor, pair_g: torch.Tensor, rule: str) -> torch.Tensor:
+def _is_match(labels: PairLabels, pair_q: torch.Tensor, pair_g: torch.Tensor, rule: str) -> torch.Tensor:
     """Which same-id pairs are valid matches; the others are removed from the ranking."""
     same_camera = labels.q_camids[pair_q] == labels.g_camids[pair_g]
     same_clothes = labels.q_clothes[pair_q] == labels.g_clothes[pair_g] if rule != "general" else None
@@ -136,7 +136,7 @@ class _PositiveRanks:
     distances, and the removed ones do not count at all.
     """
 
-    def __init__(self, q: torch.Tensor, g: torch.Tensor, d: torch.Tensor, labels: _Labels) -> None:
+    def __init__(self, q: torch.Tensor, g: torch.Tensor, d: torch.Tensor, labels: PairLabels) -> None:
         order = torch.argsort(g, stable=True)
         order = order[torch.argsort(d[order], stable=True)]
         order = order[torch.argsort(q[order], stable=True)]
@@ -233,10 +233,10 @@ def _chunk_sizes(num_q: int, num_g: int, dim: int, chunk_size: Optional[int], ga
     return max(1, min(num_q, chunk_size)), gallery_chunk
 
 
-def _rank(labels: _Labels, rule: str, pair_distance: Callable, chunks: Iterable) -> _PositiveRanks:
+def _rank(labels: PairLabels, rule: str, pair_distance: Callable, chunks: Iterable) -> _PositiveRanks:
     """Positives with their distances, then every ``(q0, g0, dist, eps, exact)`` chunk
     counted against them (:meth:`_PositiveRanks.add`)."""
-    pair_q, pair_g = _same_identity_pairs(labels.q_pids, labels.g_pids)
+    pair_q, pair_g = same_identity_pairs(labels.q_pids, labels.g_pids)
     match = _is_match(labels, pair_q, pair_g, rule)
     pos_q, pos_g = pair_q[match], pair_g[match]
     positives = _PositiveRanks(pos_q, pos_g, pair_distance(pos_q, pos_g), labels)
@@ -294,7 +294,7 @@ def evaluate(
         raise CCReIDError(f"{'qf' if num_q == 0 else 'gf'} is empty: nothing to evaluate")
     if len(gf.shape) != 2 or gf.shape[1] != qf.shape[1]:
         raise CCReIDError(f"gf has shape {tuple(gf.shape)} but qf has feature dimension {qf.shape[1]}")
-    labels = _labels(num_q, num_g, device, rule, q_pids=q_pids, g_pids=g_pids, q_camids=q_camids,
+    labels = pair_labels(num_q, num_g, device, rule, q_pids=q_pids, g_pids=g_pids, q_camids=q_camids,
                      g_camids=g_camids, q_clothes=q_clothes, g_clothes=g_clothes)
     qc, gc = _chunk_sizes(num_q, num_g, qf.shape[1], chunk_size, gallery_chunk, memory_mb)
 
@@ -356,7 +356,7 @@ def evaluate_distmat(
     if num_q == 0 or num_g == 0:
         raise CCReIDError(f"distmat has shape {tuple(distmat.shape)}: nothing to evaluate")
     device = torch.device(device) if device is not None else as_tensor(distmat).device
-    labels = _labels(num_q, num_g, device, rule, q_pids=q_pids, g_pids=g_pids, q_camids=q_camids,
+    labels = pair_labels(num_q, num_g, device, rule, q_pids=q_pids, g_pids=g_pids, q_camids=q_camids,
                      g_camids=g_camids, q_clothes=q_clothes, g_clothes=g_clothes)
     qc, gc = _chunk_sizes(num_q, num_g, 0, chunk_size, gallery_chunk, memory_mb)
     matrix = as_tensor(distmat)

@@ -25,7 +25,7 @@ import torch
 
 from ccreid.errors import CCReIDError
 from ccreid.evaluation.blocks import Distances, from_features, from_matrix
-from ccreid.evaluation.ranking import _labels, _same_identity_pairs, valid_match
+from ccreid.evaluation.ranking import pair_labels, same_identity_pairs, valid_match
 
 #: Queries sharing one random generator (see the module docstring).
 QUERY_BLOCK = 256
@@ -62,8 +62,8 @@ def _single_shot(dist: Distances, rule: str, repeats: int, seed: int, ranks: Seq
     if repeats < 1 or seed < 0 or max_rank < 1:
         raise CCReIDError(f"single-gallery-shot: repeats ({repeats}) and max_rank ({max_rank}) must be >= 1 "
                           f"and seed ({seed}) >= 0")
-    labels = _labels(dist.num_q, dist.num_g, dist.device, rule, **arrays)
-    pair_q, pair_g = _same_identity_pairs(labels.q_pids, labels.g_pids)
+    labels = pair_labels(dist.num_q, dist.num_g, dist.device, rule, **arrays)
+    pair_q, pair_g = same_identity_pairs(labels.q_pids, labels.g_pids)
     same_clothes = labels.q_clothes[pair_q] == labels.g_clothes[pair_g] if rule != "general" else None
     match = valid_match(rule, labels.q_camids[pair_q] == labels.g_camids[pair_g], same_clothes)
     pos_q, pos_g = pair_q[match], pair_g[match]  # valid matches by query, then gallery index

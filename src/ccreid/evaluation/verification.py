@@ -20,7 +20,7 @@ from typing import Optional
 import torch
 
 from ccreid.evaluation.blocks import Distances, from_features, from_matrix
-from ccreid.evaluation.ranking import _labels, _same_identity_pairs, valid_match
+from ccreid.evaluation.ranking import pair_labels, same_identity_pairs, valid_match
 
 #: FPR targets as powers of ten: 1e-4, 1e-3, 1e-2 (fast-reid's).
 FPR_EXPONENTS = (4, 3, 2)
@@ -50,8 +50,8 @@ def verification_rates_distmat(distmat, q_pids, g_pids, q_camids, g_camids, q_cl
 
 
 def _rates(dist: Distances, rule: str, memory_mb: float, **arrays) -> dict:
-    labels = _labels(dist.num_q, dist.num_g, dist.device, rule, **arrays)
-    negatives = dist.num_q * dist.num_g - len(_same_identity_pairs(labels.q_pids, labels.g_pids)[0])
+    labels = pair_labels(dist.num_q, dist.num_g, dist.device, rule, **arrays)
+    negatives = dist.num_q * dist.num_g - len(same_identity_pairs(labels.q_pids, labels.g_pids)[0])
     accepted = {e: negatives // 10**e for e in FPR_EXPONENTS}  # negatives allowed below the threshold
     keep = min(negatives, max(accepted.values()) + 1)
     smallest = torch.empty(0, device=dist.device)
