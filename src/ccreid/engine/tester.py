@@ -16,7 +16,7 @@ from ccreid.engine.outputs import refuse_results, run_lock, training_run_in
 from ccreid.engine.results import strip_curves, write_results
 from ccreid.engine.runtime import machine_info, resolve_device, write_text
 from ccreid.errors import CCReIDError
-from ccreid.methods import build_model_from_config
+from ccreid.methods import build_model_from_config, resolve_preset
 from ccreid.models import ReIDModel
 
 
@@ -79,6 +79,7 @@ def _test(weights: str | Path, out: Path, config: Optional[str], overrides: Sequ
     device = resolve_device(cfg.train.device)
     check_backend(backend, precision, device)
     manager = DataManager(cfg, need_parsing=False)
+    resolve_preset(cfg.model, cfg).method.complete_config(cfg, manager.dataset)  # e.g. camera ids within the table
     net = prepare(trained_model(cfg, loaded, weights).to(device), device, backend, precision)
     results = evaluate_splits(net, manager.eval_splits("test"), manager.loader, device, cfg.test,
                               cfg.test.protocols, progress)
