@@ -91,3 +91,31 @@ def test_malformed_results_are_one_line(tmp_path, capsys, content):
     assert main(["report", str(tmp_path), "--no-samples"]) == 2
     err = capsys.readouterr().err
     assert "results file" in err and "damaged" in err and "Traceback" not in err
+
+
+def test_report_reuses_the_final_test_features_unless_stale(tmp_path, monkeypatch):
+    """A training run keeps its final test features; the report ranks with them instead of
+    extracting again, and extracts when they are older than the weights or made without flip."""
+    import os
+
+    from ccreid.cli import main
+    from ccreid.engine.features_io import TEST_FEATURES_NAME, load_test_features
+    from ccreid.viz import ranks
+    from tiny_run import TINY
+
+    run = tmp_path / "run"
+    assert main(["train", "-c", "synthetic", "--out", str(run), "--quiet", "--no-report",
+                 f"data.root={tmp_path / 'data'}", *TINY, "data.synthetic.ids=16"]) == 0
+    weights = run / "model.safetensors"
+    kept = load_test_features(run / TEST_FEATURES_NAME, weights, flip=True)
+    assert kept is not None and load_test_features(run / TEST_FEATURES_NAME, weights, flip=False) is None
+    extracted = []
+    real = ranks.extract_features
+    monkeypatch.setattr(ranks, "extract_features", lambda *a, **k: extracted.append(1) or real(*a, **k))
+    write_report(run, device="cpu", num_queries=1, k=2)
+    assert extracted == [] and (run / "report_files" / "ranks_baseline_cc.png").is_file()
+    later = (run / TEST_FEATURES_NAME).stat().st_mtime + 5
+    os.utime(weights, (later, later))  # weights newer than the kept features: extract again
+    assert load_test_features(run / TEST_FEATURES_NAME, weights, flip=True) is None
+    write_report(run, device="cpu", num_queries=1, k=2)
+    assert extracted == [1]

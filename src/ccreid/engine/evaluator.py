@@ -6,6 +6,7 @@ images and the shares are all-gathered, so each rank computes the same metrics.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional
 
 import torch
@@ -17,6 +18,7 @@ from ccreid.config import TestConfig
 from ccreid.data.datasets import single_shot_galleries
 from ccreid.data.records import EvalSplit, ImageRecord
 from ccreid.engine.distributed import current, gather_rows
+from ccreid.engine.features_io import save_test_features
 from ccreid.engine.inference import InferenceNet, embed, prepare
 from ccreid.engine.results import METRICS
 from ccreid.evaluation import evaluate, evaluate_reranked
@@ -99,8 +101,10 @@ def evaluate_splits(
     test: TestConfig,
     protocols: Optional[Iterable[str]] = None,
     progress: bool = False,
+    features_out: Optional[Path] = None,
 ) -> Dict[str, dict]:
-    """Score ``model`` on each protocol; every distinct image is extracted once.
+    """Score ``model`` on each protocol; every distinct image is extracted once (and, with
+    ``features_out``, kept there by the main process: :func:`ccreid.engine.features_io.save_test_features`).
 
     ``test``: flip averaging, AP mode, k-reciprocal re-ranking (``test.rerank``) and
     ``test.single_shot`` (N > 0: the mean over N galleries of one random image per
@@ -117,6 +121,8 @@ def evaluate_splits(
     if not records:
         return {}
     feats = extract_all(model, records, make_loader, device, test.flip, progress)
+    if features_out is not None and current().is_main:
+        save_test_features(features_out, list(unique), feats, test.flip)
     results: Dict[str, dict] = {}
     for name in names:
         split = splits[name]

@@ -4,7 +4,8 @@ A features file holds ``qf``, ``gf`` (float, ``N x D``), ``q_pids``, ``g_pids``,
 ``q_camids``, ``g_camids`` and optionally ``q_clothes``, ``g_clothes`` (integers, one per
 row), plus any extra arrays (e.g. image paths). An index is saved as ``PATH`` (a FAISS
 index, or the normalised features of the torch fallback as ``.npy``) and ``PATH.json``
-(backend, kind, size and the caller's metadata such as image paths and ids).
+(backend, kind, size and the caller's metadata such as image paths and ids). A training
+run also keeps its final test features (:data:`TEST_FEATURES_NAME`) for its report.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from __future__ import annotations
 import json
 import zipfile
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
+import torch
 
 from ccreid.engine.runtime import atomic_path, write_json
 from ccreid.errors import CCReIDError
@@ -170,3 +172,35 @@ def load_index(path: str | Path) -> Tuple[FaissIndex | TorchIndex, dict]:
     if index.ntotal != ntotal:
         raise CCReIDError(f"index file {path} holds {index.ntotal} items but {meta_path} says {ntotal}; rebuild it")
     return index, info.get("metadata", {})
+
+
+#: The final evaluation's test features, kept beside a run's weights for ``ccreid report``.
+TEST_FEATURES_NAME = "test_features.safetensors"
+
+
+def save_test_features(path: Path, paths: List[str], feats: torch.Tensor, flip: bool) -> None:
+    """``feats[i]`` is the feature of image ``paths[i]`` (``flip``: flip-averaged); atomic write."""
+    from safetensors.torch import save_file
+
+    with atomic_path(path) as tmp:
+        save_file({"features": feats.float().contiguous()}, str(tmp),
+                  metadata={"paths": json.dumps(paths), "flip": str(bool(flip))})
+
+
+def load_test_features(path: Path, weights: Path, flip: bool) -> Optional[Dict[str, torch.Tensor]]:
+    """Image path -> feature from :func:`save_test_features`, or ``None`` where the file is
+    missing, unreadable, older than ``weights`` or made with another ``flip``."""
+    from safetensors import safe_open
+
+    try:
+        if path.stat().st_mtime < Path(weights).stat().st_mtime:
+            return None
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("flip") != str(bool(flip)):
+                return None
+            feats = f.get_tensor("features")
+        paths = json.loads(meta["paths"])
+    except (OSError, KeyError, ValueError, RuntimeError):  # absent or damaged: extract again
+        return None
+    return dict(zip(paths, feats)) if len(paths) == len(feats) else None

@@ -26,6 +26,7 @@ from ccreid.engine.checkpoint import (STATE_NAME, WEIGHTS_NAME, load_state, load
                                      save_weights)
 from ccreid.engine.distributed import DistInfo, setup
 from ccreid.engine.evaluator import evaluate_splits
+from ccreid.engine.features_io import TEST_FEATURES_NAME
 from ccreid.engine.results import strip_curves
 from ccreid.engine.resume import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from ccreid.engine.outputs import refuse_results, run_lock, training_run_in
@@ -212,7 +213,7 @@ def _final_evaluation(cfg: Config, out: Path, model: torch.nn.Module, manager: D
     """The test protocols on the final weights; a failure says how to finish without retraining."""
     try:
         results = evaluate_splits(model, manager.eval_splits("test"), manager.loader, device, cfg.test,
-                                  cfg.test.protocols, progress)
+                                  cfg.test.protocols, progress, features_out=out / TEST_FEATURES_NAME)
     except CCReIDError as err:
         raise CCReIDError(f"{str(err).strip().splitlines()[-1]}; training finished and saved {out / WEIGHTS_NAME}: "
                           "once that is fixed, `ccreid train --resume` with the same --out and config evaluates "

@@ -55,8 +55,10 @@ def excluded(query: Tuple[torch.Tensor, ...], gallery: Tuple[torch.Tensor, ...],
 
 
 def protocol_features(model: ReIDModel, cfg: Config, device: torch.device | str,
-                      protocols: Optional[Sequence[str]] = None, progress: bool = False) -> Dict[str, ProtocolFeatures]:
-    """Features of every test protocol's query and gallery (each distinct image extracted once)."""
+                      protocols: Optional[Sequence[str]] = None, progress: bool = False,
+                      known: Optional[Dict[str, torch.Tensor]] = None) -> Dict[str, ProtocolFeatures]:
+    """Features of every test protocol's query and gallery (each distinct image extracted once;
+    none when ``known``, image path -> feature, holds them all: a run's final test features)."""
     manager = DataManager(cfg, need_parsing=False)
     splits = manager.eval_splits("test")
     unknown = [p for p in protocols or () if p not in splits]
@@ -69,7 +71,10 @@ def protocol_features(model: ReIDModel, cfg: Config, device: torch.device | str,
         for rec in splits[name].query + splits[name].gallery:
             unique.setdefault(rec.path, rec)
     index = {path: i for i, path in enumerate(unique)}
-    feats = extract_features(model, manager.loader(list(unique.values())), device, cfg.test.flip, progress)
+    if known is not None and all(path in known for path in unique):
+        feats = torch.stack([known[path] for path in unique])
+    else:
+        feats = extract_features(model, manager.loader(list(unique.values())), device, cfg.test.flip, progress)
     out = {}
     for name in names:
         split = splits[name]

@@ -22,6 +22,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 from ccreid import __version__
 from ccreid.deploy import load_model
 from ccreid.engine.checkpoint import WEIGHTS_NAME
+from ccreid.engine.features_io import TEST_FEATURES_NAME, load_test_features
 from ccreid.engine.runtime import resolve_device, write_text
 from ccreid.errors import CCReIDError
 from ccreid.viz import page
@@ -93,7 +94,8 @@ def model_pictures(runs: List[Run], files: Path, num_queries: int, k: int, num_i
         if len(model.bsga):
             with_bsga.append(run)
         size = tile_size(cfg.data.height, cfg.data.width)
-        for name, pf in protocol_features(model, cfg, device, cfg.test.protocols, progress).items():
+        known = load_test_features(Path(run.weights).parent / TEST_FEATURES_NAME, run.weights, cfg.test.flip)
+        for name, pf in protocol_features(model, cfg, device, cfg.test.protocols, progress, known).items():
             curves.setdefault(run.label, {})[name] = protocol_metrics(pf, cfg.test.ap_mode)["cmc"]
             image = render_ranks(pf, pick_queries(pf.split, num_queries, seed), k, size,
                                  f"{run.label}, {name.upper()} protocol")
