@@ -31,7 +31,7 @@ import torch
 from bench_metrics import KEYS, distance_matrix, loop_evaluate, make_split
 from ccreid.engine.runtime import machine_info, write_json, write_text
 from ccreid.evaluation import evaluate
-from ccreid.evaluation.ranking import _chunk_sizes
+from ccreid.evaluation.ranking import chunk_sizes
 
 
 def current_rss_mb() -> float:
@@ -66,7 +66,7 @@ def main() -> None:
         gf = gf.half()
     generate_s = time.perf_counter() - start
     rss_before = current_rss_mb()
-    qc, gc = _chunk_sizes(args.queries, args.gallery, args.dim, None, None, args.memory_mb)
+    qc, gc = chunk_sizes(args.queries, args.gallery, args.dim, None, None, args.memory_mb)
     runs = []
     for rule in args.rules:
         start = time.perf_counter()

@@ -31,6 +31,9 @@ from ccreid.engine.runtime import autocast
 from ccreid.errors import CCReIDError
 from ccreid.models.fuse import fold_batchnorm
 
+#: The error of a camera-embedding model (``uses_camids``) called without camera ids.
+CAMIDS_REQUIRED = ("this model was trained with a camera embedding (model.vit.sie=true): "
+                   "pass the camera ids of the images (camids)")
 BACKENDS = ("torch", "onnxruntime")
 PRECISIONS = ("fp32", "bf16")
 #: The lowest opset of torch's ``torch.export``-based exporter; ONNX Runtime >= 1.14 runs it.
@@ -161,8 +164,7 @@ class OnnxRuntimeNet(InferenceNet):
         feeds = {"images": images.detach().cpu().float().contiguous().numpy()}
         if self.uses_camids:
             if camids is None:
-                raise CCReIDError("this model was trained with a camera embedding (model.vit.sie=true): "
-                                  "pass the camera ids of the images (camids)")
+                raise CCReIDError(CAMIDS_REQUIRED)
             feeds["camids"] = camids.cpu().long().numpy()
         return torch.from_numpy(self.session.run(["features"], feeds)[0])
 

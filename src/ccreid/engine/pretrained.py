@@ -29,14 +29,20 @@ from ccreid.models.backbones import Backbone, ResNetBackbone, build_backbone
 from ccreid.models.timm_backbone import TimmBackbone, import_timm
 from ccreid.models.weights import LoadReport, load_state_into, state_tensors
 
-def read_weight_file(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
-    """The tensors of a local ``.safetensors`` / ``.pth`` / ``.pt`` file (nothing pickled runs)."""
+def _require_file(path: Union[str, Path]) -> Path:
+    """``path``, or a one-line error when no such weight file exists."""
     path = Path(path)
     if not path.is_file():
         raise CCReIDError(
             f"config key 'model.pretrained': weight file {path} not found "
             "(use imagenet, none or a path to a .pth/.safetensors file)"
         )
+    return path
+
+
+def read_weight_file(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
+    """The tensors of a local ``.safetensors`` / ``.pth`` / ``.pt`` file (nothing pickled runs)."""
+    path = _require_file(path)
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -132,10 +138,8 @@ def load_vit_pretrained(vit: nn.Module, name: str, pretrained: str, create_kwarg
         from timm.models import load_checkpoint
         from timm.models.vision_transformer import checkpoint_filter_fn
 
-        if not Path(pretrained).is_file():
-            read_weight_file(pretrained)  # the one "not found" message
         try:
-            load_checkpoint(vit, pretrained, strict=False, filter_fn=checkpoint_filter_fn)
+            load_checkpoint(vit, str(_require_file(pretrained)), strict=False, filter_fn=checkpoint_filter_fn)
         except (OSError, RuntimeError, KeyError) as err:
             raise CCReIDError(f"config key 'model.pretrained': cannot load {pretrained} into {name} "
                               f"({str(err).splitlines()[0][:120]})")

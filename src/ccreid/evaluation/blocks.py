@@ -15,11 +15,11 @@ import torch
 
 from ccreid.errors import CCReIDError
 from ccreid.evaluation.distance import as_tensor, check_metric, chunk_distance, prepare
+from ccreid.evaluation.ranking import BYTES_PER_FEATURE, chunk_sizes
 
 #: Working bytes per distance of a block (the float64 product, the float32 value, masks
-#: and gathered values) and per feature value of a prepared gallery chunk.
+#: and gathered values); per gallery feature value: ranking's BYTES_PER_FEATURE.
 BYTES_PER_DISTANCE = 32
-BYTES_PER_FEATURE = 24
 
 
 class Distances:
@@ -36,10 +36,7 @@ class Distances:
 
     def chunks(self, memory_mb: float) -> Iterator[Tuple[int, int, torch.Tensor]]:
         """Every ``(q0, g0, block)`` covering the matrix, blocks fitted to ``memory_mb``."""
-        budget = memory_mb * 2**20
-        cols = max(1, min(self.num_g, int(budget / 4 / max(1, self.dim * BYTES_PER_FEATURE))))
-        spare = budget - cols * self.dim * BYTES_PER_FEATURE
-        rows = max(1, min(self.num_q, int(spare / (BYTES_PER_DISTANCE * cols))))
+        rows, cols = chunk_sizes(self.num_q, self.num_g, self.dim, None, None, memory_mb, BYTES_PER_DISTANCE)
         for g0 in range(0, self.num_g, cols):
             for q0 in range(0, self.num_q, rows):
                 yield q0, g0, self.block(q0, min(q0 + rows, self.num_q), g0, min(g0 + cols, self.num_g))

@@ -114,7 +114,7 @@ def valid_match(rule: str, same_camera, same_clothes):
     return valid
 
 
-def _is_match(labels: PairLabels, pair_q: torch.Tensor, pair_g: torch.Tensor, rule: str) -> torch.Tensor:
+def is_match(labels: PairLabels, pair_q: torch.Tensor, pair_g: torch.Tensor, rule: str) -> torch.Tensor:
     """Which same-id pairs are valid matches; the others are removed from the ranking."""
     same_camera = labels.q_camids[pair_q] == labels.g_camids[pair_g]
     same_clothes = labels.q_clothes[pair_q] == labels.g_clothes[pair_g] if rule != "general" else None
@@ -221,15 +221,16 @@ def _summarise(pos: _PositiveRanks, num_q: int, num_g: int, ap_mode: str, ranks:
     return result
 
 
-def _chunk_sizes(num_q: int, num_g: int, dim: int, chunk_size: Optional[int], gallery_chunk: Optional[int],
-                 memory_mb: float) -> Tuple[int, int]:
-    """Queries and gallery items per chunk: given ones, or fitted to ``memory_mb``."""
+def chunk_sizes(num_q: int, num_g: int, dim: int, chunk_size: Optional[int], gallery_chunk: Optional[int],
+                memory_mb: float, bytes_per_distance: int = BYTES_PER_DISTANCE) -> Tuple[int, int]:
+    """Queries and gallery items per chunk: given ones, or fitted to ``memory_mb`` (a chunk's
+    distances cost ``bytes_per_distance`` each, its gallery features :data:`BYTES_PER_FEATURE`)."""
     budget = memory_mb * 2**20
     if gallery_chunk is None:
         gallery_chunk = int(budget / 4 / max(1, dim * BYTES_PER_FEATURE))
     gallery_chunk = max(1, min(num_g, gallery_chunk))
     if chunk_size is None:
-        chunk_size = int((budget - gallery_chunk * dim * BYTES_PER_FEATURE) / (BYTES_PER_DISTANCE * gallery_chunk))
+        chunk_size = int((budget - gallery_chunk * dim * BYTES_PER_FEATURE) / (bytes_per_distance * gallery_chunk))
     return max(1, min(num_q, chunk_size)), gallery_chunk
 
 
@@ -237,7 +238,7 @@ def _rank(labels: PairLabels, rule: str, pair_distance: Callable, chunks: Iterab
     """Positives with their distances, then every ``(q0, g0, dist, eps, exact)`` chunk
     counted against them (:meth:`_PositiveRanks.add`)."""
     pair_q, pair_g = same_identity_pairs(labels.q_pids, labels.g_pids)
-    match = _is_match(labels, pair_q, pair_g, rule)
+    match = is_match(labels, pair_q, pair_g, rule)
     pos_q, pos_g = pair_q[match], pair_g[match]
     positives = _PositiveRanks(pos_q, pos_g, pair_distance(pos_q, pos_g), labels)
     for q0, g0, dist, eps, exact in chunks:
@@ -296,7 +297,7 @@ def evaluate(
         raise CCReIDError(f"gf has shape {tuple(gf.shape)} but qf has feature dimension {qf.shape[1]}")
     labels = pair_labels(num_q, num_g, device, rule, q_pids=q_pids, g_pids=g_pids, q_camids=q_camids,
                      g_camids=g_camids, q_clothes=q_clothes, g_clothes=g_clothes)
-    qc, gc = _chunk_sizes(num_q, num_g, qf.shape[1], chunk_size, gallery_chunk, memory_mb)
+    qc, gc = chunk_sizes(num_q, num_g, qf.shape[1], chunk_size, gallery_chunk, memory_mb)
 
     def gallery_rows(index: torch.Tensor):
         return gf[index.to(gf.device)] if isinstance(gf, torch.Tensor) else gf[index.cpu().numpy()]
@@ -358,7 +359,7 @@ def evaluate_distmat(
     device = torch.device(device) if device is not None else as_tensor(distmat).device
     labels = pair_labels(num_q, num_g, device, rule, q_pids=q_pids, g_pids=g_pids, q_camids=q_camids,
                      g_camids=g_camids, q_clothes=q_clothes, g_clothes=g_clothes)
-    qc, gc = _chunk_sizes(num_q, num_g, 0, chunk_size, gallery_chunk, memory_mb)
+    qc, gc = chunk_sizes(num_q, num_g, 0, chunk_size, gallery_chunk, memory_mb)
     matrix = as_tensor(distmat)
 
     def pair_distance(pq: torch.Tensor, pg: torch.Tensor) -> torch.Tensor:

@@ -25,7 +25,7 @@ import torch
 
 from ccreid.errors import CCReIDError
 from ccreid.evaluation.blocks import Distances, from_features, from_matrix
-from ccreid.evaluation.ranking import pair_labels, same_identity_pairs, valid_match
+from ccreid.evaluation.ranking import is_match, pair_labels, same_identity_pairs
 
 #: Queries sharing one random generator (see the module docstring).
 QUERY_BLOCK = 256
@@ -64,8 +64,7 @@ def _single_shot(dist: Distances, rule: str, repeats: int, seed: int, ranks: Seq
                           f"and seed ({seed}) >= 0")
     labels = pair_labels(dist.num_q, dist.num_g, dist.device, rule, **arrays)
     pair_q, pair_g = same_identity_pairs(labels.q_pids, labels.g_pids)
-    same_clothes = labels.q_clothes[pair_q] == labels.g_clothes[pair_g] if rule != "general" else None
-    match = valid_match(rule, labels.q_camids[pair_q] == labels.g_camids[pair_g], same_clothes)
+    match = is_match(labels, pair_q, pair_g, rule)
     pos_q, pos_g = pair_q[match], pair_g[match]  # valid matches by query, then gallery index
     matches = torch.bincount(pos_q, minlength=dist.num_q)
     first = torch.cumsum(matches, 0) - matches

@@ -21,6 +21,7 @@ from torch import nn
 
 from ccreid.config import Config, ModelConfig
 from ccreid.data.records import ReIDDataset
+from ccreid.engine.inference import CAMIDS_REQUIRED
 from ccreid.engine.pretrained import load_vit_pretrained
 from ccreid.errors import CCReIDError
 from ccreid.methods.base import Method, Preset, register_preset
@@ -59,8 +60,7 @@ class ViTReID(nn.Module):
         if self.sie is None:
             return self.vit.forward_features(images)
         if camids is None:
-            raise CCReIDError("this ViT was trained with a camera embedding (model.vit.sie=true): "
-                              "pass the camera ids of the images (camids)")
+            raise CCReIDError(CAMIDS_REQUIRED)
         vit = self.vit
         x = vit._pos_embed(vit.patch_embed(images))  # timm's forward_features, step by step
         x = x + self.sie_coef * self.sie[camids].to(x.dtype)
