@@ -84,6 +84,39 @@ def test_deterministic_with_workers(folder):
     assert any(not torch.equal(a["index"], b["index"]) for a, b in zip(first, other))
 
 
+@pytest.mark.parametrize("workers", [0, 1])
+def test_cached_training_images_give_the_same_batches(folder, workers):
+    def two_epochs(*extra):
+        torch.manual_seed(0)  # data.workers=0 augments with the global generator
+        manager = DataManager(config(folder, f"data.workers={workers}", *extra), need_parsing=True)
+        batches = []
+        for epoch in (0, 1):
+            manager.set_epoch(epoch)
+            batches += list(manager.train_loader)
+        return manager, batches
+
+    plain, expected = two_epochs()
+    cached, got = two_epochs("data.cache_mb=1")
+    assert cached.train_set._decoded is not None and len(cached.train_set._decoded) == 24
+    for a, b in zip(expected, got, strict=True):
+        assert all(torch.equal(a[key], b[key]) for key in a)
+    for path in Path(folder).rglob("*.png"):  # read once, up front: the files are no longer needed
+        path.unlink()
+    cached.set_epoch(2)
+    assert len(list(cached.train_loader)) == 4
+    assert cached.train_set.parsing_stats.found == 24
+
+
+def test_cache_that_does_not_fit_keeps_nothing(folder, caplog):
+    manager = DataManager(config(folder), need_parsing=True)
+    assert manager.train_set.preload(10 * 12 * 6 * 4) is False and manager.train_set._decoded is None
+    assert manager.train_set.preload(24 * 12 * 6 * 4) is True
+    assert manager.train_set._decoded[0][1].dtype == torch.uint8  # maps kept as uint8
+    with caplog.at_level("WARNING", logger="ccreid"):
+        DataManager(config(folder, "data.cache_mb=0"), need_parsing=True)
+    assert not caplog.records
+
+
 def test_eval_loader_and_splits(folder):
     manager = DataManager(config(folder), need_parsing=False)
     splits = manager.eval_splits("test")

@@ -56,6 +56,7 @@ class DataConfig:
     flip_p: float = 0.5
     pad: int = 10
     erasing_p: float = 0.5
+    cache_mb: int = 0  # decoded training images + maps kept in memory when all fit in this many MB; 0: off
     parsing: ParsingConfig = field(default_factory=ParsingConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
@@ -275,7 +276,7 @@ AT_LEAST_ONE = ("data.ids_per_batch", "data.images_per_id", "data.height", "data
                 "train.log_every", "train.keep_last", "test.batch_size", "data.synthetic.ids",
                 "data.synthetic.outfits", "data.synthetic.images_per_outfit", "data.synthetic.height",
                 "data.synthetic.width")
-AT_LEAST_ZERO = {"data.workers": "0: load in the main process", "data.pad": "0: no padding",
+AT_LEAST_ZERO = {"data.workers": "0: load in the main process", "data.pad": "0: no padding", "data.cache_mb": "0: off",
                  "train.warmup_epochs": "0: no warm-up", "train.eval_every": "0: only at the end",
                  "train.checkpoint_every": "0: only the final weights", "train.checkpoint_every_iters": "0: off",
                  "train.threads": "0: torch's default", "test.single_shot": "0: the whole gallery",

@@ -5,7 +5,8 @@ class indices (palette ignored) or ``.npy`` arrays (``HxW`` labels or ``HxWxC``
 probabilities, argmax). A map whose size differs from its image is resized
 nearest-neighbour to the image size. Which maps were found / missing / resized is kept
 per record in shared memory, so :attr:`ReIDImageDataset.parsing_stats` also counts what
-DataLoader worker processes loaded.
+DataLoader worker processes loaded. :meth:`ReIDImageDataset.preload` keeps every decoded
+image and map in memory (``data.cache_mb``), so each file is read and decoded once.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -25,6 +26,7 @@ from ccreid.config import DataConfig
 from ccreid.data.records import ImageRecord
 from ccreid.errors import CCReIDError
 
+Decoded = Tuple[torch.Tensor, Optional[torch.Tensor]]  # uint8 image [3,H,W], label map [H,W] or None
 Transform = Callable[[torch.Tensor, Optional[torch.Tensor]], Tuple[torch.Tensor, torch.Tensor]]
 
 # Per-record parsing status codes (shared-memory uint8 array).
@@ -127,6 +129,7 @@ class ReIDImageDataset(Dataset):
         self.num_labels = num_labels
         self._status = torch.zeros(len(self.records), dtype=torch.uint8).share_memory_()
         self._foreign = torch.zeros(len(self.records), dtype=torch.bool).share_memory_()
+        self._decoded: Optional[List[Decoded]] = None
 
     def __len__(self) -> int:
         return len(self.records)
@@ -157,10 +160,30 @@ class ReIDImageDataset(Dataset):
             self._status[index] = _FOUND
         return parsing
 
-    def __getitem__(self, index: int) -> Dict[str, torch.Tensor]:
+    def _decode(self, index: int) -> Decoded:
         record = self.records[index]
         image = read_image(record.path)
-        parsing = self._load_parsing(index, record, image.shape[-2:]) if self.need_parsing else None
+        return image, self._load_parsing(index, record, image.shape[-2:]) if self.need_parsing else None
+
+    def preload(self, budget_bytes: int) -> bool:
+        """Decode every record now and keep images and maps in memory if all fit in
+        ``budget_bytes`` (maps stored as uint8 when their labels allow); False, keeping
+        nothing, once they do not. DataLoader workers started later share the copy."""
+        decoded, used = [], 0
+        for index in range(len(self.records)):
+            image, parsing = self._decode(index)
+            if parsing is not None and 0 <= int(parsing.min()) and int(parsing.max()) <= 255:
+                parsing = parsing.to(torch.uint8)
+            used += image.nbytes + (parsing.nbytes if parsing is not None else 0)
+            if used > budget_bytes:
+                return False
+            decoded.append((image, parsing))
+        self._decoded = decoded
+        return True
+
+    def __getitem__(self, index: int) -> Dict[str, torch.Tensor]:
+        record = self.records[index]
+        image, parsing = self._decoded[index] if self._decoded is not None else self._decode(index)
         image, parsing_out = self.transform(image, parsing)
         return {
             "image": image,

@@ -12,6 +12,7 @@ The torchreid-style entry point::
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 from pathlib import Path
@@ -31,6 +32,8 @@ from ccreid.data.registry import DATASETS
 from ccreid.data.sampler import ClothesAwarePKSampler
 from ccreid.data.transforms import build_test_transform, build_train_transform
 from ccreid.errors import CCReIDError
+
+logger = logging.getLogger(__name__)
 
 
 def seed_worker(worker_id: int) -> None:
@@ -82,6 +85,8 @@ class DataManager:
         train_transform = build_train_transform(data.height, data.width, data.flip_p, data.pad, data.erasing_p)
         self.train_set = ReIDImageDataset(self.dataset.train, train_transform, need_parsing, self.missing,
                                           num_labels=self.label_set.num_classes)
+        if data.cache_mb and not self.train_set.preload(data.cache_mb * 2**20):
+            logger.warning("training images do not fit in data.cache_mb=%d MB: decoding them every epoch", data.cache_mb)
         pids = [r.pid for r in self.dataset.train]
         clothes = [r.clothes_id for r in self.dataset.train]
         self.sampler = ClothesAwarePKSampler(

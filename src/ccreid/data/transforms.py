@@ -8,7 +8,7 @@ i.e. the ImageNet mean): the map keeps the true labels under the erased patch.
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 from torchvision import tv_tensors
@@ -24,9 +24,10 @@ class JointTransform:
     A missing map comes back as ``-1`` everywhere, at the output size.
     """
 
-    def __init__(self, geometry: v2.Transform, erasing: Optional[v2.Transform] = None) -> None:
+    def __init__(self, geometry: Sequence[v2.Transform], erasing: Optional[v2.Transform] = None) -> None:
+        # one flat Compose: each nesting level costs a pass over the inputs per image
         self.geometry = v2.Compose(
-            [geometry, v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+            [*geometry, v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
         )
         self.erasing = erasing
 
@@ -52,9 +53,9 @@ def build_train_transform(
     if pad > 0:
         steps += [v2.Pad(pad, fill=0), v2.RandomCrop((height, width))]
     erasing = v2.RandomErasing(p=erasing_p, value=0.0) if erasing_p > 0 else None
-    return JointTransform(v2.Compose(steps), erasing)
+    return JointTransform(steps, erasing)
 
 
 def build_test_transform(height: int, width: int) -> JointTransform:
     """Resize and normalise (the map, if any, resized nearest-neighbour)."""
-    return JointTransform(v2.Resize((height, width), antialias=True))
+    return JointTransform([v2.Resize((height, width), antialias=True)])
