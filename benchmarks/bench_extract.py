@@ -1,7 +1,7 @@
 """Feature-extraction throughput: PyTorch (plain / prepared fp32 / bf16) vs ONNX Runtime, and the pipelines.
 
     python benchmarks/bench_extract.py [--backbone resnet50] [--size 256x128] [--images 64] [--batch 32]
-        [--threads 2] [--accuracy-weights outputs/comparison/ours/seed0/model.safetensors]
+        [--threads 2] [--device cpu] [--accuracy-weights outputs/comparison/ours/seed0/model.safetensors]
 
 On the same images, in one process, repeats interleaved in rotating order (best and median reported):
 - engines, no flip, L2-normalised, on decoded and normalised batches: the plain eval model (what the
@@ -16,6 +16,9 @@ load; CPU-second ratios beside them). Features are compared with the plain model
 of L2-normalised features). ``--accuracy-weights``: rank-1 / mAP of a trained checkpoint on its
 dataset's test protocols with each engine (torch fp32, torch bf16, onnxruntime).
 The speed model is randomly initialised (speed does not depend on the weights); images are synthetic PNGs.
+``--device cuda`` (benchmarks/gpu_check.sh): the torch engines and pipelines run on the GPU, the
+reference is an onnxruntime session on its CUDA provider when the installed onnxruntime has one (no
+reference otherwise), the CPU-only onnxruntime backend is left out; every batch starts on the CPU.
 """
 
 from __future__ import annotations
@@ -46,11 +49,26 @@ REFERENCE = "onnxruntime session (reference)"
 PLAIN = "PyTorch plain eval model (before)"
 
 
-def timed(fn) -> tuple[float, float]:
+def timed(fn, device: torch.device) -> tuple[float, float]:
     """Wall-clock and CPU seconds (all threads of this process; not loader worker processes)."""
     start, cpu = time.perf_counter(), time.process_time()
     fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     return time.perf_counter() - start, time.process_time() - cpu
+
+
+def onnxruntime_session(path: Path, device: torch.device, threads: int):
+    """A bare onnxruntime session on ``device`` (CPU, or the CUDA provider), or None when there is none."""
+    import onnxruntime as ort
+
+    provider = "CPUExecutionProvider" if device.type == "cpu" else "CUDAExecutionProvider"
+    if provider not in ort.get_available_providers():
+        return None
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle ORT threads would steal CPU
+    return ort.InferenceSession(str(path), options, providers=[provider])
 
 
 def accuracy(weights: str, threads: int) -> dict:
@@ -89,8 +107,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the extract_features path")
     parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--accuracy-weights", default=None, help="a trained checkpoint: rank-1 / mAP per engine")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (see the module docstring)")
     parser.add_argument("--out", default="benchmarks/results/extract_speed")
     args = parser.parse_args()
+    device = torch.device(args.device)
+    if device.type not in ("cpu", "cuda") or (device.type == "cuda" and not torch.cuda.is_available()):
+        parser.error(f"--device {args.device}: expected cpu, or cuda with a CUDA GPU visible")
     torch.set_num_threads(args.threads)
     height, width = (int(v) for v in args.size.split("x"))
     tmp = Path(tempfile.mkdtemp())
@@ -103,8 +125,7 @@ def main() -> None:
     ])
     model = build_model_from_config(cfg, 10).eval()
     save_weights(tmp / "model.safetensors", model, to_yaml(cfg), 10)
-    embedder = Embedder.from_weights(tmp / "model.safetensors", device="cpu")
-    ort_embedder = Embedder.from_weights(tmp / "model.safetensors", device="cpu", backend="onnxruntime")
+    embedder = Embedder.from_weights(tmp / "model.safetensors", device=str(device))
     manager = DataManager(cfg, need_parsing=False)
     split = next(iter(manager.eval_splits("test").values()))
     records = list({r.path: r for r in manager.dataset.train + split.query + split.gallery}.values())[:args.images]
@@ -112,8 +133,10 @@ def main() -> None:
     batches = embedder.preprocess(paths).split(args.batch)
     plain = embedder.model
     nets = {"prepare(): torch fp32 (default)": embedder.net,
-            "prepare(): torch bf16": prepare(plain, "cpu", precision="bf16"),
-            "prepare(): onnxruntime backend": ort_embedder.net}
+            "prepare(): torch bf16": prepare(plain, device, precision="bf16")}
+    if device.type == "cpu":
+        ort_embedder = Embedder.from_weights(tmp / "model.safetensors", device="cpu", backend="onnxruntime")
+        nets["prepare(): onnxruntime backend"] = ort_embedder.net
 
     @torch.no_grad()
     def run(net, flip: bool = False) -> list:
@@ -121,25 +144,24 @@ def main() -> None:
 
     @torch.no_grad()
     def run_plain() -> list:  # the model call of the extraction paths before prepare()
-        return [F.normalize(plain(b), dim=1) for b in batches]
+        return [F.normalize(plain(b.to(device)), dim=1) for b in batches]
 
     onnx_path = export_onnx(tmp / "model.safetensors", tmp / "model.onnx")[0]
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = args.threads
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle ORT threads would steal CPU
-    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    session = onnxruntime_session(onnx_path, device, args.threads)
     runs = {PLAIN: run_plain} | {name: (lambda net=net: run(net)) for name, net in nets.items()}
-    runs[REFERENCE] = lambda: [torch.from_numpy(session.run(None, {"images": b.numpy()})[0]) for b in batches]
+    if session is not None:
+        runs[REFERENCE] = lambda: [torch.from_numpy(session.run(None, {"images": b.numpy()})[0]) for b in batches]
+    reference = REFERENCE if session is not None else PLAIN
+    engines = list(runs)
     loader = manager.loader(records)
     workers = f"workers={args.workers}"
     runs |= {"raw forward + flip (torch fp32)": lambda: run(embedder.net, flip=True),
              "Embedder.embed(paths) (torch fp32)": lambda: embedder.embed(paths),
              "Embedder.preprocess(paths) only": lambda: embedder.preprocess(paths),
-             f"extract_features(loader, {workers}) (torch fp32)": lambda: extract_features(plain, loader, "cpu"),
-             f"extract_features(loader, {workers}) (onnxruntime)":
-                 lambda: extract_features(ort_embedder.net, loader, "cpu")}
+             f"extract_features(loader, {workers}) (torch fp32)": lambda: extract_features(plain, loader, device)}
+    if device.type == "cpu":
+        runs[f"extract_features(loader, {workers}) (onnxruntime)"] = \
+            lambda: extract_features(ort_embedder.net, loader, device)
     for fn in runs.values():  # warm-up (allocators, oneDNN primitives, loader workers, ORT graph)
         fn()
     seconds = {name: [] for name in runs}
@@ -147,37 +169,37 @@ def main() -> None:
     names = list(runs)
     for repeat in range(args.repeats):
         for name in names[repeat % len(names):] + names[:repeat % len(names)]:  # rotate: no fixed order bias
-            wall, cpu = timed(runs[name])
+            wall, cpu = timed(runs[name], device)
             seconds[name].append(wall)
             cpu_seconds[name].append(cpu)
     best = {name: min(v) for name, v in seconds.items()}
     median = {name: statistics.median(v) for name, v in seconds.items()}
     best_cpu = {name: min(v) for name, v in cpu_seconds.items()}
     rate = {name: len(paths) / s for name, s in best.items()}
-    engines = [PLAIN, *nets, REFERENCE]
-    vs_ort = {name: best[REFERENCE] / best[name] for name in engines}
-    vs_ort_cpu = {name: best_cpu[REFERENCE] / best_cpu[name] for name in engines}
-    reference = torch.cat(run_plain())
-    max_diff = {name: float((torch.cat(runs[name]()) - reference).abs().max()) for name in engines}
+    vs_ort = {name: best[reference] / best[name] for name in engines}
+    vs_ort_cpu = {name: best_cpu[reference] / best_cpu[name] for name in engines}
+    plain_features = torch.cat(run_plain()).cpu()
+    max_diff = {name: float((torch.cat(runs[name]()).cpu() - plain_features).abs().max()) for name in engines}
     raw = "raw forward + flip (torch fp32)"
     pipelines = [name for name in names[len(engines):] if name not in (raw, "Embedder.preprocess(paths) only")]
     overhead = {name: best[name] / best[raw] - 1 for name in pipelines}
     preprocess_share = best_cpu["Embedder.preprocess(paths) only"] / best_cpu[raw]
     command = (f"python benchmarks/bench_extract.py --backbone {args.backbone} --size {args.size} --images "
                f"{args.images} --batch {args.batch} --threads {args.threads} --workers {args.workers} "
-               f"--repeats {args.repeats}" + (f" --accuracy-weights {args.accuracy_weights}"
+               f"--repeats {args.repeats} --device {args.device}" + (f" --accuracy-weights {args.accuracy_weights}"
                                               if args.accuracy_weights else ""))
     result = {"command": command, "images": len(paths), "seconds": seconds, "best_s": best, "median_s": median,
               "cpu_seconds": cpu_seconds, "best_cpu_s": best_cpu, "images_per_s": rate,
               "speed_vs_onnxruntime_wall": vs_ort, "speed_vs_onnxruntime_cpu": vs_ort_cpu,
               "max_abs_diff_vs_plain_fp32": max_diff, "pipeline_overhead_wall": overhead,
               "preprocess_cpu_vs_forward_cpu": preprocess_share,
-              "machine": machine_info(torch.device("cpu")) | {"load_avg": os.getloadavg(),
+              "reference": reference, "machine": machine_info(device) | {"load_avg": os.getloadavg(),
                                                                "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY")}}
     if args.accuracy_weights:
         result["accuracy"] = accuracy(args.accuracy_weights, args.threads)
         result["machine"]["load_avg_end"] = os.getloadavg()
     write_json(args.out + ".json", result)
+    short = "ORT" if reference == REFERENCE else "plain"  # no onnxruntime session on this device
     engine_rows = "\n".join(
         f"| {name} | {best[name]:.2f} | {median[name]:.2f} | {best_cpu[name]:.2f} | {rate[name]:.1f} | "
         f"{vs_ort[name]:.2f}x | {vs_ort_cpu[name]:.2f}x | {max_diff[name]:.1e} |" for name in engines)
@@ -189,7 +211,7 @@ def main() -> None:
             f"{args.batch}, {args.threads} torch/ORT threads, {args.repeats} interleaved repeats (rotating order); "
             f"rates and ratios from the best repeat (least disturbed by other load, see load_avg).\n\n"
             "## Engines (no flip, L2-normalised features)\n\n"
-            "| engine | best wall s | median wall s | best CPU s | images/s | vs ORT (wall) | vs ORT (CPU s) | "
+            f"| engine | best wall s | median wall s | best CPU s | images/s | vs {short} (wall) | vs {short} (CPU s) | "
             "max abs diff vs plain fp32 |\n|---|---:|---:|---:|---:|---:|---:|---:|\n" + engine_rows + "\n\n"
             "## Pipelines (flip average: two forwards per image)\n\n"
             "| path | best wall s | median wall s | best CPU s | images/s | overhead vs raw forward |\n"
