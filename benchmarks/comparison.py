@@ -1,10 +1,12 @@
 """The comparison table (issue 14): several `ccreid ablation` folders merged into one file.
 
-    python benchmarks/comparison.py outputs/comparison outputs/comparison_vit [--out benchmarks/results/comparison]
+    python benchmarks/comparison.py outputs/comparison outputs/comparison_vit [--presets baseline pcb ...]
+        [--out benchmarks/results/comparison]
 
 Each folder is the output of one `ccreid ablation` command (its results.json holds the
 per-preset mean and std over seeds, the config, machine and time). The commands are
-recorded as given with --commands (one per folder, same order).
+recorded as given with --commands (one per folder, same order). ``--presets`` keeps those
+presets, in that order (a folder may hold more, e.g. an ablation's).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ def main() -> None:
     parser.add_argument("folders", nargs="+", help="ccreid ablation output folders")
     parser.add_argument("--commands", nargs="+", required=True, help="the command that made each folder")
     parser.add_argument("--notes", default=None, help="a Markdown file appended to the table (what holds, what not)")
+    parser.add_argument("--presets", nargs="+", default=None, help="presets to keep, in table order")
     parser.add_argument("--out", default="benchmarks/results/comparison")
     args = parser.parse_args()
     if len(args.commands) != len(args.folders):
@@ -34,6 +37,11 @@ def main() -> None:
                      "total_s": results["timings"]["total_s"], "per_run_s": results["timings"]["per_run_s"],
                      "train_images_per_s": results["timings"]["train_images_per_s"],
                      "machine": results["machine"], "config": results["config"]})
+    if args.presets:
+        missing = [p for p in args.presets if p not in presets]
+        if missing:
+            parser.error(f"--presets: {', '.join(missing)} in none of the folders")
+        presets = {p: presets[p] for p in args.presets}
     write_json(args.out + ".json", {"presets": presets, "runs": runs})
     metrics = [m for m in ("rank1", "rank5", "mAP", "mINP")  # mINP: runs made before it was recorded lack it
                if any(m in protocol for res in presets.values() for protocol in res.values())]
