@@ -86,7 +86,8 @@ class DataManager:
         self.train_set = ReIDImageDataset(self.dataset.train, train_transform, need_parsing, self.missing,
                                           num_labels=self.label_set.num_classes)
         if data.cache_mb and not self.train_set.preload(data.cache_mb * 2**20):
-            logger.warning("training images do not fit in data.cache_mb=%d MB: decoding them every epoch", data.cache_mb)
+            logger.warning("training images do not fit in data.cache_mb=%d MB: decoding them every epoch "
+                           "(raise data.cache_mb to keep them, or set it to 0)", data.cache_mb)
         pids = [r.pid for r in self.dataset.train]
         clothes = [r.clothes_id for r in self.dataset.train]
         self.sampler = ClothesAwarePKSampler(
