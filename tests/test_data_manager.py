@@ -6,6 +6,7 @@ import torch
 from PIL import Image
 
 from ccreid.config import load_config
+from ccreid.data.dataset import ReIDImageDataset
 from ccreid.data.manager import DataManager
 from ccreid.data.records import EvalSplit, ImageRecord, ReIDDataset
 from ccreid.data.registry import DATASETS
@@ -115,6 +116,14 @@ def test_cache_that_does_not_fit_keeps_nothing(folder, caplog):
     with caplog.at_level("WARNING", logger="ccreid"):
         DataManager(config(folder, "data.cache_mb=0"), need_parsing=True)
     assert not caplog.records
+
+
+def test_cache_too_small_warns_and_trains_uncached(folder, caplog, monkeypatch):
+    monkeypatch.setattr(ReIDImageDataset, "preload", lambda self, budget: budget < 0)  # as if 1 MB were too little
+    with caplog.at_level("WARNING", logger="ccreid"):
+        manager = DataManager(config(folder, "data.cache_mb=1"), need_parsing=True)
+    assert "data.cache_mb=1 MB" in caplog.text and manager.train_set._decoded is None
+    assert len(list(manager.train_loader)) == 4
 
 
 def test_eval_loader_and_splits(folder):
