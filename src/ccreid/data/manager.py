@@ -165,9 +165,7 @@ class DataManager:
             raise
 
     def _check_files(self) -> None:
-        splits = [*self.dataset.protocols.values(), *self.dataset.val.values()]
-        records = [*self.dataset.train, *(r for s in splits for r in (*s.query, *s.gallery))]
-        missing = without_file(list({r.path: r for r in records}.values()), "path")
+        missing = without_file(list({r.path: r for r in self.dataset.all_records()}.values()), "path")
         if missing:
             more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
             raise CCReIDError(

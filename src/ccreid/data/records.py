@@ -56,6 +56,12 @@ class ReIDDataset:
     def num_train_clothes(self) -> int:
         return len({r.clothes_id for r in self.train})
 
+    def all_records(self) -> List[ImageRecord]:
+        """Training records, then the query and gallery records of every test and validation split
+        (an image in several splits appears once per split)."""
+        splits = [*self.protocols.values(), *self.val.values()]
+        return [*self.train, *(r for s in splits for r in (*s.query, *s.gallery))]
+
 
 def relabel(records: Sequence[ImageRecord]) -> List[ImageRecord]:
     """Map pids and clothes ids to ``0..N-1`` in sorted order (deterministic)."""

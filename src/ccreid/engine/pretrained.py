@@ -29,6 +29,7 @@ from ccreid.models.backbones import Backbone, ResNetBackbone, build_backbone
 from ccreid.models.timm_backbone import TimmBackbone, import_timm
 from ccreid.models.weights import LoadReport, load_state_into, state_tensors
 
+
 def _require_file(path: Union[str, Path]) -> Path:
     """``path``, or a one-line error when no such weight file exists."""
     path = Path(path)

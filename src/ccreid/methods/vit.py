@@ -118,9 +118,7 @@ class ViTMethod(Method):
         """``model.vit.sie_cameras`` 0: the largest camera id of the dataset's records + 1."""
         if not cfg.model.vit.sie:
             return
-        splits = [*dataset.protocols.values(), *dataset.val.values()]
-        records = [*dataset.train, *(r for split in splits for r in (*split.query, *split.gallery))]
-        needed = max(r.camid for r in records) + 1
+        needed = max(r.camid for r in dataset.all_records()) + 1
         if cfg.model.vit.sie_cameras == 0:
             cfg.model.vit.sie_cameras = needed
         elif cfg.model.vit.sie_cameras < needed:

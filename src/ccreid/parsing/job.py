@@ -128,9 +128,7 @@ def dataset_items(name: str, root: str | Path, out: str | Path) -> List[ParseIte
     base, out = dataset_base(root), Path(out).expanduser()
     check_output(out, [base])
     dataset = load_with_notes(DataConfig(name=name, root=str(root))).dataset
-    splits = [*dataset.protocols.values(), *dataset.val.values()]
-    records = [*dataset.train, *(r for s in splits for r in (*s.query, *s.gallery))]
-    images = sorted({Path(r.path) for r in records})
+    images = sorted({Path(r.path) for r in dataset.all_records()})
     if not images:
         raise CCReIDError(f"dataset {name} at {root} lists no images")
     return _mirror(images, base, out, f"dataset {name}")
