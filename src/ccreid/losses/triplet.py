@@ -12,14 +12,14 @@ METRICS = ("euclidean", "cosine")
 def pairwise_distance(feat: torch.Tensor, metric: str = "euclidean") -> torch.Tensor:
     """``[B, D] -> [B, B]`` distances, computed in float32.
 
-    ``euclidean``: ``sqrt(clamp(|a|^2 + |b|^2 - 2 a.b, 1e-12))``; the clamp keeps the
-    gradient finite (zero) where two features coincide. ``cosine``: ``1 - cos(a, b)``.
+    ``euclidean``: ``|a - b|`` from the differences themselves, not ``|a|^2 + |b|^2 - 2 a.b``
+    (whose float32 cancellation left d(a, a) ~ 1e-3 with some BLAS kernels): a feature's
+    distance to itself, or to an identical copy, is exactly 0, with a zero gradient there.
+    ``cosine``: ``1 - cos(a, b)``.
     """
     feat = feat.float()
     if metric == "euclidean":
-        sq = feat.square().sum(dim=1)
-        d2 = sq.unsqueeze(1) + sq.unsqueeze(0) - 2.0 * feat @ feat.t()
-        return d2.clamp(min=1e-12).sqrt()
+        return torch.cdist(feat, feat, compute_mode="donot_use_mm_for_euclid_dist")
     if metric == "cosine":
         unit = F.normalize(feat, dim=1)
         return 1.0 - unit @ unit.t()
