@@ -146,7 +146,7 @@ class TrainConfig:
     gamma: float = 0.1
     warmup_epochs: int = 10
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    amp: str = "auto"  # auto (bf16 on CUDA with bf16 support, else off) | off | bf16 | fp16
+    amp: str = "auto"  # auto (bf16 on CUDA, and on bf16 CPUs where engine/precision.py passes) | off | bf16 | fp16
     log_every: int = 20
     eval_every: int = 0  # 0: evaluate only at the end
     checkpoint_every: int = 1  # epochs between resumable checkpoints (0: only the final weights)

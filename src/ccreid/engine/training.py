@@ -12,6 +12,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ccreid.config import Config
 from ccreid.engine.distributed import DistInfo
+from ccreid.engine.precision import checked_amp
 from ccreid.engine.runtime import autocast, resolve_amp, use_channels_last
 from ccreid.engine.step import TrainStep
 from ccreid.methods import DataInfo, Method, resolve_preset
@@ -55,6 +56,13 @@ class Training:
                                      self.channels_last)
 
 
+def _example_batch(cfg: Config, device: torch.device, channels_last: bool) -> torch.Tensor:
+    """Zeros shaped like one training batch (P x K images at the data size)."""
+    shape = (cfg.data.ids_per_batch * cfg.data.images_per_id, 3, cfg.data.height, cfg.data.width)
+    example = torch.zeros(shape, device=device)
+    return example.contiguous(memory_format=torch.channels_last) if channels_last else example
+
+
 def build_training(cfg: Config, data: DataInfo, device: torch.device, info: Optional[DistInfo] = None) -> Training:
     """The method of ``model.preset`` with its model on ``device``, loss modules and optimizers."""
     amp = resolve_amp(device, cfg.train.amp)
@@ -69,6 +77,7 @@ def build_training(cfg: Config, data: DataInfo, device: torch.device, info: Opti
     if info is not None and info.enabled and cfg.train.sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     method.setup(model, device)
+    amp = checked_amp(model, _example_batch(cfg, device, channels_last), cfg.train.amp, amp)
     optimizers = method.optimizers()
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
     rank = info.rank if info is not None else 0
