@@ -55,6 +55,7 @@ def bounded(kind: Callable[[str], float], option: str, low: float, high: float) 
         if not low <= value <= high:  # NaN fails too
             raise CCReIDError(f"option {option}: {text} is out of range; use {span(low, high)}")
         return value
+    convert.bounds = (low, high)
     return convert
 
 
