@@ -24,18 +24,19 @@ err_console = Console(stderr=True)
 DEMO_PRESETS = ("baseline", "ours")
 ABLATION_PRESETS = ("baseline", "baseline+bsga", "baseline+cre", "baseline+bctri", "ours-wo-bsga", "ours")
 #: Overrides that turn the demo config into a sub-minute smoke run.
+QUICK_OVERRIDES = ["data.synthetic.ids=40", "data.synthetic.extra_test_ids=0", "data.synthetic.images_per_outfit=4",
+                   "train.epochs=2", "train.warmup_epochs=1", "train.milestones=[]", "data.root=data/synthetic-quick"]
+
+
 #: what to lower when a command runs out of memory
 TRAIN_MEMORY = ("lower the training batch (data.ids_per_batch x data.images_per_id) or the evaluation batch "
                 "(test.batch_size)")
 MEMORY_HINTS = {"ccreid train": TRAIN_MEMORY, "ccreid demo": TRAIN_MEMORY, "ccreid ablation": TRAIN_MEMORY,
                 "ccreid test": "lower test.batch_size (key=value)", "ccreid extract": "lower --batch-size",
-                "ccreid parse": "lower --batch", "ccreid eval": "lower --chunk (without --rerank, or with "
-                "--rerank-impl sparse, the Q x G matrix is never built)",
-                "ccreid search": "pass fewer --images at a time, or lower test.batch_size of the weights' config"}
+                "ccreid parse": "lower --batch", "ccreid eval": "lower --chunk (with --rerank: --rerank-impl sparse "
+                "holds Q x G instead of (Q+G)^2 distances)",
+                "ccreid search": "pass fewer queries at a time (--images, or the rows of --features)"}
 MEMORY_HINT = "close other programs, or run it on a machine with more memory"
-QUICK_OVERRIDES = ["data.synthetic.ids=40", "data.synthetic.extra_test_ids=0", "data.synthetic.images_per_outfit=4",
-                   "train.epochs=2", "train.warmup_epochs=1", "train.milestones=[]", "data.root=data/synthetic-quick"]
-
 
 #: a dotted config override (``train.epochs=3``, ``plugins=[a.py]``), wherever it stands on the command line
 OVERRIDE = re.compile(r"[A-Za-z_]\w*(\.\w+)*=")
@@ -744,7 +745,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (MemoryError, RuntimeError) as err:
         if not out_of_memory(err):
             raise
-        return _fail(f"out of memory ({type(err).__name__}): {MEMORY_HINTS.get(args.prog, MEMORY_HINT)}")
+        hint = MEMORY_HINTS.get(getattr(args, "prog", ""), MEMORY_HINT)
+        return _fail(f"out of memory ({type(err).__name__}): {hint}")
     return 0
 
 
