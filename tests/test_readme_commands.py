@@ -92,7 +92,10 @@ def _torchvision_weights(path: Path) -> None:
 
     state = {key: value.contiguous() for key, value in build_backbone("resnet18", 0.25).state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, path) if path.suffix == ".safetensors" else torch.save(state, path)
+    if path.suffix == ".safetensors":
+        save_file(state, path)
+    else:
+        torch.save(state, path)
 
 
 def _copy_of(made: str) -> Callable[[Path], None]:
