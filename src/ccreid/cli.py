@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
+import shlex
 import sys
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
@@ -26,8 +28,48 @@ QUICK_OVERRIDES = ["data.synthetic.ids=40", "data.synthetic.extra_test_ids=0", "
                    "train.epochs=2", "train.warmup_epochs=1", "train.milestones=[]", "data.root=data/synthetic-quick"]
 
 
+#: what to lower when a command runs out of memory
+TRAIN_MEMORY = ("lower the training batch (data.ids_per_batch x data.images_per_id) or the evaluation batch "
+                "(test.batch_size)")
+MEMORY_HINTS = {"ccreid train": TRAIN_MEMORY, "ccreid demo": TRAIN_MEMORY, "ccreid ablation": TRAIN_MEMORY,
+                "ccreid test": "lower test.batch_size (key=value)", "ccreid extract": "lower --batch-size",
+                "ccreid parse": "lower --batch", "ccreid eval": "lower --chunk (with --rerank: --rerank-impl sparse "
+                "holds Q x G instead of (Q+G)^2 distances)",
+                "ccreid search": "pass fewer queries at a time (--images, or the rows of --features)"}
+MEMORY_HINT = "close other programs, or run it on a machine with more memory"
+
+#: a dotted config override (``train.epochs=3``, ``plugins=[a.py]``), wherever it stands on the command line
+OVERRIDE = re.compile(r"[A-Za-z_]\w*(\.\w+)*=")
+#: the largest seed the random generators take (numpy: below 2**32)
+MAX_SEED = 2**32 - 1
+
+
 def _progress(args: argparse.Namespace) -> bool:
     return not args.quiet and sys.stderr.isatty()
+
+
+def bounded(kind: Callable[[str], float], option: str, low: float, high: float) -> Callable[[str], float]:
+    """An argparse ``type``: a number of ``kind`` in ``low..high``, else one line naming ``option``
+    (a CCReIDError passes through argparse, so the value is checked before any work)."""
+    def convert(text: str) -> float:
+        value = kind(text)  # not a number: argparse's own "invalid int value"
+        if not low <= value <= high:  # NaN fails too
+            raise CCReIDError(f"option {option}: {text} is out of range; use {span(low, high)}")
+        return value
+    convert.bounds = (low, high)
+    return convert
+
+
+def span(low: float, high: float) -> str:
+    """``low..high`` without float noise (``0.001..1048576``)."""
+    return "..".join(str(int(v)) if float(v).is_integer() else str(v) for v in (low, high))
+
+
+def add_number(p: argparse.ArgumentParser, flag: str, kind: Callable[[str], float], low: float, high: float,
+               default: Optional[float], help_text: str = "", **kwargs) -> None:
+    """A numeric option of ``p`` bounded to ``low..high`` (said in its help)."""
+    p.add_argument(flag, type=bounded(kind, flag, low, high), default=default,
+                   help=f"{help_text} ({span(low, high)})".lstrip(), **kwargs)
 
 
 def _parse_size(text: str) -> tuple[int, int]:
@@ -35,27 +77,29 @@ def _parse_size(text: str) -> tuple[int, int]:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise CCReIDError(f"option --size: {text!r} must look like HxW, e.g. 128x64")
+    if not (32 <= h <= 2048 and 16 <= w <= 2048):
+        raise CCReIDError(f"option --size: {text} is out of range; use 32..2048 x 16..2048")
     return h, w
 
 
 def print_results(presets: Dict[str, Dict[str, dict]], title: str) -> None:
-    """A rich table: rows = presets, columns = protocol x (top-1, top-5, mAP)."""
+    """A rich table, one row per preset and protocol, columns top-1, top-5, mAP, mINP: narrow
+    whatever the number of protocols (VC-Clothes has five), so it fits 120 columns."""
     from ccreid.engine.results import ordered_protocols
 
     protocols = ordered_protocols(sorted({p for res in presets.values() for p in res}))
     table = Table(title=title)
-    table.add_column("preset")
-    for p in protocols:
-        for m in ("top-1", "top-5", "mAP", "mINP"):
-            table.add_column(f"{p.upper()} {m}", justify="right")
+    for col in ("preset", "protocol", "top-1", "top-5", "mAP", "mINP"):
+        table.add_column(col, justify="left" if col in ("preset", "protocol") else "right", no_wrap=True)
     for preset, res in presets.items():
-        cells = []
-        for p in protocols:
+        for row, p in enumerate(protocols):
+            cells = []
             for key in ("rank1", "rank5", "mAP", "mINP"):
                 value = res.get(p, {}).get(key)
                 std = res.get(p, {}).get(f"{key}_std")
-                cells.append("–" if value is None else f"{value:.1f}" + (f"±{std:.1f}" if std else ""))
-        table.add_row(preset, *cells)
+                cells.append("–" if value is None else f"{value:.1f}" + (f" ± {std:.1f}" if std else ""))
+            table.add_row(preset if row == 0 else "", p, *cells)
+        table.add_section()
     console.print(table)
 
 
@@ -160,8 +204,6 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def cmd_ablation(args: argparse.Namespace) -> None:
     from ccreid.engine.outputs import refuse_results
 
-    if args.seeds < 1 or args.jobs < 1:
-        raise CCReIDError(f"option {'--seeds' if args.seeds < 1 else '--jobs'}: must be >= 1")
     refuse_results(args.out, args.overwrite)
     seeds = list(range(args.seeds))
     presets = [name for item in args.presets for name in item.split(",") if name]
@@ -176,8 +218,6 @@ def cmd_parse(args: argparse.Namespace) -> None:
 
     if (args.dataset is None) != (args.root is None):
         raise CCReIDError("options --dataset and --root go together: --dataset NAME --root DATASET_FOLDER")
-    if args.batch is not None and args.batch < 1:
-        raise CCReIDError(f"option --batch: {args.batch} must be >= 1")
     resolve_parse_amp(resolve_device(args.device), args.amp)
     items = (folder_items(args.images, args.out) if args.images is not None
              else dataset_items(args.dataset, args.root, args.out))
@@ -209,15 +249,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
     from ccreid.engine.feature_eval import evaluate_feature_file
 
-    if not args.chunk > 0:
-        raise CCReIDError(f"option --chunk: {args.chunk} MiB must be > 0")
-    if args.k1 < 1 or args.k2 < 1 or not 0.0 <= args.lambda_value <= 1.0:
-        raise CCReIDError("options --k1 and --k2 must be >= 1 and --lambda in [0, 1]")
     if args.rerank_impl != "auto" and not args.rerank:
         raise CCReIDError(f"option --rerank-impl {args.rerank_impl} needs --rerank")
-    if args.single_gallery_shot < 0 or args.seed < 0:
-        raise CCReIDError(f"options --single-gallery-shot ({args.single_gallery_shot}) and --seed ({args.seed}) "
-                          f"must be >= 0")
     metrics = evaluate_feature_file(args.features, args.protocol, args.metric, args.ap_mode, args.rerank, args.chunk,
                                     aqe=args.aqe, rerank_params=(args.k1, args.k2, args.lambda_value),
                                     rerank_impl=args.rerank_impl, roc=args.roc,
@@ -418,7 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     def add_to(parent, name: str, help_text: str, func: Callable[[argparse.Namespace], None]) -> argparse.ArgumentParser:
         p = parent.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--quiet", action="store_true", help="no progress bars or per-iteration logs")
-        p.set_defaults(func=func)
+        p.set_defaults(func=func, prog=p.prog)
         return p
 
     def add(name: str, help_text: str, func: Callable[[argparse.Namespace], None]) -> argparse.ArgumentParser:
@@ -438,13 +471,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("synth", "generate the synthetic clothes-changing dataset (cached)", cmd_synth)
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--ids", type=int, default=120, help="number of identities (train 50%%, val 10%%, test 40%%)")
-    p.add_argument("--extra-test-ids", type=int, default=96,
-                   help="identities added to the test split only (default: as configs/synthetic.yaml)")
-    p.add_argument("--outfits", type=int, default=3, help="outfits per identity")
-    p.add_argument("--images-per-outfit", type=int, default=6)
-    p.add_argument("--size", default="128x64", help="image size HxW")
+    add_number(p, "--seed", int, 0, MAX_SEED, 0)
+    add_number(p, "--ids", int, 6, 100_000, 120, "number of identities (train 50%%, val 10%%, test 40%%)")
+    add_number(p, "--extra-test-ids", int, 0, 100_000, 96,
+               "identities added to the test split only (default: as configs/synthetic.yaml)")
+    add_number(p, "--outfits", int, 2, 100, 3, "outfits per identity")
+    add_number(p, "--images-per-outfit", int, 1, 1000, 6)
+    p.add_argument("--size", default="128x64", help="image size HxW (32..2048 x 16..2048)")
 
     train_p = p = add("train", "train a model and evaluate it on the dataset's protocols", cmd_train)
     p.add_argument("-c", "--config", required=True, help="YAML config file or packaged config name")
@@ -473,9 +506,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--config", default="synthetic", help="YAML config file or packaged config name")
     p.add_argument("--presets", nargs="+", default=list(ABLATION_PRESETS), metavar="PRESET",
                    help="presets to train, space- or comma-separated (default: the paper's six)")
-    p.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1)")
+    add_number(p, "--seeds", int, 1, 100, 3, "number of seeds (0..N-1)")
     p.add_argument("--out", default="outputs/ablation", help="output folder")
-    p.add_argument("--jobs", type=int, default=1, help="runs trained at once (CPU threads shared out)")
+    add_number(p, "--jobs", int, 1, 64, 1, "runs trained at once (CPU threads shared out)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier ablation in --out")
     p.add_argument("overrides", nargs="*", help="dotted config overrides")
 
@@ -491,20 +524,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ap-mode", choices=AP_MODES, default="noninterp",
                    help="noninterp: papers/Simple-CCReID/torchreid; market1501: official trapezoidal script")
     p.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3)")
-    p.add_argument("--k1", type=int, default=20, help="re-ranking k1 (default 20)")
-    p.add_argument("--k2", type=int, default=6, help="re-ranking k2 (default 6)")
-    p.add_argument("--lambda", dest="lambda_value", type=float, default=0.3, help="re-ranking lambda (default 0.3)")
+    add_number(p, "--k1", int, 1, 1000, 20, "re-ranking k1 (default 20)")
+    add_number(p, "--k2", int, 1, 1000, 6, "re-ranking k2 (default 6)")
+    add_number(p, "--lambda", float, 0, 1, 0.3, "re-ranking lambda (default 0.3)", dest="lambda_value")
     p.add_argument("--rerank-impl", choices=RERANK_IMPLS, default="auto",
                    help="dense: (Q+G)^2 matrices; sparse: FAISS k-NN, same result; auto (default): dense up to "
                    f"{RERANK_DENSE_LIMIT:,} images")
     p.add_argument("--aqe", action="store_true", help="alpha query expansion first (one round, k 5, alpha 3)")
     p.add_argument("--roc", action="store_true", help="add TPR at FPR 1e-4, 1e-3, 1e-2 over query-gallery pairs "
                    "(fast-reid's verification figures)")
-    p.add_argument("--single-gallery-shot", type=int, default=0, metavar="N",
-                   help="CUHK03 protocol: rank-k/CMC over N draws of one gallery image per identity (torchreid: 10)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the single-gallery-shot draws (default 0)")
-    p.add_argument("--chunk", type=float, default=512, metavar="MB", help="working-memory budget of the streaming "
-                   "evaluation in MiB (default 512)")
+    add_number(p, "--single-gallery-shot", int, 0, 1000, 0, "CUHK03 protocol: rank-k/CMC over N draws of one "
+               "gallery image per identity (torchreid: 10)", metavar="N")
+    add_number(p, "--seed", int, 0, MAX_SEED, 0, "seed of the single-gallery-shot draws (default 0)")
+    add_number(p, "--chunk", float, 0.001, 1_048_576, 512, "working-memory budget of the streaming evaluation in "
+               "MiB (default 512)", metavar="MB")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
     p = add("extract", "extract L2-normalised features of images with a checkpoint into an .npz", cmd_extract)
@@ -515,8 +548,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output .npz")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--no-flip", action="store_true", help="no flip averaging")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--workers", type=int, default=0, help="decoding worker processes")
+    add_number(p, "--batch-size", int, 1, 4096, None, "images per forward pass (default: test.batch_size)")
+    add_number(p, "--workers", int, 0, 64, 0, "decoding worker processes")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     add_extraction_options(p)
     p.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. data.root=/data/prcc")
@@ -527,9 +560,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing index at --out")
     p.add_argument("--kind", choices=("exact", "ivf", "ivfpq"), default="exact",
                    help="exact inner product, or FAISS IVF / IVF-PQ for large galleries")
-    p.add_argument("--nlist", type=int, default=None, help="IVF cells (default sqrt(gallery))")
-    p.add_argument("--m", type=int, default=None, help="PQ sub-quantisers (default dim/8)")
-    p.add_argument("--nprobe", type=int, default=None, help="IVF cells visited per query (default 32)")
+    add_number(p, "--nlist", int, 1, 1_000_000, None, "IVF cells (default sqrt(gallery))")
+    add_number(p, "--m", int, 1, 4096, None, "PQ sub-quantisers (default dim/8)")
+    add_number(p, "--nprobe", int, 1, 1_000_000, None, "IVF cells visited per query (default 32)")
 
     p = add("search", "top-k gallery matches of query images or features, as JSON", cmd_search)
     p.add_argument("--index", required=True, help="index file from ccreid index")
@@ -537,7 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
     queries.add_argument("--features", help=".npz whose qf (else gf) rows are the queries")
     queries.add_argument("--images", nargs="+", default=(), help="query image files (needs --weights)")
     p.add_argument("--weights", help="checkpoint that embeds --images")
-    p.add_argument("-k", type=int, default=10, help="matches per query")
+    add_number(p, "-k", int, 1, 10_000, 10, "matches per query")
     p.add_argument("--device", default="auto")
     p.add_argument("--compact", action="store_true", help="JSON on one line")
 
@@ -551,8 +584,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add_samples(p: argparse.ArgumentParser) -> None:
         p.add_argument("--images", nargs="+", default=None, help="image files (default: random test queries)")
-        p.add_argument("--num-images", type=int, default=6)
-        p.add_argument("--seed", type=int, default=0)
+        add_number(p, "--num-images", int, 1, 64, 6)
+        add_number(p, "--seed", int, 0, MAX_SEED, 0)
         p.add_argument("--device", default="auto")
 
     p = add_viz("actmap", "activation maps, one column per checkpoint (the poster's motivation figure)",
@@ -568,10 +601,10 @@ def build_parser() -> argparse.ArgumentParser:
                 cmd_viz_ranks)
     p.add_argument("--weights", required=True, help="model.safetensors")
     p.add_argument("--protocol", default=None, help="general, sc or cc (default: every test protocol)")
-    p.add_argument("--num-queries", type=int, default=8)
+    add_number(p, "--num-queries", int, 1, 100, 8)
     p.add_argument("--queries", nargs="+", default=None, help="query image paths (default: random)")
-    p.add_argument("-k", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
+    add_number(p, "-k", int, 1, 100, 10)
+    add_number(p, "--seed", int, 0, MAX_SEED, 0)
     p.add_argument("--device", default="auto")
     p = add_viz("cmc", "CMC curves per test protocol, one curve per checkpoint", cmd_viz_cmc)
     p.add_argument("--weights", nargs="+", required=True, help="one or more model.safetensors")
@@ -603,8 +636,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", choices=tuple(VARIANTS), default=None,
                    help="label set (default: from the checkpoint's classifier width)")
     p.add_argument("--logits", action="store_true", help="also write <stem>.npy: HxWxC float32 logits")
-    p.add_argument("--batch", type=int, default=None,
-                   help="images per forward pass (default: 1 on CPU, where it is fastest; 32 on CUDA; 8 on MPS)")
+    add_number(p, "--batch", int, 1, 1024, None,
+               "images per forward pass (default: 1 on CPU, where it is fastest; 32 on CUDA; 8 on MPS)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--amp", choices=AMP_MODES, default="auto",
                    help="precision; auto = fp32 unless a faster one was measured to agree >= 99.5%%")
@@ -638,30 +671,88 @@ def _setup_logging(quiet: bool) -> None:
     logger.propagate = False
 
 
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """Options and ``key=value`` overrides in any order: argparse gives the positional overrides their
+    first run of tokens and returns the later ones unrecognised; they join in command-line order (later
+    keys win). Whatever else is left is a one-line error naming the command."""
+    args, rest = build_parser().parse_known_args(argv)
+    takes_overrides = hasattr(args, "overrides")
+    if takes_overrides:  # `--presets a b x=1`: an option taking several values swallowed an override
+        for name, value in vars(args).items():
+            if isinstance(value, list) and name != "overrides" and any(OVERRIDE.match(v) for v in value):
+                setattr(args, name, [v for v in value if not OVERRIDE.match(v)])
+                rest = [v for v in value if OVERRIDE.match(v)] + rest
+    stray = [token for token in rest if not (takes_overrides and OVERRIDE.match(token))]
+    if stray:
+        hint = "" if takes_overrides or not OVERRIDE.match(stray[0]) else " (it takes no key=value overrides)"
+        raise CCReIDError(f"{args.prog}: unrecognized argument {stray[0]!r}{hint}; see {args.prog} --help")
+    if takes_overrides:
+        args.overrides = args.overrides + rest
+    return args
+
+
+def _check_device(args: argparse.Namespace) -> None:
+    """``--device`` is checked before any work, and its errors name ``--device``."""
+    if getattr(args, "device", None) is not None:
+        from ccreid.engine.runtime import resolve_device
+
+        resolve_device(args.device, option="--device")
+
+
+def interrupted(args: Optional[argparse.Namespace], argv: Sequence[str]) -> str:
+    """What Ctrl-C leaves: a training run says how to continue it."""
+    if args is None or args.func is not cmd_train:
+        return "interrupted"
+    from ccreid.engine.resume import latest_checkpoint
+
+    again = [token for token in argv if token not in ("--overwrite", "--resume")]
+    if latest_checkpoint(Path(args.out)) is None:
+        return (f"interrupted before the first checkpoint of {args.out}; start again with "
+                f"`ccreid {shlex.join(again + ['--overwrite'])}`")
+    return f"interrupted; continue {args.out} from its last checkpoint with `ccreid {shlex.join(again + ['--resume'])}`"
+
+
+def out_of_memory(err: BaseException) -> bool:
+    """torch's ``OutOfMemoryError`` (CUDA), its CPU allocator's RuntimeError, or Python's MemoryError."""
+    text = str(err)
+    return isinstance(err, MemoryError) or (isinstance(err, RuntimeError) and (
+        "out of memory" in text or "can't allocate memory" in text))
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    _setup_logging(getattr(args, "quiet", False))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = None
     try:
+        args = parse_args(argv)
+        _setup_logging(args.quiet)
+        _check_device(args)
         args.func(args)
     except CCReIDError as err:
-        err_console.print(f"[red]error:[/red] {escape(one_line(err))}", highlight=False, soft_wrap=True)
-        return 2
+        return _fail(one_line(err))
+    except BrokenPipeError:  # e.g. `ccreid search ... | head`: the reader left; stay quiet
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except OSError as err:  # a file operation outside the atomic writers: still one line
         from ccreid.engine.runtime import WRITE_ERRORS, write_failure
 
         if err.errno in WRITE_ERRORS:
-            message = str(write_failure(err.filename or "a file", err))
-        else:
-            message = f"cannot access {err.filename or 'a file'}: {err.strerror or err}; check the path and its permissions"
-        err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
-        return 2
+            return _fail(str(write_failure(err.filename or "a file", err)))
+        return _fail(f"cannot access {err.filename or 'a file'}: {err.strerror or err}; check the path and its "
+                     "permissions")
     except KeyboardInterrupt:
-        err_console.print("interrupted")
+        err_console.print(escape(interrupted(args, argv)), highlight=False, soft_wrap=True)
         return 130
-    except BrokenPipeError:  # e.g. `ccreid search ... | head`: the reader left; stay quiet
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
+    except (MemoryError, RuntimeError) as err:
+        if not out_of_memory(err):
+            raise
+        hint = MEMORY_HINTS.get(getattr(args, "prog", ""), MEMORY_HINT)
+        return _fail(f"out of memory ({type(err).__name__}): {hint}")
     return 0
+
+
+def _fail(message: str) -> int:
+    err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+    return 2
 
 
 if __name__ == "__main__":

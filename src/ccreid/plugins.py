@@ -35,6 +35,12 @@ def _import_file(path: Path) -> None:
         raise
 
 
+def _exited(what: str, err: SystemExit) -> CCReIDError:
+    """``sys.exit()`` in a plug-in at import would end ccreid silently, even with status 0."""
+    return CCReIDError(f"{what} called sys.exit({err.code!r}) while being imported; a plug-in must only define "
+                       "and register things: remove that call")
+
+
 def import_plugins(names: Sequence[str]) -> List[str]:
     """Import every plug-in (files by absolute path, once) and the installed entry points;
     returns ``names`` with file paths made absolute (what a run's config records)."""
@@ -42,7 +48,10 @@ def import_plugins(names: Sequence[str]) -> List[str]:
     if not _entry_points_loaded:
         _entry_points_loaded = True
         for point in entry_points(group=ENTRY_POINT_GROUP):
-            point.load()
+            try:
+                point.load()
+            except SystemExit as err:
+                raise _exited(f"plug-in entry point {point.name} ({point.value}, group {ENTRY_POINT_GROUP})", err)
     resolved = []
     for name in names:
         is_file = name.endswith(".py")
@@ -56,6 +65,8 @@ def import_plugins(names: Sequence[str]) -> List[str]:
                 importlib.import_module(name)
         except CCReIDError:
             raise
+        except SystemExit as err:
+            raise _exited(f"config key 'plugins': {target}", err)
         except ModuleNotFoundError as err:
             if is_file or err.name != name.split(".")[0]:
                 raise CCReIDError(f"config key 'plugins': importing {name} failed ({err})")

@@ -20,22 +20,25 @@ import torch
 from ccreid.errors import CCReIDError
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` picks cuda, then mps, then cpu; an unavailable device is a clear error."""
+def resolve_device(name: str = "auto", option: str = "train.device") -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; an unavailable device is a clear error naming ``option``:
+    a config key (``train.device``) or a command-line option (``--device``)."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
+    where, cpu = (f"option {option}", f"{option} cpu") if option.startswith("-") else (f"config key '{option}'",
+                                                                                          f"{option}=cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise CCReIDError(f"config key 'train.device': unknown device {name!r} (use auto, cpu, cuda, cuda:N or mps)")
+        raise CCReIDError(f"{where}: unknown device {name!r} (use auto, cpu, cuda, cuda:N or mps)")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise CCReIDError("config key 'train.device': cuda requested but no CUDA GPU is visible (use train.device=cpu)")
+        raise CCReIDError(f"{where}: cuda requested but no CUDA GPU is visible (use {cpu})")
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise CCReIDError("config key 'train.device': mps requested but not available (use train.device=cpu)")
+        raise CCReIDError(f"{where}: mps requested but not available (use {cpu})")
     return device
 
 
