@@ -14,11 +14,14 @@ and Jaccard hold ~k1 * k2 entries per item):
   O((Q+G)^2), meant for up to :data:`DENSE_LIMIT` images;
 - sparse (:mod:`ccreid.evaluation.rerank_sparse`): exact k-NN lists from FAISS and only the
   needed pairs' distances; memory O(Q*G + (Q+G)*k). Same result as dense.
+
+The Jaccard part alone (:func:`jaccard_from`) also gives the all-pairs Jaccard distance of
+one set of features that cluster-based methods (FIRe²) cluster on (:func:`jaccard_distance`).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 
@@ -99,20 +102,21 @@ def _expand_queries(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, 
     return keys // n, keys % n, torch.cat(out_vals) / width
 
 
-def _shared(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, num_q: int, n: int) -> torch.Tensor:
-    """``S[i, j] = sum_k min(v[i, k], v[num_q + j, k])`` for query rows i and gallery rows j."""
-    gallery = rows >= num_q
+def _shared(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, num_q: int, first_g: int,
+            n: int) -> torch.Tensor:
+    """``S[i, j] = sum_k min(v[i, k], v[first_g + j, k])`` for rows ``i < num_q`` and ``first_g + j < n``."""
+    gallery = rows >= first_g
     order = torch.argsort(cols[gallery], stable=True)  # gallery entries grouped by column k
-    g_row, g_col, g_val = rows[gallery][order] - num_q, cols[gallery][order], vals[gallery][order]
+    g_row, g_col, g_val = rows[gallery][order] - first_g, cols[gallery][order], vals[gallery][order]
     counts = torch.bincount(g_col, minlength=n)
     start = torch.cumsum(counts, 0) - counts
-    query = ~gallery
+    query = rows < num_q
     qi, qk, qv = rows[query], cols[query], vals[query]
     pairs = counts[qk]  # partners of each query entry: the column's gallery entries
     cum = torch.cumsum(pairs, 0)
     levels = torch.tensor(range(_JACCARD_PAIRS, int(cum[-1]) if len(cum) else 0, _JACCARD_PAIRS), device=rows.device)
     edges = [0] + torch.searchsorted(cum, levels, right=True).tolist() + [len(qi)]
-    shared = torch.zeros(num_q, n - num_q, dtype=vals.dtype, device=vals.device)
+    shared = torch.zeros(num_q, n - first_g, dtype=vals.dtype, device=vals.device)
     for lo, hi in zip(edges[:-1], edges[1:]):
         m = pairs[lo:hi]
         rep = torch.repeat_interleave(torch.arange(lo, hi, device=rows.device), m)
@@ -121,24 +125,53 @@ def _shared(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, num_q: i
     return shared
 
 
-def rerank_from(rank: torch.Tensor, pair_original: Callable, query_original: Callable, num_q: int, k1: int, k2: int,
-                lambda_value: float) -> torch.Tensor:
-    """Re-ranked ``[Q, G]`` distances from the neighbour lists ``rank`` (``[N, >= min(N, max(k1 + 1, k2))]``,
-    by original distance, ties to the lower index), ``pair_original(i, j)`` (original distances of
-    index pairs) and ``query_original(q0, q1)`` (original distances of queries q0..q1-1 to the gallery)."""
+def jaccard_from(rank: torch.Tensor, pair_original: Callable, k1: int, k2: int,
+                 num_q: Optional[int] = None) -> torch.Tensor:
+    """k-reciprocal Jaccard distances ``1 - S / (2 - S)`` from the neighbour lists ``rank`` and
+    ``pair_original(i, j)`` (original distances of index pairs): ``[Q, G]`` of the first ``num_q``
+    items (queries) to the others (gallery), or ``[N, N]`` of every pair when ``num_q`` is None.
+
+    Item i's k-reciprocal set is taken from ``rank[:, :k1 + 1]`` (fewer columns: all of them),
+    its half sets from ``rank[:, :round(k1 / 2) + 1]``; query expansion averages ``rank[:, :k2]``."""
     n = len(rank)
     rows, cols = _expanded_sets(rank, k1)
     vals = torch.exp(-pair_original(rows, cols))
     vals = vals / torch.zeros(n, dtype=vals.dtype, device=vals.device).index_add_(0, rows, vals)[rows]
     if k2 != 1:
         rows, cols, vals = _expand_queries(rows, cols, vals, rank[:, :k2], n)
-    final = _shared(rows, cols, vals, num_q, n)
-    step = max(1, _FINAL_BLOCK // max(1, n - num_q))
-    for q0 in range(0, num_q, step):
-        s = final[q0:q0 + step]  # 1 - S / (2 - S), then mixed with the original distance
-        s.div_(s.neg().add_(2)).neg_().add_(1).mul_(1 - lambda_value)
+    shared = _shared(rows, cols, vals, n, 0, n) if num_q is None else _shared(rows, cols, vals, num_q, num_q, n)
+    step = max(1, _FINAL_BLOCK // max(1, shared.shape[1]))
+    for q0 in range(0, len(shared), step):
+        s = shared[q0:q0 + step]
+        s.div_(s.neg().add_(2)).neg_().add_(1)
+    return shared
+
+
+def rerank_from(rank: torch.Tensor, pair_original: Callable, query_original: Callable, num_q: int, k1: int, k2: int,
+                lambda_value: float) -> torch.Tensor:
+    """Re-ranked ``[Q, G]`` distances from the neighbour lists ``rank`` (``[N, >= min(N, max(k1 + 1, k2))]``,
+    by original distance, ties to the lower index), ``pair_original(i, j)`` (original distances of
+    index pairs) and ``query_original(q0, q1)`` (original distances of queries q0..q1-1 to the gallery)."""
+    final = jaccard_from(rank, pair_original, k1, k2, num_q)
+    step = max(1, _FINAL_BLOCK // max(1, final.shape[1]))
+    for q0 in range(0, num_q, step):  # the Jaccard distance mixed with the original distance
+        s = final[q0:q0 + step].mul_(1 - lambda_value)
         s.add_(query_original(q0, min(q0 + step, num_q)), alpha=lambda_value)
     return final
+
+
+def jaccard_distance(features: torch.Tensor, k1: int = 20, k2: int = 6) -> torch.Tensor:
+    """``[N, N]`` k-reciprocal Jaccard distances among L2-normalised ``features`` (``[N, D]``), as
+    cluster-based re-ID computes them (SpCL's ``compute_jaccard_distance``, used by FIRe²).
+
+    Differences from re-ranking: the original distance is ``2 - 2 cos`` (not scaled by column
+    maxima), neighbour lists hold the ``k1`` nearest items (self included, ties to the lower
+    index: the k-reciprocal sets come from ``k1`` columns, not ``k1 + 1``), every item is both
+    query and gallery, and negative distances (rounding) are clipped to 0."""
+    check_params(k1, k2, 0.0)
+    original = 2 - 2 * features.float() @ features.float().T
+    rank = _nearest(original, min(len(features), k1))
+    return jaccard_from(rank, lambda i, j: original[i, j], k1, k2).clamp_(min=0)
 
 
 def re_rank(q_g_dist, q_q_dist, g_g_dist, k1: int = 20, k2: int = 6, lambda_value: float = 0.3) -> torch.Tensor:

@@ -14,7 +14,7 @@ count as outfits of their own).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -27,12 +27,14 @@ from ccreid.models.presets import PRESETS as PAPER_PRESETS
 
 
 class CosineClassifier(nn.Module):
-    """``cos(x, w_k)`` for every class ``k``: bias-free, weights and inputs L2-normalised."""
+    """``cos(x, w_k)`` for every class ``k``: bias-free, weights and inputs L2-normalised; ``weight``
+    ``[num_classes, in_features]`` (default: random rows of norm at most 1)."""
 
-    def __init__(self, in_features: int, num_classes: int) -> None:
+    def __init__(self, in_features: int, num_classes: int, weight: Optional[torch.Tensor] = None) -> None:
         super().__init__()
-        # rows of norm <= 1 (as Simple-CCReID): the weights' scale sets how far one Adam step turns them
-        self.weight = nn.Parameter(torch.empty(num_classes, in_features).uniform_(-1, 1).renorm_(2, 0, 1e-5).mul_(1e5))
+        if weight is None:  # rows of norm <= 1 (as Simple-CCReID): their scale sets how far one Adam step turns them
+            weight = torch.empty(num_classes, in_features).uniform_(-1, 1).renorm_(2, 0, 1e-5).mul_(1e5)
+        self.weight = nn.Parameter(weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(F.normalize(x, dim=1), F.normalize(self.weight, dim=1))

@@ -1,0 +1,207 @@
+"""FIRe²'s parts against direct transcriptions of the official code (QizaoWang/FIRe-CCReID)."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ccreid.errors import CCReIDError
+from ccreid.evaluation.rerank import jaccard_distance
+from ccreid.methods.fire import (FARBranch, attribute_aware_loss, cluster_identities, far_donors, fine_classifier,
+                                 is_clustered_epoch, recompose)
+
+
+def official_jaccard(feats: np.ndarray, k1: int, k2: int) -> np.ndarray:
+    """``compute_jaccard_distance`` of train_fire.py line by line, with an exact k-NN search
+    (the k1 nearest by L2, self included; ``min(N, k1)`` of them, where faiss would pad with -1)."""
+    n = len(feats)
+    dist_all = 2 - 2 * feats @ feats.T
+    initial_rank = np.argsort(dist_all, axis=1, kind="stable")[:, :k1]
+
+    def k_reciprocal_neigh(i, k):
+        forward = initial_rank[i, :k + 1]
+        backward = initial_rank[forward, :k + 1]
+        return forward[np.where(backward == i)[0]]
+
+    nn_k1 = [k_reciprocal_neigh(i, k1) for i in range(n)]
+    nn_k1_half = [k_reciprocal_neigh(i, int(np.around(k1 / 2))) for i in range(n)]
+    v = np.zeros((n, n))
+    for i in range(n):
+        expansion = nn_k1[i]
+        for candidate in nn_k1[i]:
+            cand = nn_k1_half[candidate]
+            if len(np.intersect1d(cand, nn_k1[i])) > 2 / 3 * len(cand):
+                expansion = np.append(expansion, cand)
+        expansion = np.unique(expansion)
+        w = np.exp(-(2 - 2 * feats[i] @ feats[expansion].T))
+        v[i, expansion] = w / w.sum()
+    if k2 != 1:
+        v = np.stack([v[initial_rank[i, :k2]].mean(0) for i in range(n)])
+    inv_index = [np.where(v[:, i] != 0)[0] for i in range(n)]
+    jaccard = np.zeros((n, n))
+    for i in range(n):
+        temp_min = np.zeros(n)
+        for k in np.where(v[i] != 0)[0]:
+            temp_min[inv_index[k]] += np.minimum(v[i, k], v[inv_index[k], k])
+        jaccard[i] = 1 - temp_min / (2 - temp_min)
+    return np.maximum(jaccard, 0)
+
+
+def _unit(seed: int, n: int, dim: int = 8) -> torch.Tensor:
+    return F.normalize(torch.randn(n, dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64), dim=1)
+
+
+@pytest.mark.parametrize("seed,n,k1,k2", [(0, 30, 20, 6), (1, 45, 20, 6), (2, 12, 5, 3), (3, 9, 20, 6), (4, 15, 4, 1)])
+def test_jaccard_matches_official_transcription(seed, n, k1, k2):
+    feats = _unit(seed, n)
+    expected = official_jaccard(feats.numpy(), k1, k2)
+    got = jaccard_distance(feats.float(), k1, k2)
+    assert got.shape == (n, n)
+    np.testing.assert_allclose(got.numpy(), expected, atol=2e-6)
+    assert (expected < 1).sum() > n  # not only the diagonal: the sets overlap
+
+
+def loop_recompose(fmap: torch.Tensor, donors: torch.Tensor) -> torch.Tensor:
+    """FAR per sample, part and channel, as model/fire.py lines 136-154 compute it."""
+    b_size, channels, height, _ = fmap.shape
+    h = height // len(donors)
+    rows = []
+    for b in range(b_size):
+        parts = []
+        for k, donor in enumerate(donors[:, b].tolist()):
+            chans = []
+            for c in range(channels):
+                x, y = fmap[b, c, k * h:(k + 1) * h], fmap[donor, c, k * h:(k + 1) * h]
+                mx, sx = x.mean().detach(), (x.var() + 1e-6).sqrt().detach()
+                my, sy = y.mean().detach(), (y.var() + 1e-6).sqrt().detach()
+                chans.append((x - mx) / sx * sy + my)
+            parts.append(torch.stack(chans))
+        rows.append(torch.cat(parts, dim=1))
+    return torch.stack(rows)
+
+
+def test_far_recomposition_matches_loop():
+    fmap = torch.randn(6, 4, 5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))  # H odd
+    donors = torch.tensor([[1, 2, 3, 4, 5, 0], [3, 3, 0, 1, 1, 2]])
+    a, b = fmap.clone().requires_grad_(), fmap.clone().requires_grad_()
+    out, expected = recompose(a, donors), loop_recompose(b, donors)
+    assert out.shape == (6, 4, 4, 3)
+    torch.testing.assert_close(out, expected)
+    weight = torch.randn_like(out)
+    (out * weight).sum().backward()
+    (expected * weight).sum().backward()
+    torch.testing.assert_close(a.grad, b.grad)  # the statistics are detached
+
+
+def test_far_donors_official_draws():
+    fine = torch.tensor([0, 0, 1, 1, 2, 2, 2, 3])
+    torch.manual_seed(7)
+    neg_mask = fine.expand(8, 8).ne(fine.expand(8, 8).t()).type(torch.float32)
+    expected = [torch.multinomial(neg_mask, num_samples=1, replacement=False).transpose(-1, -2).flatten(0)
+                for _ in range(2)]  # one draw per part, in part order
+    torch.manual_seed(7)
+    donors = far_donors(fine)
+    torch.testing.assert_close(donors, torch.stack(expected))
+    assert (fine[donors] != fine).all()
+    with pytest.raises(CCReIDError, match="another fine-grained class"):
+        far_donors(torch.zeros(4, dtype=torch.long))
+
+
+def test_far_branch_logits_and_gradient():
+    branch = FARBranch(4, num_pids=3).train()
+    fmap = torch.randn(6, 4, 6, 2, requires_grad=True)
+    logits = branch(fmap, torch.tensor([0, 0, 1, 1, 2, 2]), torch.Generator().manual_seed(0))
+    assert logits.shape == (6, 3)
+    logits.sum().backward()
+    assert fmap.grad.abs().sum() > 0
+
+
+def test_attribute_aware_loss_matches_loop():
+    gen = torch.Generator().manual_seed(0)
+    cos = torch.rand(5, 7, generator=gen) * 2 - 1
+    fine = torch.tensor([0, 2, 3, 5, 6])
+    pid_of_class = torch.tensor([0, 0, 0, 1, 1, 2, 2])
+    positive = pid_of_class[None] == pid_of_class[fine][:, None]
+    total = 0.0
+    for b in range(5):
+        logp = torch.log_softmax(16 * cos[b].double(), 0)
+        mask = [(0.9 if c == fine[b] else 0.0) + 0.1 / int(positive[b].sum()) * float(positive[b, c]) for c in range(7)]
+        total += -sum(m * lp for m, lp in zip(mask, logp.tolist()))
+    got = attribute_aware_loss(cos.double(), fine, positive, scale=16, epsilon=0.1)
+    assert got.item() == pytest.approx(total / 5, rel=1e-12)
+
+
+def test_fine_classifier_starts_at_centres():
+    centres = torch.randn(4, 6)
+    clf = fine_classifier(centres)
+    torch.testing.assert_close(clf.weight.data, centres)
+    x = torch.randn(3, 6)
+    torch.testing.assert_close(clf(x), F.normalize(x, dim=1) @ F.normalize(centres, dim=1).T)
+
+
+def test_clustered_epochs_follow_official_gate():
+    # main.py calls train(epoch + 1) and train_fire.py clusters when epoch > fg_start_epoch
+    assert [e for e in range(30) if is_clustered_epoch(e, 25)] == [e for e in range(30) if e + 1 > 25]
+
+
+def official_clusters(feats, pids, eps, min_samples, k1, k2):
+    """init_fg_cluster of train_fire.py after the feature extraction (pids 0..P-1)."""
+    from sklearn.cluster import DBSCAN
+
+    labels, centres, num_fg = np.zeros(len(feats), dtype=np.int64), [], []
+    for pid in range(int(pids.max()) + 1):
+        idx = np.where(pids == pid)[0]
+        fg = feats[idx] / np.linalg.norm(feats[idx], axis=1, keepdims=True)
+        dist = official_jaccard(fg, k1, k2).astype(np.float32)
+        tmp = DBSCAN(eps=eps, min_samples=min_samples, metric="precomputed").fit_predict(dist)
+        n = len(set(tmp)) - (1 if -1 in tmp else 0)
+        local = []
+        for t in tmp:
+            local.append(t if t != -1 else n)
+            n += t == -1
+        local = np.array(local)
+        labels[idx] = sum(num_fg) + local
+        centres += [fg[local == c].mean(0) for c in range(n)]
+        num_fg.append(n)
+    return labels, np.stack(centres), num_fg
+
+
+def _identities(seed: int, num_pids: int = 4, per_pid: int = 24, dim: int = 16):
+    """Features of identities in two or three outfits each, shuffled."""
+    gen = torch.Generator().manual_seed(seed)
+    pids = torch.arange(num_pids).repeat_interleave(per_pid)
+    outfits = torch.randint(0, 3, (len(pids),), generator=gen)
+    centre = torch.randn(num_pids, 3, dim, generator=gen)
+    feats = centre[pids, outfits] + 0.35 * torch.randn(len(pids), dim, generator=gen)
+    perm = torch.randperm(len(pids), generator=gen)
+    return feats[perm].double(), pids[perm]
+
+
+@pytest.mark.parametrize("min_samples", [1, 8])
+def test_clusters_match_official_transcription(min_samples):
+    pytest.importorskip("sklearn")
+    feats, pids = _identities(0)
+    got = cluster_identities(feats, pids, eps=0.4, min_samples=min_samples, k1=20, k2=6)
+    labels, centres, num_fg = official_clusters(feats.numpy(), pids.numpy(), 0.4, min_samples, 20, 6)
+    np.testing.assert_array_equal(got.labels.numpy(), labels)
+    np.testing.assert_allclose(got.centres.numpy(), centres, atol=1e-6)
+    assert got.pids.tolist() == [p for p, n in enumerate(num_fg) for _ in range(n)]
+    assert len(got.centres) > 4  # the outfits split identities
+    pid2fgids = torch.zeros(4, len(centres))
+    pid2fgids[got.pids, torch.arange(len(centres))] = 1
+    torch.testing.assert_close(got.positive(pids).float(), pid2fgids[pids])
+
+
+def test_outliers_become_classes_of_their_own():
+    pytest.importorskip("sklearn")
+    feats, pids = _identities(1, num_pids=2)
+    got = cluster_identities(feats, pids, min_samples=8)
+    _, counts = torch.unique(got.labels, return_counts=True)
+    assert (counts == 1).any() and len(counts) == len(got.centres) == int(got.labels.max()) + 1
+
+
+def test_clustering_is_deterministic():
+    pytest.importorskip("sklearn")
+    feats, pids = _identities(2)
+    first, second = cluster_identities(feats, pids), cluster_identities(feats.clone(), pids.clone())
+    assert torch.equal(first.labels, second.labels) and torch.equal(first.centres, second.centres)
