@@ -11,12 +11,14 @@ from ccreid.methods.fire import (FARBranch, attribute_aware_loss, cluster_identi
                                  is_clustered_epoch, recompose)
 
 
-def official_jaccard(feats: np.ndarray, k1: int, k2: int) -> np.ndarray:
+def official_jaccard(feats: np.ndarray, k1: int, k2: int, faiss_padding: bool = True) -> np.ndarray:
     """``compute_jaccard_distance`` of train_fire.py line by line, with an exact k-NN search
-    (the k1 nearest by L2, self included; ``min(N, k1)`` of them, where faiss would pad with -1)."""
+    (the k1 nearest by L2, self included; lists of fewer items padded with -1 as faiss pads them)."""
     n = len(feats)
     dist_all = 2 - 2 * feats @ feats.T
     initial_rank = np.argsort(dist_all, axis=1, kind="stable")[:, :k1]
+    if faiss_padding and n < k1:
+        initial_rank = np.concatenate([initial_rank, np.full((n, k1 - n), -1)], axis=1)
 
     def k_reciprocal_neigh(i, k):
         forward = initial_rank[i, :k + 1]
@@ -51,14 +53,27 @@ def _unit(seed: int, n: int, dim: int = 8) -> torch.Tensor:
     return F.normalize(torch.randn(n, dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64), dim=1)
 
 
-@pytest.mark.parametrize("seed,n,k1,k2", [(0, 30, 20, 6), (1, 45, 20, 6), (2, 12, 5, 3), (3, 9, 20, 6), (4, 15, 4, 1)])
-def test_jaccard_matches_official_transcription(seed, n, k1, k2):
+@pytest.mark.parametrize("seed,n,k1,k2", [(0, 30, 20, 6), (1, 45, 20, 6), (2, 12, 5, 3), (3, 9, 20, 6), (4, 15, 4, 1),
+                                         (5, 4, 20, 6), (6, 20, 20, 6)])
+@pytest.mark.parametrize("faiss_padding", [True, False])
+def test_jaccard_matches_official_transcription(seed, n, k1, k2, faiss_padding):
     feats = _unit(seed, n)
-    expected = official_jaccard(feats.numpy(), k1, k2)
-    got = jaccard_distance(feats.float(), k1, k2)
+    expected = official_jaccard(feats.numpy(), k1, k2, faiss_padding)
+    got = jaccard_distance(feats.float(), k1, k2, faiss_padding)
     assert got.shape == (n, n)
     np.testing.assert_allclose(got.numpy(), expected, atol=2e-6)
     assert (expected < 1).sum() > n  # not only the diagonal: the sets overlap
+
+
+def test_faiss_pads_short_lists_with_minus_one():
+    faiss = pytest.importorskip("faiss")
+    feats = _unit(3, 9).float().numpy()
+    index = faiss.IndexFlatL2(feats.shape[1])
+    index.add(feats)
+    _, rank = index.search(feats, 20)
+    assert (rank[:, 9:] == -1).all() and (np.sort(rank[:, :9], axis=1) == np.arange(9)).all()
+    padded = official_jaccard(feats.astype(np.float64), 20, 6)
+    assert np.abs(padded - official_jaccard(feats.astype(np.float64), 20, 6, faiss_padding=False)).max() > 0.05
 
 
 def loop_recompose(fmap: torch.Tensor, donors: torch.Tensor) -> torch.Tensor:
@@ -177,10 +192,10 @@ def _identities(seed: int, num_pids: int = 4, per_pid: int = 24, dim: int = 16):
     return feats[perm].double(), pids[perm]
 
 
-@pytest.mark.parametrize("min_samples", [1, 8])
-def test_clusters_match_official_transcription(min_samples):
+@pytest.mark.parametrize("min_samples,per_pid", [(1, 24), (8, 24), (1, 9)])
+def test_clusters_match_official_transcription(min_samples, per_pid):
     pytest.importorskip("sklearn")
-    feats, pids = _identities(0)
+    feats, pids = _identities(0, per_pid=per_pid)
     got = cluster_identities(feats, pids, eps=0.4, min_samples=min_samples, k1=20, k2=6)
     labels, centres, num_fg = official_clusters(feats.numpy(), pids.numpy(), 0.4, min_samples, 20, 6)
     np.testing.assert_array_equal(got.labels.numpy(), labels)

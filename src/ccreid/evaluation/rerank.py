@@ -125,18 +125,21 @@ def _shared(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, num_q: i
     return shared
 
 
-def jaccard_from(rank: torch.Tensor, pair_original: Callable, k1: int, k2: int,
-                 num_q: Optional[int] = None) -> torch.Tensor:
+def jaccard_from(rank: torch.Tensor, pair_original: Callable, k1: int, k2: int, num_q: Optional[int] = None,
+                 extra_mass: Optional[torch.Tensor] = None) -> torch.Tensor:
     """k-reciprocal Jaccard distances ``1 - S / (2 - S)`` from the neighbour lists ``rank`` and
     ``pair_original(i, j)`` (original distances of index pairs): ``[Q, G]`` of the first ``num_q``
     items (queries) to the others (gallery), or ``[N, N]`` of every pair when ``num_q`` is None.
 
     Item i's k-reciprocal set is taken from ``rank[:, :k1 + 1]`` (fewer columns: all of them),
-    its half sets from ``rank[:, :round(k1 / 2) + 1]``; query expansion averages ``rank[:, :k2]``."""
+    its half sets from ``rank[:, :round(k1 / 2) + 1]``; query expansion averages ``rank[:, :k2]``
+    (an index listed twice counts twice). ``extra_mass`` (``[N]``) is added to each row's sum
+    of weights before the weights are divided by it."""
     n = len(rank)
     rows, cols = _expanded_sets(rank, k1)
     vals = torch.exp(-pair_original(rows, cols))
-    vals = vals / torch.zeros(n, dtype=vals.dtype, device=vals.device).index_add_(0, rows, vals)[rows]
+    mass = torch.zeros(n, dtype=vals.dtype, device=vals.device).index_add_(0, rows, vals)
+    vals = vals / (mass if extra_mass is None else mass + extra_mass)[rows]
     if k2 != 1:
         rows, cols, vals = _expand_queries(rows, cols, vals, rank[:, :k2], n)
     shared = _shared(rows, cols, vals, n, 0, n) if num_q is None else _shared(rows, cols, vals, num_q, num_q, n)
@@ -160,18 +163,28 @@ def rerank_from(rank: torch.Tensor, pair_original: Callable, query_original: Cal
     return final
 
 
-def jaccard_distance(features: torch.Tensor, k1: int = 20, k2: int = 6) -> torch.Tensor:
+def jaccard_distance(features: torch.Tensor, k1: int = 20, k2: int = 6, faiss_padding: bool = True) -> torch.Tensor:
     """``[N, N]`` k-reciprocal Jaccard distances among L2-normalised ``features`` (``[N, D]``), as
     cluster-based re-ID computes them (SpCL's ``compute_jaccard_distance``, used by FIRe²).
 
     Differences from re-ranking: the original distance is ``2 - 2 cos`` (not scaled by column
     maxima), neighbour lists hold the ``k1`` nearest items (self included, ties to the lower
     index: the k-reciprocal sets come from ``k1`` columns, not ``k1 + 1``), every item is both
-    query and gallery, and negative distances (rounding) are clipped to 0."""
+    query and gallery, and negative distances (rounding) are clipped to 0.
+
+    Fewer than ``k1`` items: that code's faiss search pads each list with -1, which numpy then
+    reads as the last item. With ``faiss_padding`` (the default) ccreid does the same: every
+    set also holds the last item a second time (in the weights' sum; its weight is written
+    once) and the query-expansion lists are filled with it; without, each item counts once."""
     check_params(k1, k2, 0.0)
+    n = len(features)
     original = 2 - 2 * features.float() @ features.float().T
-    rank = _nearest(original, min(len(features), k1))
-    return jaccard_from(rank, lambda i, j: original[i, j], k1, k2).clamp_(min=0)
+    rank = _nearest(original, min(n, k1))
+    extra = None
+    if faiss_padding and n < k1:
+        rank = torch.cat([rank, rank.new_full((n, k1 - n), n - 1)], 1)
+        extra = torch.exp(-original[:, n - 1])
+    return jaccard_from(rank, lambda i, j: original[i, j], k1, k2, extra_mass=extra).clamp_(min=0)
 
 
 def re_rank(q_g_dist, q_q_dist, g_g_dist, k1: int = 20, k2: int = 6, lambda_value: float = 0.3) -> torch.Tensor:

@@ -112,17 +112,17 @@ def cluster_identities(features: torch.Tensor, pids: torch.Tensor, eps: float = 
     ``pids``: per identity, DBSCAN on the k-reciprocal Jaccard distance
     (:func:`~ccreid.evaluation.rerank.jaccard_distance`) of its L2-normalised features. Memory
     and time grow with the sum of the squared identity sizes, not with ``N^2``."""
-    feats = F.normalize(features.detach().float().cpu(), dim=1)
-    pids = pids.cpu()
+    features, pids = features.detach().cpu(), pids.cpu()
     order = torch.argsort(pids, stable=True)
     ids, counts = torch.unique_consecutive(pids[order], return_counts=True)
-    labels = torch.empty(len(feats), dtype=torch.long)
+    labels = torch.empty(len(features), dtype=torch.long)
     centres, owners, first = [], [], 0
     for pid, idx in zip(ids.tolist(), torch.split(order, counts.tolist())):
-        local = _dbscan(jaccard_distance(feats[idx], k1, k2), eps, min_samples)
+        feats = F.normalize(features[idx].float(), dim=1)
+        local = _dbscan(jaccard_distance(feats, k1, k2), eps, min_samples)
         num = int(local.max()) + 1
         labels[idx] = first + local
-        sums = torch.zeros(num, feats.shape[1]).index_add_(0, local, feats[idx])
+        sums = torch.zeros(num, feats.shape[1]).index_add_(0, local, feats)
         centres.append(sums / torch.bincount(local, minlength=num)[:, None])
         owners.append(torch.full((num,), pid, dtype=torch.long))
         first += num
