@@ -17,7 +17,7 @@ These are pure parts: the trainer hooks that run them per epoch are not wired ye
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
@@ -106,6 +106,17 @@ def _dbscan(dist: torch.Tensor, eps: float, min_samples: int) -> torch.Tensor:
     return torch.from_numpy(labels).long()
 
 
+def _cluster_identity(features: torch.Tensor, eps: float, min_samples: int, k1: int,
+                      k2: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """One identity's classes (``0..C-1``, one per image) and their centres ``[C, D]`` (mean
+    L2-normalised feature)."""
+    feats = F.normalize(features.float(), dim=1)
+    local = _dbscan(jaccard_distance(feats, k1, k2), eps, min_samples)
+    num = int(local.max()) + 1
+    sums = torch.zeros(num, feats.shape[1]).index_add_(0, local, feats)
+    return local, sums / torch.bincount(local, minlength=num)[:, None]
+
+
 def cluster_identities(features: torch.Tensor, pids: torch.Tensor, eps: float = 0.4, min_samples: int = 1,
                        k1: int = 20, k2: int = 6) -> FineClusters:
     """FFM's clustering of the training ``features`` ``[N, D]`` (dataset order) with identities
@@ -118,14 +129,11 @@ def cluster_identities(features: torch.Tensor, pids: torch.Tensor, eps: float = 
     labels = torch.empty(len(features), dtype=torch.long)
     centres, owners, first = [], [], 0
     for pid, idx in zip(ids.tolist(), torch.split(order, counts.tolist())):
-        feats = F.normalize(features[idx].float(), dim=1)
-        local = _dbscan(jaccard_distance(feats, k1, k2), eps, min_samples)
-        num = int(local.max()) + 1
+        local, centre = _cluster_identity(features[idx], eps, min_samples, k1, k2)
         labels[idx] = first + local
-        sums = torch.zeros(num, feats.shape[1]).index_add_(0, local, feats)
-        centres.append(sums / torch.bincount(local, minlength=num)[:, None])
-        owners.append(torch.full((num,), pid, dtype=torch.long))
-        first += num
+        first += len(centre)
+        centres.append(centre)
+        owners.append(torch.full((len(centre),), pid, dtype=torch.long))
     return FineClusters(labels, torch.cat(centres), torch.cat(owners))
 
 
