@@ -88,13 +88,29 @@ def size(text: str) -> tuple[int, int]:
 
 def table(runs: list) -> str:
     rows = ["| identities x images | images | time (s) | CPU time (s) | ms / identity | clustering memory (MiB) "
-            "| peak RSS (MiB) | fine classes | load avg (1 min) before / after |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            "| peak RSS (MiB) | fine classes | load avg (1 min) before / after |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in runs:
         (b, _, _), (a, _, _) = r["load_avg_before_after"]
-        rows.append(f"| {r['identities']:,} x {r['images_per_identity']} | {r['images']:,} | {r['seconds']} | {r['cpu_seconds']} "
-                    f"| {r['ms_per_identity']} | {r['clustering_mib']:,} | {r['peak_rss_mib']:,} | {r['classes']:,} "
-                    f"| {b:.1f} / {a:.1f} |")
+        rows.append(f"| {r['identities']:,} x {r['images_per_identity']} | {r['images']:,} | {r['seconds']} "
+                    f"| {r['cpu_seconds']} | {r['ms_per_identity']} | {r['clustering_mib']:,} | {r['peak_rss_mib']:,} "
+                    f"| {r['classes']:,} | {b:.1f} / {a:.1f} |")
     return "\n".join(rows)
+
+
+def write_report(out: Path, command: str, dim: int, threads: int, runs: list) -> None:
+    """``fire_cluster.json`` and ``fire_cluster.md`` in ``out``."""
+    machine = machine_info(torch.device("cpu"))
+    write_json(out / "fire_cluster.json", {"command": command, "threads": threads, "runs": runs, "machine": machine})
+    doc = __doc__.split("\n\n", 2)[2].strip()
+    dense = 2 * max(r["images"] for r in runs) ** 2 * 4 / 2**30
+    write_text(out / "fire_cluster.md", f"# FIRe² clustering cost per clustered epoch\n\n{doc}\n\n"
+               f"Command: `{command}`; {dim}-d features, {threads} thread(s).\n\n{table(runs)}\n\n"
+               f"Clustering the whole set at once would hold two N x N float32 matrices (V and the Jaccard "
+               f"distance, as the official code's `compute_jaccard_distance`): {dense:.1f} GiB at "
+               f"N = {max(r['images'] for r in runs):,} (computed, not measured). {machine['cpu_count']} CPU "
+               f"cores, shared with other jobs: wall times are inflated (load averages above, all three in "
+               f"fire_cluster.json); CPU times are the process's own.\n")
 
 
 def main() -> None:
@@ -107,12 +123,7 @@ def main() -> None:
     args = parser.parse_args()
     runs = [in_child(ids, per, args.dim, args.threads) for ids, per in args.sizes]
     command = shlex.join(["python", "benchmarks/bench_fire_cluster.py", *sys.argv[1:]])
-    out = Path(args.out)
-    write_json(out / "fire_cluster.json", {"command": command, "threads": args.threads, "runs": runs,
-                                           "machine": machine_info(torch.device("cpu"))})
-    doc = __doc__.split("\n\n", 2)[2].strip()
-    write_text(out / "fire_cluster.md", f"# FIRe² clustering cost per clustered epoch\n\n{doc}\n\n"
-               f"Command: `{command}`; {args.dim}-d features, {args.threads} threads.\n\n{table(runs)}\n")
+    write_report(Path(args.out), command, args.dim, args.threads, runs)
     print(table(runs))
 
 
