@@ -122,13 +122,16 @@ def dataset_base(root: str | Path) -> Path:
 
 
 def dataset_items(name: str, root: str | Path, out: str | Path) -> List[ParseItem]:
-    """Every image of dataset ``name`` at ``root`` (all splits), mirrored under ``out``."""
+    """Every image of dataset ``name`` at ``root``, mirrored under ``out``: the training split first
+    (sorted), then the images of the other splits (sorted), so an interrupted run has parsed
+    what training reads."""
     from ccreid.data.check import load_with_notes
 
     base, out = dataset_base(root), Path(out).expanduser()
     check_output(out, [base])
     dataset = load_with_notes(DataConfig(name=name, root=str(root))).dataset
-    images = sorted({Path(r.path) for r in dataset.all_records()})
+    train = sorted({Path(r.path) for r in dataset.train})
+    images = train + sorted({Path(r.path) for r in dataset.all_records()} - set(train))
     if not images:
         raise CCReIDError(f"dataset {name} at {root} lists no images")
     return _mirror(images, base, out, f"dataset {name}")
