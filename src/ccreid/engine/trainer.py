@@ -15,7 +15,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 from tqdm import tqdm
@@ -37,7 +37,7 @@ from ccreid.engine.step import check_finite
 from ccreid.engine.tester import trained_model
 from ccreid.engine.training import Training, build_training, check_model
 from ccreid.errors import CCReIDError
-from ccreid.methods import DataInfo, Preset, resolve_preset
+from ccreid.methods import DataInfo, Method, Preset, resolve_preset
 from ccreid.models import summarize
 
 logger = logging.getLogger(__name__)
@@ -125,6 +125,8 @@ def _train(cfg: Config, out: Path, info: DistInfo, progress: bool,
     model, method, generator = training.model, training.method, training.generator
     if info.is_main:
         _report_pretrained(model, out)
+        for note in _unreached_gates(method, cfg.train.epochs):
+            logger.warning(note)
     run = {"epoch": 0, "batch": 0, "iteration": 0, "processed": 0, "seconds": 0.0, "best_score": float("-inf"),
            "best_state": None, "val_results": {}}
     saved_rng = None
@@ -141,7 +143,8 @@ def _train(cfg: Config, out: Path, info: DistInfo, progress: bool,
         rngs = info.all_gather_object(rng_state(generator))
         if info.is_main:
             state = run | _training_state(training) | {"rng": rngs}
-            save_checkpoint(out, run["epoch"], model, config_yaml, manager.num_train_pids, state, cfg.train.keep_last)
+            save_checkpoint(out, run["epoch"], model, config_yaml, manager.num_train_pids, state,
+                            cfg.train.keep_checkpoints)
         info.barrier()
 
     run_start_epoch = run["epoch"]
@@ -283,6 +286,12 @@ def _restore(out: Path, config_yaml: str, info: DistInfo, training: Training) ->
     training.scaler.load_state_dict(state["scaler"])
     training.method.load_state_dict(state["method"])
     return {k: state[k] for k in counters} | {"batch": state.get("batch", 0)}, rngs
+
+
+def _unreached_gates(method: Method, epochs: int) -> List[str]:
+    """A warning per epoch gate of ``method`` that a run of ``epochs`` epochs never reaches."""
+    return [f"train.epochs={epochs} ends before {what} at epoch {first + 1} ({key}); raise train.epochs or "
+            f"lower {key}" for key, (first, what) in method.epoch_gates().items() if epochs <= first]
 
 
 def _report_pretrained(model: torch.nn.Module, out: Path) -> None:
