@@ -16,8 +16,8 @@ from typing import Dict, List, Optional, Tuple
 
 from ccreid.config import DataConfig
 from ccreid.data.datasets.common import (
-    Item, Loaded, NamePattern, ParsingIndex, dataset_root, find_base, make_dataset, mirror_bases, parse_folder, protocol,
-    register, rel, to_records, train_records,
+    Item, Loaded, NamePattern, ParsingIndex, dataset_root, find_base, make_dataset, mirror_bases, parse_folder,
+    protocol, register, rel, to_records, train_records,
 )
 from ccreid.errors import CCReIDError
 

@@ -11,8 +11,8 @@ from typing import Tuple
 
 from ccreid.config import DataConfig
 from ccreid.data.datasets.common import (
-    Item, Loaded, NamePattern, ParsingIndex, dataset_root, find_base, make_dataset, mirror_bases, parse_folder, protocol,
-    register, to_records, train_records,
+    Item, Loaded, NamePattern, ParsingIndex, dataset_root, find_base, make_dataset, mirror_bases, parse_folder,
+    protocol, register, to_records, train_records,
 )
 
 LABEL = "LTCC"

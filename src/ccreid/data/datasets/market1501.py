@@ -13,8 +13,8 @@ from typing import Optional, Tuple
 
 from ccreid.config import DataConfig
 from ccreid.data.datasets.common import (
-    Item, Loaded, NamePattern, ParsingIndex, dataset_root, find_base, make_dataset, mirror_bases, parse_folder, protocol,
-    register, rel, require_images, to_records, train_records,
+    Item, Loaded, NamePattern, ParsingIndex, dataset_root, find_base, make_dataset, mirror_bases, parse_folder,
+    protocol, register, rel, require_images, to_records, train_records,
 )
 
 LABEL = "Market-1501"
