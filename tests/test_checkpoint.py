@@ -34,7 +34,7 @@ def run(tmp_path) -> Path:
     """A run folder with checkpoints epoch-0001 and epoch-0002 of a tiny model."""
     model = tiny_model()
     for epoch in (1, 2):
-        save_checkpoint(tmp_path, epoch, model, "seed: 0\n", 3, {"epoch": epoch, "optimizer": {}}, keep_last=2)
+        save_checkpoint(tmp_path, epoch, model, "seed: 0\n", 3, {"epoch": epoch, "optimizer": {}}, keep=2)
     return tmp_path
 
 

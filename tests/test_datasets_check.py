@@ -34,7 +34,7 @@ def test_report_shape_counts_and_problems(ltcc):
     root, maps = ltcc
     report = check_dataset("ltcc", root, parsing_root=maps)
     assert json.loads(json.dumps(report)) == report
-    assert set(report) == {"dataset", "train", "protocols", "parsing", "problems", "unreadable"}
+    assert set(report) == {"dataset", "train", "protocols", "parsing", "problems", "unreadable", "refused"}
     assert report["dataset"] == "ltcc"
     assert report["train"] == {"images": 3, "ids": 2, "cameras": 3, "clothes": 3}
     assert set(report["protocols"]) == {"general", "cc"}
@@ -83,6 +83,8 @@ def test_deep_check_exits_non_zero_on_unreadable_files(ltcc, capsys):
 
     root, maps = ltcc
     args = ["data", "check", "--dataset", "ltcc", "--root", str(root), "--parsing", str(maps)]
+    assert main(args) == 2  # a training image has no map: training would refuse
+    write_png_map(maps / "train/005_1_c1_000001.png")
     assert main(args + ["--deep"]) == 0
     (root / "test/010_3_c7_000004.png").write_bytes(b"not a png at all")
     assert main(args) == 0  # headers only: not seen

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 import ccreid.data  # noqa: F401  (registers the adapters)
 from ccreid.config import load_config
@@ -15,6 +16,7 @@ from ccreid.data.manager import DataManager
 from ccreid.engine.parsing_maps import check_cre_labels
 from ccreid.errors import CCReIDError
 from ccreid.parsing import dataset_items
+from ccreid.parsing.job import is_complete
 from test_datasets_common import TRICKY, load, write_png_map, write_tree
 from test_datasets_custom import ROWS, write_manifest
 from test_datasets_deepchange import SPLITS as DEEPCHANGE
@@ -78,6 +80,30 @@ def test_mirrored_maps_are_found_by_the_adapter(tmp_path, case):
     by_image = {str(item.image): str(item.png) for item in items}
     assert records and {r.path for r in records} == set(by_image)
     assert all(r.parsing_path == by_image[r.path] for r in records)
+
+
+#: the folder inside the dataset folder that data.root may name instead (the loader accepts both)
+INNER = {"prcc": "rgb", "vcclothes": "VC-Clothes", "ltcc": "LTCC_ReID", "market1501": "Market-1501-v15.09.15",
+         "celebreid": "Celeb-reID", "nkup": "NKUP2_0126/NKUP2", "nkup_market_style": "NKUP",
+         "deepchange": "DeepChangeDataset"}
+
+
+@pytest.mark.parametrize("case", sorted(INNER))
+def test_maps_are_found_whichever_accepted_root_data_root_names(tmp_path, case):
+    """Maps mirrored from the dataset folder, and one mirrored from the inner folder (as an earlier
+    ``ccreid parse --root <inner>`` wrote it): both roots find every map and leave nothing to parse."""
+    name = case.split("_market")[0]
+    root = tmp_path / "data"
+    TREES[case](root)
+    inner, out = root / INNER[case], tmp_path / "maps"
+    items = dataset_items(name, root, out)
+    first = items[0].image
+    for item in items[1:]:
+        write_png_map(item.png, size=Image.open(item.image).size)
+    write_png_map(out / first.relative_to(inner).with_suffix(".png"), size=Image.open(first).size)
+    for data_root in (root, inner):
+        assert all(r.parsing_path for r in load(name, data_root, parsing=out).all_records())
+        assert not [item for item in dataset_items(name, data_root, out) if not is_complete(item, False, 20)]
 
 
 def test_out_inside_the_dataset_is_refused(tmp_path):

@@ -392,34 +392,77 @@ def one_line(err: CCReIDError) -> str:
     return lines[-1].removeprefix("ccreid.errors.CCReIDError: ") if len(lines) > 1 else str(err)
 
 
+def _data_check_run(args: argparse.Namespace):
+    """The data of the run ``ccreid data check`` judges (``-c CONFIG`` and overrides, then --dataset,
+    --root, --parsing, --labels, --weights) and whether that run reads parsing maps: its preset's
+    method decides; without a config, giving --parsing says so."""
+    from ccreid.config import load_config
+    from ccreid.methods import resolve_preset
+
+    described = args.config is not None or bool(args.overrides)
+    if not described and not (args.dataset and args.root):
+        raise CCReIDError("ccreid data check needs --dataset NAME and --root DIR, or -c CONFIG (the run to check)")
+    cfg = load_config(args.config, args.overrides)
+    data, parsing = cfg.data, cfg.data.parsing
+    data.name, data.root = args.dataset or data.name, args.root or data.root
+    parsing.root, parsing.labels = args.parsing or parsing.root, args.labels or parsing.labels
+    parsing.weights = args.weights or parsing.weights
+    if not described:
+        return data, args.parsing is not None
+    preset = resolve_preset(cfg.model, cfg)
+    return data, preset.method.needs_parsing(preset)
+
+
+def _fill_or_plan(args: argparse.Namespace, data, need_parsing: bool) -> bool:
+    """--weights: parse the missing maps now; data.parsing.weights of the run: check the checkpoint and
+    say what ``ccreid train`` will parse first. Whether the run fills its own missing maps."""
+    from ccreid.engine.parsing_maps import fill_parsing_maps, plan_parsing
+
+    if args.weights is not None:
+        if data.parsing.root is None:
+            raise CCReIDError("option --weights needs --parsing: the folder the maps are written to")
+        fill_parsing_maps(data, args.device, _progress(args), label="--weights")
+        return False
+    if not (need_parsing and data.parsing.weights):
+        return False
+    plan = plan_parsing(data)
+    if plan.todo:
+        err_console.print(f"{len(plan.todo)} image(s) have no map yet: `ccreid train` parses them into "
+                          f"{plan.root} first (data.parsing.weights)", highlight=False)
+    return True
+
+
 def cmd_data_check(args: argparse.Namespace) -> None:
     import json
 
     from ccreid.data.check import DatasetUnusable, check_dataset
 
-    if args.weights is not None:
-        from ccreid.config import DataConfig, ParsingConfig
-        from ccreid.engine.parsing_maps import fill_parsing_maps
-
-        if args.parsing is None:
-            raise CCReIDError("option --weights needs --parsing: the folder the maps are written to")
-        parsing = ParsingConfig(root=args.parsing, labels=args.labels, weights=args.weights)
-        fill_parsing_maps(DataConfig(name=args.dataset, root=args.root, parsing=parsing), args.device,
-                          _progress(args), label="--weights")
+    data, need_parsing = _data_check_run(args)
+    if _fill_or_plan(args, data, need_parsing):  # the run makes its missing maps, their folder included
+        need_parsing = False
+        data.parsing.root = data.parsing.root if Path(data.parsing.root).expanduser().is_dir() else None
     try:
-        report = check_dataset(args.dataset, args.root, args.parsing, args.labels, args.deep, _progress(args))
+        report = check_dataset(data.name, data.root, data.parsing.root, data.parsing.labels, args.deep,
+                               _progress(args), need_parsing=need_parsing, missing=data.parsing.missing)
     except DatasetUnusable as err:
         if args.json:
-            console.print_json(json.dumps({"dataset": args.dataset, "unusable": one_line(err)}))
+            console.print_json(json.dumps({"dataset": data.name, "unusable": one_line(err)}))
         raise
     unreadable = CCReIDError(f"{report['unreadable']} file(s) cannot be read (listed above); training and "
                              "evaluation would stop on them: replace or remove them")
     if args.json:
         print(json.dumps(report))
-        if report["unreadable"]:
-            raise unreadable
-        return
-    table = Table(title=f"{args.dataset} at {args.root}")
+    else:
+        _print_check(report, data)
+    if report["refused"]:
+        raise CCReIDError(report["refused"])
+    if report["unreadable"]:
+        raise unreadable
+
+
+def _print_check(report: dict, data) -> None:
+    """``ccreid data check``'s table, parsing counts and problems."""
+    table = Table(title=f"{data.name} at {data.root}")
     for col in ("split", "images", "ids", "cameras", "clothes"):
         table.add_column(col, justify="left" if col == "split" else "right")
     rows = [("train", report["train"])] + [
@@ -429,13 +472,16 @@ def cmd_data_check(args: argparse.Namespace) -> None:
         table.add_row(label, *(str(stats[k]) for k in ("images", "ids", "cameras", "clothes")))
     console.print(table)
     parsing = report["parsing"]
-    console.print(f"parsing maps: {parsing['found']} found, {parsing['missing']} missing, {parsing['resized']} resized")
+    if data.parsing.root is None:
+        console.print("parsing maps: not checked (no --parsing or data.parsing.root)" + ("" if report["refused"] else
+                      "; CRE, BSGA and PS read them: pass --parsing DIR, or -c CONFIG to check what its run reads"))
+    else:
+        console.print(f"parsing maps: {parsing['found']} found, {parsing['missing']} missing, "
+                      f"{parsing['resized']} resized")
     for problem in report["problems"]:
         console.print(f"[yellow]problem:[/yellow] {escape(problem)}", highlight=False)
-    if not report["problems"]:
+    if not report["problems"] and not report["refused"] and data.parsing.root is not None:
         console.print("[green]no problems found[/green]")
-    if report["unreadable"]:
-        raise unreadable
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -649,15 +695,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
 
     data_sub = group("data", "dataset tools")
-    p = add_to(data_sub, "check", "validate a dataset folder in seconds (no model)", cmd_data_check)
-    p.add_argument("--dataset", required=True, help="registered dataset name (prcc, vcclothes, ltcc, ...)")
-    p.add_argument("--root", required=True, help="dataset folder")
-    p.add_argument("--parsing", default=None, help="parsing-map tree mirroring the image tree")
-    p.add_argument("--labels", default="lip", help="parsing label set: lip, atr, pascal or a table file")
+    p = add_to(data_sub, "check", "validate a dataset folder in seconds (no model); exit 2 if the run would refuse it",
+               cmd_data_check)
+    p.add_argument("-c", "--config", default=None, help="the training config to check the data for (its preset "
+                   "decides whether parsing maps are needed)")
+    p.add_argument("--dataset", default=None, help="registered dataset name (prcc, vcclothes, ltcc, ...; default: "
+                   "the config's data.name)")
+    p.add_argument("--root", default=None, help="dataset folder (default: the config's data.root)")
+    p.add_argument("--parsing", default=None, help="parsing-map tree mirroring the image tree (default: the "
+                   "config's data.parsing.root)")
+    p.add_argument("--labels", default=None, help="parsing label set: lip, atr, pascal or a table file (default: "
+                   "the config's, else lip)")
     p.add_argument("--weights", default=None, help="SCHP checkpoint: parse the missing maps into --parsing first")
     p.add_argument("--device", default="auto", help="device for --weights: auto, cpu, cuda or mps")
     p.add_argument("--deep", action="store_true", help="decode every image and map")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. model.preset=ours")
     return parser
 
 

@@ -151,7 +151,7 @@ class TrainConfig:
     eval_every: int = 0  # 0: evaluate only at the end
     checkpoint_every: int = 1  # epochs between resumable checkpoints (0: only the final weights)
     checkpoint_every_iters: int = 0  # also every N iterations, mid-epoch (0: off); --resume continues exactly
-    keep_last: int = 2  # resumable checkpoints kept
+    keep_checkpoints: int = 1  # the last N resumable checkpoints are kept (each holds weights + optimizer state)
     select_on: str = "last"  # last | val (never the test split)
     threads: int = 0  # CPU threads for torch (0: torch default)
     sync_bn: bool = False  # SyncBatchNorm across torchrun processes (CUDA only)
@@ -224,6 +224,20 @@ def yaml_layers(path: Path, children: tuple = ()) -> list:
     return yaml_layers(base_path, (*children, path.resolve())) + [layer]
 
 
+#: keys renamed since: old name -> new name (configs saved with earlier runs still load)
+RENAMED = {"train.keep_last": "train.keep_checkpoints"}
+
+
+def _renamed(layer: DictConfig) -> DictConfig:
+    """``layer`` with every key of :data:`RENAMED` under its new name."""
+    for old, new in RENAMED.items():
+        parent, _, leaf = old.rpartition(".")
+        node = OmegaConf.select(layer, parent)
+        if isinstance(node, DictConfig) and leaf in node:
+            OmegaConf.update(layer, new, node.pop(leaf))
+    return layer
+
+
 def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Config:
     """Defaults, then the YAML file (if any), then ``key=value`` overrides."""
     schema = OmegaConf.structured(Config)
@@ -237,7 +251,7 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Co
             raise CCReIDError(f"override {item!r} must look like key=value (e.g. train.epochs=3)")
     try:
         layers.append(OmegaConf.from_dotlist(list(overrides)))
-        merged = OmegaConf.merge(schema, *layers)
+        merged = OmegaConf.merge(schema, *map(_renamed, layers))
         cfg: Config = OmegaConf.to_object(merged)  # type: ignore[assignment]
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or ""
@@ -273,7 +287,7 @@ def _choices() -> dict:
 
 #: counts and sizes that must be positive, or non-negative (with what 0 means), and probabilities
 AT_LEAST_ONE = ("data.ids_per_batch", "data.images_per_id", "data.height", "data.width", "train.epochs",
-                "train.log_every", "train.keep_last", "test.batch_size", "data.synthetic.ids",
+                "train.log_every", "train.keep_checkpoints", "test.batch_size", "data.synthetic.ids",
                 "data.synthetic.outfits", "data.synthetic.images_per_outfit", "data.synthetic.height",
                 "data.synthetic.width")
 AT_LEAST_ZERO = {"data.workers": "0: load in the main process", "data.pad": "0: no padding", "data.cache_mb": "0: off",

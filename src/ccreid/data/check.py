@@ -3,14 +3,16 @@
 :func:`check_dataset` runs the adapter and returns one JSON-ready object::
 
     {"dataset", "train": STATS, "protocols": {NAME: {"query": STATS, "gallery": STATS}}, "unreadable",
-     "parsing": {"found", "missing", "resized"}, "problems": [...]}
+     "parsing": {"found", "missing", "resized"}, "problems": [...], "refused"}
 
 with STATS = ``{"images", "ids", "cameras", "clothes"}``; validation splits appear as
 protocols named ``val/<name>``. Image and map sizes are read from file headers (PIL
 without decoding, ``.npy`` by memory map); pixels are decoded only with ``deep=True``.
 A dataset that cannot be used (an adapter error, no training image, or a protocol whose
 query identities are all absent from its gallery) raises :class:`DatasetUnusable` with a
-one-line reason.
+one-line reason. ``refused`` is the one-line reason ``ccreid train`` would give for not starting
+(training maps a method reads are missing; it names the ``ccreid parse`` command that makes them),
+or None.
 """
 
 from __future__ import annotations
@@ -22,8 +24,11 @@ from PIL import Image
 from tqdm import tqdm
 
 from ccreid.config import DataConfig, ParsingConfig
+from ccreid.data.dataset import parse_hint
 from ccreid.data.datasets import LOADERS, Loaded
+from ccreid.data.datasets.common import ParsingRootMissing
 from ccreid.data.labels import LabelSet, get_label_set
+from ccreid.data.manager import missing_maps_error, missing_mode
 from ccreid.data.records import EvalSplit, ImageRecord
 from ccreid.data.registry import DATASETS
 from ccreid.errors import CCReIDError
@@ -167,15 +172,22 @@ def _parsing_report(records: Sequence[ImageRecord], parsing_root: Optional[str],
 
 
 def check_dataset(name: str, root: str, parsing_root: Optional[str] = None, labels: str = "lip",
-                  deep: bool = False, progress: bool = False) -> dict:
-    """Validate dataset ``name`` at ``root`` (see the module docstring for the result)."""
+                  deep: bool = False, progress: bool = False, need_parsing: bool = False,
+                  missing: str = "auto") -> dict:
+    """Validate dataset ``name`` at ``root`` (see the module docstring for the result); ``refused``
+    says why a run whose method reads maps (``need_parsing``) would not start, under
+    ``data.parsing.missing=missing``."""
     label_set = get_label_set(labels)
-    parsing = ParsingConfig(root=None if parsing_root is None else str(parsing_root), labels=str(labels))
+    parsing = ParsingConfig(root=None if parsing_root is None else str(parsing_root), labels=str(labels),
+                            missing=missing)
     cfg = DataConfig(name=name, root=str(root), parsing=parsing)
     if name not in DATASETS:
         DATASETS.get(name)  # raises the "unknown dataset" error listing the choices
     try:
         loaded = load_with_notes(cfg)
+    except ParsingRootMissing as err:
+        refused = missing_mode(missing, need_parsing) == "error"
+        raise DatasetUnusable(f"{err}; {parse_hint(cfg)}" if refused else str(err)) from None
     except CCReIDError as err:
         raise DatasetUnusable(str(err)) from None
     dataset = loaded.dataset
@@ -200,6 +212,7 @@ def check_dataset(name: str, root: str, parsing_root: Optional[str] = None, labe
     if deep:
         deep_problems, unreadable = _deep_problems(everything, label_set.num_classes, progress)
         problems += deep_problems
+    refused = missing_maps_error(cfg, dataset.train, need_parsing)
     return {
         "dataset": name,
         "train": split_stats(dataset.train),
@@ -207,4 +220,5 @@ def check_dataset(name: str, root: str, parsing_root: Optional[str] = None, labe
         "parsing": parsing_counts,
         "problems": problems,
         "unreadable": unreadable,
+        "refused": None if refused is None else str(refused),
     }

@@ -48,7 +48,7 @@ class ParsingStats:
 def missing_map_message(record: ImageRecord) -> str:
     """Names the expected map of ``record`` (or says that none is recorded)."""
     if record.parsing_path is None:
-        return f"no parsing map for image {record.path} (set data.parsing.root to the parsing tree)"
+        return f"no parsing map for image {record.path} (set data.parsing.root / --parsing to the parsing tree)"
     return f"parsing map {record.parsing_path} not found"
 
 

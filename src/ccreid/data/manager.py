@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from ccreid.config import Config
+from ccreid.config import Config, DataConfig
 from ccreid.data.dataset import ReIDImageDataset, missing_map_message, parse_hint
 from ccreid.data.datasets.common import ParsingRootMissing
 from ccreid.data.labels import LabelSet, get_label_set
@@ -57,6 +57,16 @@ def missing_mode(setting: str, need_parsing: bool) -> str:
 def without_file(records: Sequence[ImageRecord], attr: str) -> List[ImageRecord]:
     """Records whose ``attr`` path is None or not an existing file."""
     return [r for r in records if getattr(r, attr) is None or not Path(getattr(r, attr)).is_file()]
+
+
+def missing_maps_error(data: DataConfig, train: Sequence[ImageRecord], need_parsing: bool) -> Optional[CCReIDError]:
+    """Why a run would refuse to train on ``train`` (maps needed, ``data.parsing.missing`` error mode, a
+    map missing; the message names the command that makes them), or None."""
+    missing = without_file(train, "parsing_path") if missing_mode(data.parsing.missing, need_parsing) == "error" else []
+    if not missing:
+        return None
+    more = f" (and {len(missing) - 1} more training images)" if len(missing) > 1 else ""
+    return CCReIDError(f"{missing_map_message(missing[0])}{more}; {parse_hint(data)}")
 
 
 class DataManager:
@@ -171,11 +181,9 @@ class DataManager:
             raise CCReIDError(
                 f"image file {missing[0].path} not found{more}; check data.root or regenerate the dataset"
             )
-        if self.need_parsing and self.missing == "error":
-            missing = without_file(self.dataset.train, "parsing_path")
-            if missing:
-                more = f" (and {len(missing) - 1} more training images)" if len(missing) > 1 else ""
-                raise CCReIDError(f"{missing_map_message(missing[0])}{more}; {parse_hint(self.cfg.data)}")
+        refusal = missing_maps_error(self.cfg.data, self.dataset.train, self.need_parsing)
+        if refusal is not None:
+            raise refusal
 
     def _loader_options(self) -> dict:
         # No persistent_workers: workers seed their RNGs once, when started, from the

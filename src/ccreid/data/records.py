@@ -47,6 +47,7 @@ class ReIDDataset:
     protocols: Dict[str, EvalSplit]
     val: Dict[str, EvalSplit] = field(default_factory=dict)
     label_set: str = "lip"
+    maps_base: Optional[str] = None  # the folder its parsing tree mirrors (None: data.root)
 
     @property
     def num_train_pids(self) -> int:

@@ -1,15 +1,21 @@
 """Parsing maps before training: the label set must suit CRE, and ``data.parsing.weights``
-fills the missing maps of the dataset into ``data.parsing.root`` with SCHP."""
+fills the missing maps of the dataset into ``data.parsing.root`` with SCHP.
+
+:func:`plan_parsing` does every check first (the checkpoint and its label set, then the
+dataset's layout) and lists the images without a complete map, training images first;
+:func:`parse_planned` then parses them (the network is built only when a map is missing)."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import List
 
 from ccreid.config import DataConfig, ModelConfig
 from ccreid.data.labels import get_label_set
 from ccreid.errors import CCReIDError
-from ccreid.parsing import HumanParser, ParseSummary, dataset_items, run_parse
+from ccreid.parsing import HumanParser, ParseItem, ParseSummary, dataset_items, run_parse
 from ccreid.parsing.checkpoint import checkpoint_variant, read_state_dict
 from ccreid.parsing.job import is_complete
 
@@ -25,10 +31,21 @@ def check_cre_labels(data: DataConfig, model: ModelConfig) -> None:
                           "model.preset=baseline+bsga)")
 
 
-def fill_parsing_maps(data: DataConfig, device: str = "auto", progress: bool = False,
-                      label: str = "data.parsing.weights") -> ParseSummary:
-    """Parse every image of ``data`` that has no complete map into ``data.parsing.root`` (the
-    checkpoint's label set is checked first; the network is loaded only when a map is missing)."""
+@dataclass
+class ParsePlan:
+    """What :func:`parse_planned` parses: the checkpoint, the images without a complete map
+    (the training split's first) and how many have one already."""
+
+    weights: Path
+    root: str
+    todo: List[ParseItem]
+    complete: int
+    label: str
+
+
+def plan_parsing(data: DataConfig, label: str = "data.parsing.weights") -> ParsePlan:
+    """Check ``data.parsing.weights`` (an SCHP checkpoint of ``data.parsing.labels``) and the dataset
+    layout, and list the images of ``data`` whose map is missing; nothing is parsed or written."""
     if data.parsing.root is None:
         raise CCReIDError(f"{label} needs data.parsing.root: the folder the maps are written to")
     if data.name == "synthetic":
@@ -40,13 +57,28 @@ def fill_parsing_maps(data: DataConfig, device: str = "auto", progress: bool = F
         raise CCReIDError(f"{label} is an SCHP {variant.name} checkpoint but data.parsing.labels={labels}; "
                           f"set data.parsing.labels={variant.name}")
     items = dataset_items(data.name, data.root, data.parsing.root)
-    if all(is_complete(item, False, variant.num_classes) for item in items):
-        return ParseSummary(skipped=len(items))  # every map is there: the network is not even built
-    parser = HumanParser.from_checkpoint(path, device=device, label=label)
-    summary = run_parse(parser, items, data.parsing.root, progress=progress)
-    logger.info("parsing maps in %s: %d parsed, %d already there, %d failed (%.0f s)", data.parsing.root,
+    todo = [item for item in items if not is_complete(item, False, variant.num_classes)]
+    return ParsePlan(path, data.parsing.root, todo, len(items) - len(todo), label)
+
+
+def parse_planned(plan: ParsePlan, device: str = "auto", progress: bool = False) -> ParseSummary:
+    """Parse the images of ``plan`` in its order; an image that cannot be parsed is an error."""
+    if not plan.todo:
+        return ParseSummary(skipped=plan.complete)  # every map is there: the network is not even built
+    logger.info("parsing %d image(s) without a map into %s, the training split first (%d map(s) already there)",
+                len(plan.todo), plan.root, plan.complete)
+    parser = HumanParser.from_checkpoint(plan.weights, device=device, label=plan.label)
+    summary = run_parse(parser, plan.todo, plan.root, progress=progress)
+    summary.skipped += plan.complete
+    logger.info("parsing maps in %s: %d parsed, %d already there, %d failed (%.0f s)", plan.root,
                 summary.parsed, summary.skipped, summary.failed, summary.seconds)
     if summary.failed:
         raise CCReIDError(f"{summary.failed} image(s) could not be parsed (listed in {summary.errors_file}); "
                           "fix or remove them, then run again")
     return summary
+
+
+def fill_parsing_maps(data: DataConfig, device: str = "auto", progress: bool = False,
+                      label: str = "data.parsing.weights") -> ParseSummary:
+    """Parse every image of ``data`` that has no complete map into ``data.parsing.root``."""
+    return parse_planned(plan_parsing(data, label), device, progress)

@@ -1,7 +1,7 @@
 """Resumable checkpoints: ``<out>/checkpoints/epoch-NNNN/{model.safetensors,state.pt}``.
 
 A checkpoint folder is written under a temporary name and renamed when complete, so a
-run killed at any moment leaves only whole checkpoints; the last ``keep_last`` are kept.
+run killed at any moment leaves only whole checkpoints; the last ``keep`` (``train.keep_checkpoints``) are kept.
 RNG states (Python, NumPy, torch, the CRE generator) are saved with the optimizer and
 scheduler, so a resumed run continues exactly where the uninterrupted one would.
 """
@@ -50,7 +50,7 @@ def checkpoint_name(epoch: int, batch: int = 0, iteration: int = 0) -> str:
 
 
 def save_checkpoint(out: Path, epoch: int, model: torch.nn.Module, config_yaml: str, num_classes: int,
-                    state: Dict[str, Any], keep_last: int) -> Path:
+                    state: Dict[str, Any], keep: int) -> Path:
     """Write ``checkpoints/<checkpoint_name>`` atomically and prune older ones."""
     root = out / CHECKPOINTS
     name = checkpoint_name(epoch, state.get("batch", 0), state.get("iteration", 0))
@@ -65,7 +65,7 @@ def save_checkpoint(out: Path, epoch: int, model: torch.nn.Module, config_yaml: 
         tmp.rename(final)
     finally:  # a failed write (full disk) leaves no half checkpoint behind
         shutil.rmtree(tmp, ignore_errors=True)
-    for old in sorted(root.glob("epoch-*"))[:-max(1, keep_last)]:
+    for old in sorted(root.glob("epoch-*"))[:-max(1, keep)]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 

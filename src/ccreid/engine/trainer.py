@@ -15,7 +15,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 from tqdm import tqdm
@@ -30,14 +30,14 @@ from ccreid.engine.features_io import TEST_FEATURES_NAME
 from ccreid.engine.results import strip_curves
 from ccreid.engine.resume import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from ccreid.engine.outputs import refuse_results, run_lock, training_run_in
-from ccreid.engine.parsing_maps import check_cre_labels, fill_parsing_maps
+from ccreid.engine.parsing_maps import ParsePlan, check_cre_labels, parse_planned, plan_parsing
 from ccreid.engine.runlog import RunLog, summary_writer_class
 from ccreid.engine.runtime import autocast, resolve_amp, seed_everything, write_json, write_text
 from ccreid.engine.step import check_finite
 from ccreid.engine.tester import trained_model
-from ccreid.engine.training import Training, build_training
+from ccreid.engine.training import Training, build_training, check_model
 from ccreid.errors import CCReIDError
-from ccreid.methods import DataInfo, resolve_preset
+from ccreid.methods import DataInfo, Method, Preset, resolve_preset
 from ccreid.models import summarize
 
 logger = logging.getLogger(__name__)
@@ -102,29 +102,31 @@ def _train(cfg: Config, out: Path, info: DistInfo, progress: bool,
     """:func:`train` in one process of the job ``info`` (process group already joined)."""
     device = info.device
     writer_class = summary_writer_class() if cfg.train.tensorboard else None
-    seed_everything(cfg.seed + info.rank)
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
+    finished = resume and (out / WEIGHTS_NAME).is_file() and (out / STATE_NAME).is_file()
     preset = resolve_preset(cfg.model, cfg)
     needs_parsing = preset.method.needs_parsing(preset)
-    if preset.components.cre:
-        check_cre_labels(cfg.data, cfg.model)
-    if needs_parsing and cfg.data.parsing.weights is not None:
+    plan = _check_before_work(cfg, preset, needs_parsing, checks_model=not finished)
+    if plan is not None:
         if info.is_main:
-            fill_parsing_maps(cfg.data, cfg.train.device, progress)
+            parse_planned(plan, cfg.train.device, progress)
         info.barrier()
+    seed_everything(cfg.seed + info.rank)  # after parsing: the run draws the same numbers with the maps there
     manager = DataManager(cfg, need_parsing=needs_parsing)
     preset.method.complete_config(cfg, manager.dataset)
     config_yaml = to_yaml(cfg)  # after the data: a synthetic folder records the options it was made with
     val_splits = manager.eval_splits("val") if cfg.train.select_on == "val" else {}
     if cfg.train.select_on == "val" and not val_splits:
         raise CCReIDError(f"config key 'train.select_on': dataset {cfg.data.name!r} has no validation split (use last)")
-    if resume and (out / WEIGHTS_NAME).is_file() and (out / STATE_NAME).is_file():
+    if finished:
         return _evaluate_finished(cfg, out, config_yaml, manager, device, progress, info.rank)
     training = build_training(cfg, DataInfo.of(manager.dataset.train, manager.label_set), device, info)
     model, method, generator = training.model, training.method, training.generator
     if info.is_main:
         _report_pretrained(model, out)
+        for note in _unreached_gates(method, cfg.train.epochs):
+            logger.warning(note)
     run = {"epoch": 0, "batch": 0, "iteration": 0, "processed": 0, "seconds": 0.0, "best_score": float("-inf"),
            "best_state": None, "val_results": {}}
     saved_rng = None
@@ -141,7 +143,8 @@ def _train(cfg: Config, out: Path, info: DistInfo, progress: bool,
         rngs = info.all_gather_object(rng_state(generator))
         if info.is_main:
             state = run | _training_state(training) | {"rng": rngs}
-            save_checkpoint(out, run["epoch"], model, config_yaml, manager.num_train_pids, state, cfg.train.keep_last)
+            save_checkpoint(out, run["epoch"], model, config_yaml, manager.num_train_pids, state,
+                            cfg.train.keep_checkpoints)
         info.barrier()
 
     run_start_epoch = run["epoch"]
@@ -208,6 +211,19 @@ def _train(cfg: Config, out: Path, info: DistInfo, progress: bool,
                              run["processed"])
 
 
+def _check_before_work(cfg: Config, preset: Preset, needs_parsing: bool, checks_model: bool) -> Optional[ParsePlan]:
+    """Everything that can fail before hours of parsing or training, in this order: the model and its
+    ``model.pretrained`` weights (``checks_model``), the parsing checkpoint and label set, the dataset
+    layout. Returns what ``data.parsing.weights`` will parse (None: nothing to parse)."""
+    if checks_model and (cfg.model.pretrained != "none" or needs_parsing and cfg.data.parsing.weights):
+        check_model(cfg, preset)
+    if preset.components.cre:
+        check_cre_labels(cfg.data, cfg.model)
+    if not (needs_parsing and cfg.data.parsing.weights):
+        return None
+    return plan_parsing(cfg.data)
+
+
 def _final_evaluation(cfg: Config, out: Path, model: torch.nn.Module, manager: DataManager, device: torch.device,
                       progress: bool, rank: int, val_results: dict, seconds: float, processed: int) -> TrainResult:
     """The test protocols on the final weights; a failure says how to finish without retraining."""
@@ -270,6 +286,12 @@ def _restore(out: Path, config_yaml: str, info: DistInfo, training: Training) ->
     training.scaler.load_state_dict(state["scaler"])
     training.method.load_state_dict(state["method"])
     return {k: state[k] for k in counters} | {"batch": state.get("batch", 0)}, rngs
+
+
+def _unreached_gates(method: Method, epochs: int) -> List[str]:
+    """A warning per epoch gate of ``method`` that a run of ``epochs`` epochs never reaches."""
+    return [f"train.epochs={epochs} ends before {what} at epoch {first + 1} ({key}); raise train.epochs or "
+            f"lower {key}" for key, (first, what) in method.epoch_gates().items() if epochs <= first]
 
 
 def _report_pretrained(model: torch.nn.Module, out: Path) -> None:

@@ -15,7 +15,7 @@ from ccreid.engine.distributed import DistInfo
 from ccreid.engine.precision import checked_amp
 from ccreid.engine.runtime import autocast, resolve_amp, use_channels_last
 from ccreid.engine.step import TrainStep
-from ccreid.methods import DataInfo, Method, resolve_preset
+from ccreid.methods import DataInfo, Method, Preset, resolve_preset
 from ccreid.methods.base import Optimizers
 
 
@@ -83,3 +83,9 @@ def build_training(cfg: Config, data: DataInfo, device: torch.device, info: Opti
     rank = info.rank if info is not None else 0
     generator = torch.Generator(device=device).manual_seed(cfg.seed + rank)
     return Training(cfg, method, model, optimizers, scaler, generator, device, amp, channels_last)
+
+
+def check_model(cfg: Config, preset: Preset) -> None:
+    """Build the network of ``preset`` once with its ``model.pretrained`` weights (from the cache, a
+    file or a download) and drop it: a missing file or an offline machine is reported up front."""
+    preset.method.build_network(cfg, preset, 1)

@@ -166,6 +166,15 @@ class Method:
         """Called before each epoch (0-based): epoch gates read :attr:`epoch`."""
         self.epoch = epoch
 
+    def epoch_gates(self) -> Dict[str, Tuple[int, str]]:
+        """Config key -> (the first epoch, 0-based, of what it starts; what that is): a run of no more
+        epochs never gets there (``ccreid train`` warns). The base: the end of the lr warm-up."""
+        return {"train.warmup_epochs": (max(0, self.cfg.train.warmup_epochs - 1), "the learning rate reaches train.lr")}
+
+    def gate_open(self, key: str) -> bool:
+        """Whether the current epoch has reached the gate ``key`` of :meth:`epoch_gates`."""
+        return self.epoch >= self.epoch_gates()[key][0]
+
     def state_dict(self) -> Dict[str, Any]:
         """Extra state for resumable checkpoints (tensors and plain values)."""
         return {}

@@ -114,7 +114,11 @@ class CALMethod(Method):
         cal = self.cfg.loss.cal
         return CALStep(**base.fields(), classifier=self.classifier, classifier_optimizer=optimizers["clothes"][0],
                        pid2clothes=self.pid2clothes, scale=cal.scale, epsilon=cal.epsilon,
-                       active=lambda: self.epoch >= cal.start_epoch)
+                       active=lambda: self.gate_open("loss.cal.start_epoch"))
+
+    def epoch_gates(self) -> Dict[str, Tuple[int, str]]:
+        start = (self.cfg.loss.cal.start_epoch, "the clothes-based adversarial loss starts")
+        return super().epoch_gates() | {"loss.cal.start_epoch": start}
 
     def state_dict(self) -> Dict[str, Any]:
         return {"clothes_classifier": self.classifier.state_dict()}

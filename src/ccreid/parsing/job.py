@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from ccreid.config import DataConfig
+from ccreid.config import DataConfig, ParsingConfig
 from ccreid.data.datasets.common import IMAGE_EXTENSIONS
 from ccreid.engine.runtime import atomic_path, write_text
 from ccreid.errors import CCReIDError
@@ -116,22 +116,31 @@ def folder_items(images: str | Path, out: str | Path) -> List[ParseItem]:
 
 
 def dataset_base(root: str | Path) -> Path:
-    """The folder a dataset's parsing tree mirrors: ``data.root`` (its folder for a CSV manifest)."""
+    """The folder the parsing tree of a dataset that names none (``maps_base``) mirrors: ``data.root``
+    (its folder for a CSV manifest)."""
     path = Path(root).expanduser()
     return path.parent if path.is_file() else path
 
 
 def dataset_items(name: str, root: str | Path, out: str | Path) -> List[ParseItem]:
-    """Every image of dataset ``name`` at ``root`` (all splits), mirrored under ``out``."""
+    """Every image of dataset ``name`` at ``root``, mirrored under ``out`` from the dataset's folder
+    (the same tree whichever of its accepted roots ``root`` names; a map already found in ``out``
+    keeps its place): the training split first (sorted), then the images of the other splits
+    (sorted), so an interrupted run has parsed what training reads."""
     from ccreid.data.check import load_with_notes
 
-    base, out = dataset_base(root), Path(out).expanduser()
+    out = Path(out).expanduser()
+    parsing = ParsingConfig(root=str(out) if out.is_dir() else None)
+    dataset = load_with_notes(DataConfig(name=name, root=str(root), parsing=parsing)).dataset
+    base = Path(dataset.maps_base) if dataset.maps_base else dataset_base(root)
     check_output(out, [base])
-    dataset = load_with_notes(DataConfig(name=name, root=str(root))).dataset
-    images = sorted({Path(r.path) for r in dataset.all_records()})
+    train = sorted({Path(r.path) for r in dataset.train})
+    images = train + sorted({Path(r.path) for r in dataset.all_records()} - set(train))
     if not images:
         raise CCReIDError(f"dataset {name} at {root} lists no images")
-    return _mirror(images, base, out, f"dataset {name}")
+    found = {Path(r.path): Path(r.parsing_path) for r in dataset.all_records() if r.parsing_path}
+    return [ParseItem(item.image, found[item.image].with_suffix("")) if item.image in found else item
+            for item in _mirror(images, base, out, f"dataset {name}")]
 
 
 def is_complete(item: ParseItem, logits: bool, num_classes: int) -> bool:

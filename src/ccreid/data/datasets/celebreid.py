@@ -16,8 +16,8 @@ from typing import Callable, Tuple
 
 from ccreid.config import DataConfig
 from ccreid.data.datasets.common import (
-    Item, Loaded, NamePattern, ParsingIndex, dataset_root, find_base, make_dataset, parse_folder, protocol,
-    register, to_records, train_records,
+    Item, Loaded, NamePattern, ParsingIndex, dataset_root, find_base, make_dataset, mirror_bases, parse_folder,
+    protocol, register, to_records, train_records,
 )
 
 SPLITS = ("train", "query", "gallery")
@@ -34,14 +34,14 @@ def _loader(name: str, label: str, folder: str) -> Callable[[DataConfig], Loaded
     def load(cfg: DataConfig) -> Loaded:
         root = dataset_root(label, cfg.root)
         base = find_base(label, root, SPLITS, f"{folder}/{{train,query,gallery}}", wrappers=(folder,))
-        parsing = ParsingIndex(cfg.parsing.root, [root, base])
+        parsing = ParsingIndex(cfg.parsing.root, mirror_bases(base, (folder,)))
         items = {split: parse_folder(label, base / split, base, NAME, partial(_item, SPLIT_CAMERA[split]))
                  for split in SPLITS}
         train = train_records(items["train"], parsing)
         query, gallery = to_records([items["query"], items["gallery"]], parsing)
         note = (f"{label}: no clothes labels exist (each image is its own outfit) and no cameras "
                 f"(query and gallery count as two); general protocol only")
-        return Loaded(make_dataset(name, cfg, train, {"general": protocol(query, gallery)}), [note])
+        return Loaded(make_dataset(name, cfg, parsing, train, {"general": protocol(query, gallery)}), [note])
 
     return load
 

@@ -159,15 +159,26 @@ class ParsingRootMissing(CCReIDError):
     """``data.parsing.root`` names a folder that does not exist (yet)."""
 
 
+def mirror_bases(base: Path, wrappers: Sequence[str] = ()) -> List[Path]:
+    """The folders ``data.root`` may name for a dataset whose splits lie in ``base``, outermost first:
+    those that hold ``base`` as one of ``wrappers`` (``LTCC_ReID``, PRCC's ``rgb``), then ``base``."""
+    above = {base.parents[len(parts) - 1] for parts in (Path(w).parts for w in wrappers)
+             if len(base.parts) > len(parts) and base.parts[-len(parts):] == parts}
+    return sorted(above, key=lambda folder: len(folder.parts)) + [base]
+
+
 class ParsingIndex:
     """Parsing maps in a tree mirroring the image tree (same relative path and stem).
 
     The tree is walked once; an image is looked up by its path relative to each of
-    ``bases`` in turn (the dataset root, then its image folder such as PRCC's ``rgb/``),
-    ``.png`` preferred over ``.npy``.
+    ``bases`` in turn (:func:`mirror_bases`: the dataset folder, then the folders inside it
+    that ``data.root`` may name, such as PRCC's ``rgb/``), ``.png`` preferred over ``.npy``:
+    maps made from any of them are found whichever ``data.root`` names. ``base``, the first,
+    is the folder ``ccreid parse --dataset`` mirrors.
     """
 
     def __init__(self, root: Optional[str], bases: Sequence[Path]) -> None:
+        self.base = Path(bases[0])
         self.prefixes = [os.path.join(str(b), "") for b in dict.fromkeys(bases)]
         self.maps: Dict[str, str] = {}
         self.root = None if root is None else Path(root).expanduser()
@@ -232,6 +243,7 @@ def protocol(query: Sequence[ImageRecord], gallery: Sequence[ImageRecord], rule:
     return EvalSplit(list(query), list(gallery), rule)
 
 
-def make_dataset(name: str, cfg: DataConfig, train: List[ImageRecord], protocols: Dict[str, EvalSplit],
-                 val: Optional[Dict[str, EvalSplit]] = None) -> ReIDDataset:
-    return ReIDDataset(name=name, train=train, protocols=protocols, val=val or {}, label_set=cfg.parsing.labels)
+def make_dataset(name: str, cfg: DataConfig, parsing: ParsingIndex, train: List[ImageRecord],
+                 protocols: Dict[str, EvalSplit], val: Optional[Dict[str, EvalSplit]] = None) -> ReIDDataset:
+    return ReIDDataset(name=name, train=train, protocols=protocols, val=val or {}, label_set=cfg.parsing.labels,
+                       maps_base=str(parsing.base))

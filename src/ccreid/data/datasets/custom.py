@@ -77,4 +77,4 @@ def load_custom(cfg: DataConfig) -> Loaded:
     else:
         notes.append(f"{LABEL}: {csv_path} gives no clothes_id for some or all rows; one outfit per person "
                      f"assumed there, general protocol only")
-    return Loaded(make_dataset("custom", cfg, train, protocols), notes)
+    return Loaded(make_dataset("custom", cfg, parsing, train, protocols), notes)

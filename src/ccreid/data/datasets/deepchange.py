@@ -16,14 +16,15 @@ from typing import Dict, List, Optional, Tuple
 
 from ccreid.config import DataConfig
 from ccreid.data.datasets.common import (
-    Item, Loaded, NamePattern, ParsingIndex, dataset_root, find_base, make_dataset, parse_folder, protocol,
-    register, rel, to_records, train_records,
+    Item, Loaded, NamePattern, ParsingIndex, dataset_root, find_base, make_dataset, mirror_bases, parse_folder,
+    protocol, register, rel, to_records, train_records,
 )
 from ccreid.errors import CCReIDError
 
 LABEL = "DeepChange"
 SPLITS = ("train-set", "val-set-query", "val-set-gallery", "test-set-query", "test-set-gallery")
 EXPECTED = "{train-set,val-set-query,val-set-gallery,test-set-query,test-set-gallery}"
+WRAPPERS = ("DeepChangeDataset",)  # folders data.root may name around the splits
 NAME = NamePattern(r"P(\d+)_C(\d+)_([^_]+)_.+", "P<pid>_C<cam>_<day>_<hour>_<x>_<y>.jpg (P00001_C01_D01_H08_1_2.jpg)")
 NOTE = f"{LABEL}: no clothes labels; outfit approximated by (person, day)"
 
@@ -74,13 +75,13 @@ def _items(folder: Path, base: Path, notes: List[str]) -> List[Item]:
 @register("deepchange")
 def load_deepchange(cfg: DataConfig) -> Loaded:
     root = dataset_root(LABEL, cfg.root)
-    base = find_base(LABEL, root, SPLITS, EXPECTED, wrappers=("DeepChangeDataset",))
-    parsing = ParsingIndex(cfg.parsing.root, [root, base])
+    base = find_base(LABEL, root, SPLITS, EXPECTED, WRAPPERS)
+    parsing = ParsingIndex(cfg.parsing.root, mirror_bases(base, WRAPPERS))
     notes = [NOTE]
     items = {split: _items(base / split, base, notes) for split in SPLITS}
     train = train_records(items["train-set"], parsing)
     val_query, val_gallery = to_records([items["val-set-query"], items["val-set-gallery"]], parsing)
     query, gallery = to_records([items["test-set-query"], items["test-set-gallery"]], parsing)
-    dataset = make_dataset("deepchange", cfg, train, {"general": protocol(query, gallery)},
+    dataset = make_dataset("deepchange", cfg, parsing, train, {"general": protocol(query, gallery)},
                            {"general": protocol(val_query, val_gallery)})
     return Loaded(dataset, notes)

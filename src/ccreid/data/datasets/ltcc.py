@@ -11,13 +11,14 @@ from typing import Tuple
 
 from ccreid.config import DataConfig
 from ccreid.data.datasets.common import (
-    Item, Loaded, NamePattern, ParsingIndex, dataset_root, find_base, make_dataset, parse_folder, protocol,
-    register, to_records, train_records,
+    Item, Loaded, NamePattern, ParsingIndex, dataset_root, find_base, make_dataset, mirror_bases, parse_folder,
+    protocol, register, to_records, train_records,
 )
 
 LABEL = "LTCC"
 SPLITS = ("train", "query", "test")
 EXPECTED = "LTCC_ReID/{train,query,test}"
+WRAPPERS = ("LTCC_ReID",)  # folders data.root may name around the splits
 NAME = NamePattern(r"(\d+)_(\d+)_c(\d+)_\w+", "PID_CLOTHES_cCAM_FRAME.png (001_1_c11_015861.png)")
 
 
@@ -29,10 +30,10 @@ def _item(path: Path, groups: Tuple[str, ...]) -> Item:
 @register("ltcc")
 def load_ltcc(cfg: DataConfig) -> Loaded:
     root = dataset_root(LABEL, cfg.root)
-    base = find_base(LABEL, root, SPLITS, EXPECTED, wrappers=("LTCC_ReID",))
-    parsing = ParsingIndex(cfg.parsing.root, [root, base])
+    base = find_base(LABEL, root, SPLITS, EXPECTED, WRAPPERS)
+    parsing = ParsingIndex(cfg.parsing.root, mirror_bases(base, WRAPPERS))
     items = {split: parse_folder(LABEL, base / split, base, NAME, _item) for split in SPLITS}
     train = train_records(items["train"], parsing)
     query, gallery = to_records([items["query"], items["test"]], parsing)
     protocols = {"general": protocol(query, gallery), "cc": protocol(query, gallery, "cc")}
-    return Loaded(make_dataset("ltcc", cfg, train, protocols))
+    return Loaded(make_dataset("ltcc", cfg, parsing, train, protocols))

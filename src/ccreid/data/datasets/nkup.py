@@ -23,7 +23,8 @@ from typing import Dict, List, Optional, Tuple
 from ccreid.config import DataConfig
 from ccreid.data.datasets.common import (
     Item, Loaded, NamePattern, ParsingIndex, dataset_root, find_base, int_folder,
-    list_subfolders, make_dataset, parse_folder, protocol, register, rel, stray_images, to_records, train_records,
+    list_subfolders, make_dataset, mirror_bases, parse_folder, protocol, register, rel, stray_images, to_records,
+    train_records,
 )
 from ccreid.data.manifest import read_rows
 from ccreid.errors import CCReIDError
@@ -33,6 +34,7 @@ TEST = "bounding_box_test"
 PLUS_GALLERIES = ("gallery_sameapp", "gallery_crossapp_moderate", "gallery_crossapp_dramatic")
 PLUS_SPLITS = ("bounding_box_train", f"{TEST}/query") + tuple(f"{TEST}/{g}" for g in PLUS_GALLERIES)
 PLUS_WRAPPERS = ("NKUP2_0126/NKUP2", "NKUP2")
+MARKET_WRAPPERS = ("NKUP",)
 MARKET_SPLITS = ("bounding_box_train", "query", TEST)
 EXPECTED = ("{bounding_box_train,bounding_box_test,query} or the NKUP+ layout bounding_box_train/<pid>/"
             "<appearance>/ + bounding_box_test/{query,gallery_sameapp,gallery_crossapp_*}/<pid>/<appearance>/")
@@ -65,8 +67,8 @@ def _plus_items(split: Path, base: Path) -> List[Item]:
     return items
 
 
-def _load_plus(cfg: DataConfig, root: Path, base: Path) -> Loaded:
-    parsing = ParsingIndex(cfg.parsing.root, [root, base])
+def _load_plus(cfg: DataConfig, base: Path) -> Loaded:
+    parsing = ParsingIndex(cfg.parsing.root, mirror_bases(base, PLUS_WRAPPERS))
     train = train_records(_plus_items(base / "bounding_box_train", base), parsing)
     query, same, moderate, dramatic = to_records(
         [_plus_items(base / TEST / s, base) for s in ("query",) + PLUS_GALLERIES], parsing)
@@ -80,7 +82,7 @@ def _load_plus(cfg: DataConfig, root: Path, base: Path) -> Loaded:
     maps = base.parent / PLUS_PARSING
     notes = [f"{LABEL}: parsing maps found in {maps}; pass them with data.parsing.root / --parsing"] \
         if cfg.parsing.root is None and maps.is_dir() else []
-    return Loaded(make_dataset("nkup", cfg, train, protocols), notes)
+    return Loaded(make_dataset("nkup", cfg, parsing, train, protocols), notes)
 
 
 def _manifest(base: Path) -> Optional[Dict[str, str]]:
@@ -104,8 +106,8 @@ def _market_item(clothes: Optional[Dict[str, str]], base: Path, path: Path, grou
     return Item(path, pid, cam - 1, (pid, outfit))
 
 
-def _load_market_style(cfg: DataConfig, root: Path, base: Path) -> Loaded:
-    parsing = ParsingIndex(cfg.parsing.root, [root, base])
+def _load_market_style(cfg: DataConfig, base: Path) -> Loaded:
+    parsing = ParsingIndex(cfg.parsing.root, mirror_bases(base, MARKET_WRAPPERS))
     clothes = _manifest(base)
     make = partial(_market_item, clothes, base)
     items = {split: parse_folder(LABEL, base / split, base, MARKET_NAME, make) for split in MARKET_SPLITS}
@@ -119,12 +121,12 @@ def _load_market_style(cfg: DataConfig, root: Path, base: Path) -> Loaded:
                      f"under {base}, or use the NKUP+ layout or the custom dataset)")
     else:
         protocols["cc"] = protocol(query, gallery, "cc")
-    return Loaded(make_dataset("nkup", cfg, train, protocols), notes)
+    return Loaded(make_dataset("nkup", cfg, parsing, train, protocols), notes)
 
 
 @register("nkup")
 def load_nkup(cfg: DataConfig) -> Loaded:
     root = dataset_root(LABEL, cfg.root)
     if any((root / w / TEST / "query").is_dir() for w in PLUS_WRAPPERS + ("",)):
-        return _load_plus(cfg, root, find_base(LABEL, root, PLUS_SPLITS, EXPECTED, PLUS_WRAPPERS))
-    return _load_market_style(cfg, root, find_base(LABEL, root, MARKET_SPLITS, EXPECTED, ("NKUP",)))
+        return _load_plus(cfg, find_base(LABEL, root, PLUS_SPLITS, EXPECTED, PLUS_WRAPPERS))
+    return _load_market_style(cfg, find_base(LABEL, root, MARKET_SPLITS, EXPECTED, MARKET_WRAPPERS))

@@ -16,7 +16,7 @@ from typing import Dict, List, Sequence
 from ccreid.config import DataConfig
 from ccreid.data.datasets.common import (
     Item, Loaded, NamePattern, ParsingIndex, camera_subset, dataset_root, find_base, int_folder,
-    list_images, list_subfolders, make_dataset, protocol, register, rel, stray_images, to_records,
+    list_images, list_subfolders, make_dataset, mirror_bases, protocol, register, rel, stray_images, to_records,
     train_records,
 )
 from ccreid.data.records import EvalSplit, ImageRecord
@@ -67,7 +67,7 @@ def load_prcc(cfg: DataConfig) -> Loaded:
     for sub in ("train", "test", "test/A", "test/B", "test/C"):
         if not (rgb / sub).is_dir():
             raise CCReIDError(f"{LABEL}: no folder {rel(rgb / sub, root)} under {root} (expected {EXPECTED})")
-    parsing = ParsingIndex(cfg.parsing.root, [root, rgb])
+    parsing = ParsingIndex(cfg.parsing.root, mirror_bases(rgb, ("rgb",)))
     notes = []
     train = train_records(_person_items(rgb / "train", root), parsing)
     gallery, query_b, query_c = to_records(
@@ -84,7 +84,7 @@ def load_prcc(cfg: DataConfig) -> Loaded:
     else:
         notes.append(f"{LABEL}: no folder {rel(rgb / 'val', root)}; no validation split "
                      f"(train.select_on=val unavailable)")
-    return Loaded(make_dataset("prcc", cfg, train, protocols, val), notes)
+    return Loaded(make_dataset("prcc", cfg, parsing, train, protocols, val), notes)
 
 
 def single_shot_galleries(gallery: Sequence[ImageRecord], repeats: int = 10, seed: int = 3) -> List[List[ImageRecord]]:

@@ -14,13 +14,14 @@ from typing import Tuple
 
 from ccreid.config import DataConfig
 from ccreid.data.datasets.common import (
-    Item, Loaded, NamePattern, ParsingIndex, camera_subset, dataset_root, find_base, make_dataset,
+    Item, Loaded, NamePattern, ParsingIndex, camera_subset, dataset_root, find_base, make_dataset, mirror_bases,
     parse_folder, protocol, register, to_records, train_records,
 )
 
 LABEL = "VC-Clothes"
 SPLITS = ("train", "query", "gallery")
 EXPECTED = "{train,query,gallery}"
+WRAPPERS = ("VC-Clothes",)  # folders data.root may name around the splits
 NAME = NamePattern(r"(\d+)-(\d+)-(\d+)-(\d+)", "PID-CAM-CLOTHES-FRAME.jpg (0001-01-01-01.jpg)")
 SC_CAMERAS = (1, 2)  # cameras 2 and 3
 CC_CAMERAS = (2, 3)  # cameras 3 and 4
@@ -34,8 +35,8 @@ def _item(path: Path, groups: Tuple[str, ...]) -> Item:
 @register("vcclothes")
 def load_vcclothes(cfg: DataConfig) -> Loaded:
     root = dataset_root(LABEL, cfg.root)
-    base = find_base(LABEL, root, SPLITS, EXPECTED, wrappers=("VC-Clothes",))
-    parsing = ParsingIndex(cfg.parsing.root, [root, base])
+    base = find_base(LABEL, root, SPLITS, EXPECTED, WRAPPERS)
+    parsing = ParsingIndex(cfg.parsing.root, mirror_bases(base, WRAPPERS))
     items = {split: parse_folder(LABEL, base / split, base, NAME, _item) for split in SPLITS}
     train = train_records(items["train"], parsing)
     query, gallery = to_records([items["query"], items["gallery"]], parsing)
@@ -50,4 +51,4 @@ def load_vcclothes(cfg: DataConfig) -> Loaded:
                          f"{' and '.join(str(c + 1) for c in cams)}; protocol {name} not built")
     protocols["sc_clothes"] = protocol(query, gallery, "sc")
     protocols["cc_clothes"] = protocol(query, gallery, "cc")
-    return Loaded(make_dataset("vcclothes", cfg, train, protocols), notes)
+    return Loaded(make_dataset("vcclothes", cfg, parsing, train, protocols), notes)
