@@ -15,7 +15,7 @@ from typing import List, Optional, Sequence
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ccreid.errors import CCReIDError
+from ccreid.errors import CCReIDError, first_line
 
 PACKAGED_CONFIGS = Path(__file__).parent / "configs"
 
@@ -186,6 +186,8 @@ class Config:
 def resolve_config_path(path: str) -> Path:
     """A file path, or the bare name of a packaged config (``synthetic``)."""
     candidate = Path(path)
+    if candidate.is_dir():
+        raise CCReIDError(f"config file {path}: a folder, not a file; pass a YAML file (e.g. {path}/config.yaml)")
     if candidate.is_file():
         return candidate
     packaged = PACKAGED_CONFIGS / f"{candidate.stem}.yaml"
@@ -210,7 +212,7 @@ def yaml_layers(path: Path, children: tuple = ()) -> list:
     except Exception as err:  # yaml syntax errors come in many types
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        problem = getattr(err, "problem", None) or first_line(err)
         raise CCReIDError(f"config file {path}{where}: cannot parse YAML ({problem})")
     if not isinstance(layer, DictConfig):
         raise CCReIDError(f"config file {path}: the top level must be a mapping of keys (data:, model:, ...)")
@@ -241,7 +243,7 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Co
         cfg: Config = OmegaConf.to_object(merged)  # type: ignore[assignment]
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or ""
-        msg = str(err).splitlines()[0]
+        msg = first_line(err, 200)
         raise CCReIDError(f"config key {key!r}: {msg}" if key else f"config: {msg}")
     from ccreid.plugins import import_plugins  # here: plug-ins may import this module
 

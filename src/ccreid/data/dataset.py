@@ -24,7 +24,7 @@ from torchvision.io import ImageReadMode, decode_image, read_file
 
 from ccreid.config import DataConfig
 from ccreid.data.records import ImageRecord
-from ccreid.errors import CCReIDError
+from ccreid.errors import CCReIDError, first_line
 
 Decoded = Tuple[torch.Tensor, Optional[torch.Tensor]]  # uint8 image [3,H,W], label map [H,W] or None
 Transform = Callable[[torch.Tensor, Optional[torch.Tensor]], Tuple[torch.Tensor, torch.Tensor]]
@@ -91,8 +91,7 @@ def read_parsing(path: str) -> torch.Tensor:
                     raise ValueError(f"mode {img.mode}; expected a single-channel (P or L) PNG of class indices")
                 array = np.array(img)
     except (OSError, ValueError) as err:
-        reason = str(err).splitlines()[0]
-        raise CCReIDError(f"cannot read parsing map {path} ({reason}); replace or remove the file")
+        raise CCReIDError(f"cannot read parsing map {path} ({first_line(err)}); replace or remove the file")
     if array.ndim != 2 or not np.issubdtype(array.dtype, np.integer):
         raise CCReIDError(
             f"parsing map {path}: expected HxW integer labels or HxWxC probabilities, got {array.dtype} {array.shape}"

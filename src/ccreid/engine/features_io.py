@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from ccreid.engine.runtime import atomic_path, write_json
-from ccreid.errors import CCReIDError
+from ccreid.errors import CCReIDError, first_line
+from ccreid.files import require_file
 from ccreid.evaluation.search import FaissIndex, TorchIndex, import_faiss
 
 FEATURE_KEYS = ("qf", "gf")
@@ -30,8 +31,7 @@ _CHECK_ROWS = 65536
 
 
 def _read_npz(path: Path) -> Dict[str, np.ndarray]:
-    if not path.is_file():
-        raise CCReIDError(f"features file {path} not found (write one with `ccreid extract`)")
+    require_file(path, "features file", "write one with `ccreid extract`")
     if not zipfile.is_zipfile(path):
         raise CCReIDError(f"features file {path} is not an .npz archive (write one with `ccreid extract` or np.savez)")
     try:
@@ -149,8 +149,7 @@ def load_index(path: str | Path) -> Tuple[FaissIndex | TorchIndex, dict]:
     """The index saved at ``path`` and its metadata (what was passed to :func:`save_index`)."""
     path, meta_path = Path(path), _metadata_path(Path(path))
     for p in (path, meta_path):
-        if not p.is_file():
-            raise CCReIDError(f"index file {p} not found (build one with `ccreid index`)")
+        require_file(p, "index file", "build one with `ccreid index`")
     try:
         info = json.loads(meta_path.read_text())
         backend, kind, ntotal = info["backend"], info["kind"], int(info["ntotal"])
@@ -168,7 +167,7 @@ def load_index(path: str | Path) -> Tuple[FaissIndex | TorchIndex, dict]:
         try:
             index = FaissIndex(faiss.read_index(str(path)), kind)
         except RuntimeError as err:
-            raise CCReIDError(f"index file {path} is not a readable FAISS index ({str(err).splitlines()[0]})")
+            raise CCReIDError(f"index file {path} is not a readable FAISS index ({first_line(err)})")
     if index.ntotal != ntotal:
         raise CCReIDError(f"index file {path} holds {index.ntotal} items but {meta_path} says {ntotal}; rebuild it")
     return index, info.get("metadata", {})

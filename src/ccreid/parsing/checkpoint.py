@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ccreid.errors import CCReIDError
+from ccreid.errors import CCReIDError, first_line
+from ccreid.files import PICKLE, SAFETENSORS, TORCH_ZIP, describe_format, require_file, weights_format
 from ccreid.parsing.network import ABN, SCHPNetwork
 from ccreid.parsing.variants import VARIANTS, SCHPVariant, variant_for_classes
 
@@ -46,11 +47,12 @@ def _torch_load(path: Path) -> object:
 
 def read_state_dict(path: str | Path, label: str = "--weights") -> Dict[str, torch.Tensor]:
     """The tensors of an SCHP checkpoint file, ``module.`` prefix stripped (one-line errors)."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise CCReIDError(f"{label} {path}: file not found (download {EXAMPLE} or another SCHP checkpoint)")
-    if path.suffix == ".safetensors":
+    path = require_file(path, label, f"download {EXAMPLE} or another SCHP checkpoint")
+    kind = weights_format(path)
+    if kind == SAFETENSORS:
         raise _fail(label, path, "a safetensors file (ccreid re-ID weights?), not an SCHP checkpoint")
+    if kind not in (TORCH_ZIP, PICKLE):
+        raise _fail(label, path, describe_format(kind))
     try:
         obj = _torch_load(path)
     except pickle.UnpicklingError as err:
@@ -58,7 +60,7 @@ def read_state_dict(path: str | Path, label: str = "--weights") -> Dict[str, tor
             if "Weights only load failed" in str(err) else "not a PyTorch checkpoint"
         raise _fail(label, path, detail)
     except Exception as err:  # torch.load raises many types for foreign or truncated files
-        raise _fail(label, path, f"not a readable PyTorch checkpoint ({str(err).splitlines()[0][:120]})")
+        raise _fail(label, path, f"not a readable PyTorch checkpoint ({first_line(err)})")
     state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise _fail(label, path, "no 'state_dict' of tensors in it")

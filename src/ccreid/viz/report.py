@@ -24,7 +24,7 @@ from ccreid.deploy import load_model
 from ccreid.engine.checkpoint import WEIGHTS_NAME
 from ccreid.engine.features_io import TEST_FEATURES_NAME, load_test_features
 from ccreid.engine.runtime import resolve_device, write_text
-from ccreid.errors import CCReIDError
+from ccreid.errors import CCReIDError, first_line
 from ccreid.viz import page
 from ccreid.viz.canvas import save_png, tile_size
 from ccreid.viz.heatmaps import viz_actmap, viz_attention
@@ -147,7 +147,7 @@ def write_report(run_dir: str | Path, title: Optional[str] = None, samples: bool
         _check_table(results)
     except (OSError, ValueError) as err:
         raise CCReIDError(f"results file {results_path} is missing or damaged ({type(err).__name__}: "
-                          f"{str(err).splitlines()[0][:80]}); pass the output folder of ccreid train/test/demo/ablation")
+                          f"{first_line(err, 80)}); pass the output folder of ccreid train/test/demo/ablation")
     runs = find_runs(run_dir, results)
     files = run_dir / FILES_DIR
     notes: List[str] = list(results.get("notes", []))
