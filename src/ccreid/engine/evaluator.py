@@ -22,7 +22,9 @@ from ccreid.engine.features_io import save_test_features
 from ccreid.engine.inference import InferenceNet, embed, prepare
 from ccreid.engine.results import METRICS
 from ccreid.evaluation import evaluate, evaluate_reranked
+from ccreid.errors import CCReIDError
 from ccreid.evaluation.aqe import alpha_query_expansion
+from ccreid.evaluation.ranking import no_match_reason
 
 METRIC_KEYS = (*METRICS, "queries", "queries_without_match")
 
@@ -109,6 +111,7 @@ def evaluate_splits(
     ``test``: flip averaging, AP mode, k-reciprocal re-ranking (``test.rerank``) and
     ``test.single_shot`` (N > 0: the mean over N galleries of one random image per
     identity, PRCC's original single-shot protocol with N = 10; 0: the whole gallery).
+    A protocol whose queries have no valid match is a one-line error saying why.
     """
     names = [n for n in splits if protocols is None or n in set(protocols)]
     unique: Dict[str, int] = {}
@@ -128,5 +131,9 @@ def evaluate_splits(
         split = splits[name]
         galleries = single_shot_galleries(split.gallery, test.single_shot) if test.single_shot else [split.gallery]
         metrics = _mean([_score(feats, unique, split.query, gallery, split.rule, test) for gallery in galleries])
+        if metrics["queries"] == 0:
+            reason = no_match_reason(split.rule, [r.pid for r in split.query], [r.pid for r in split.gallery])
+            raise CCReIDError(f"protocol {name!r} ({split.rule} rule): {reason}; check the dataset's person, camera "
+                              f"and clothes ids, or leave the protocol out (test.protocols=[...])")
         results[name] = {key: metrics[key] for key in METRIC_KEYS} | {"cmc": metrics.get("cmc")}
     return results
