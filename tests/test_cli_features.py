@@ -169,6 +169,9 @@ def test_test_rerank_and_single_shot_match_stored_feature_evaluation(checkpoint,
     assert tested["rank1"] == pytest.approx(reranked["rank1"], abs=1e-6)
 
     single = tester.test_checkpoint(weights, tmp_path / "ss", overrides=["test.single_shot=3"])["ours"]["cc"]
+    assert single["single_shot"] == 3  # labelled single-shot in results.json, results.md and printed tables
+    assert json.loads((tmp_path / "ss" / "results.json").read_text())["presets"]["ours"]["cc"]["single_shot"] == 3
+    assert "single-shot x3" in (tmp_path / "ss" / "results.md").read_text().splitlines()[0]
     arrays = load_features(feats, require_clothes=True)
     cfg, _ = tester.load_checkpoint_config(weights, None, [])
     split = DataManager(cfg, need_parsing=False).eval_splits("test")["cc"]
@@ -239,3 +242,24 @@ def test_eval_without_valid_queries_or_negative_pairs_says_why(tmp_path, capsys)
         assert main(["eval", "--features", str(path), *options]) == 2
         err = capsys.readouterr().err
         assert needle in err.replace("\n", "") and "Traceback" not in err, err
+
+
+def test_test_and_train_evaluation_without_valid_queries_names_the_protocol():
+    from torch import nn
+
+    from ccreid.config import TestConfig as EvalOptions
+    from ccreid.data.records import EvalSplit, ImageRecord
+    from ccreid.engine.evaluator import evaluate_splits
+    from ccreid.errors import CCReIDError
+
+    query = [ImageRecord(f"q{i}.png", i, 0, 0) for i in range(2)]
+    gallery = [ImageRecord(f"g{i}.png", i % 2, 1, 0) for i in range(4)]  # all in the queries' clothes
+
+    def make_loader(records):
+        return [{"image": torch.randn(len(records), 3, 4, 2), "camid": torch.zeros(len(records), dtype=torch.long)}]
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(24, 5))
+    with pytest.raises(CCReIDError, match=r"protocol 'cc' \(cc rule\): none of the 2 queries has a valid match: the "
+                                          r"cc rule removes .*test.protocols="):
+        evaluate_splits(model, {"cc": EvalSplit(query, gallery, "cc")}, make_loader, torch.device("cpu"),
+                        EvalOptions())

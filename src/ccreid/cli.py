@@ -40,10 +40,10 @@ def _parse_size(text: str) -> tuple[int, int]:
 
 def print_results(presets: Dict[str, Dict[str, dict]], title: str) -> None:
     """A rich table: rows = presets, columns = protocol x (top-1, top-5, mAP)."""
-    from ccreid.engine.results import ordered_protocols
+    from ccreid.engine.results import ordered_protocols, results_title
 
     protocols = ordered_protocols(sorted({p for res in presets.values() for p in res}))
-    table = Table(title=title)
+    table = Table(title=results_title(title, presets))
     table.add_column("preset")
     for p in protocols:
         for m in ("top-1", "top-5", "mAP", "mINP"):

@@ -20,7 +20,7 @@ from ccreid.data.records import EvalSplit, ImageRecord
 from ccreid.engine.distributed import current, gather_rows
 from ccreid.engine.features_io import save_test_features
 from ccreid.engine.inference import InferenceNet, embed, prepare
-from ccreid.engine.results import METRICS
+from ccreid.engine.results import METRICS, SINGLE_SHOT_KEY
 from ccreid.evaluation import evaluate, evaluate_reranked
 from ccreid.errors import CCReIDError
 from ccreid.evaluation.aqe import alpha_query_expansion
@@ -135,5 +135,6 @@ def evaluate_splits(
             reason = no_match_reason(split.rule, [r.pid for r in split.query], [r.pid for r in split.gallery])
             raise CCReIDError(f"protocol {name!r} ({split.rule} rule): {reason}; check the dataset's person, camera "
                               f"and clothes ids, or leave the protocol out (test.protocols=[...])")
-        results[name] = {key: metrics[key] for key in METRIC_KEYS} | {"cmc": metrics.get("cmc")}
+        results[name] = {key: metrics[key] for key in METRIC_KEYS} | {"cmc": metrics.get("cmc")} | (
+            {SINGLE_SHOT_KEY: test.single_shot} if test.single_shot else {})
     return results
