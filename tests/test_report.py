@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -119,3 +120,23 @@ def test_report_reuses_the_final_test_features_unless_stale(tmp_path, monkeypatc
     assert load_test_features(run / TEST_FEATURES_NAME, weights, flip=True) is None
     write_report(run, device="cpu", num_queries=1, k=2)
     assert extracted == [1]
+
+
+def test_missing_parts_are_warned_one_line_each(folders, tmp_path, capsys, monkeypatch):
+    from ccreid.cli import main
+
+    train, _ = folders
+    bare = tmp_path / "bare"
+    shutil.copytree(train, bare, ignore=shutil.ignore_patterns("report*", "metrics.jsonl", "model.safetensors"))
+    results = json.loads((bare / "results.json").read_text())
+    (bare / "results.json").write_text(json.dumps({k: v for k, v in results.items() if k != "weights"}))
+    assert main(["report", str(bare)]) == 0
+    err = " ".join(capsys.readouterr().err.split())  # the log handler wraps at the terminal width
+    assert "training curves skipped: no training log (metrics.jsonl)" in err
+    assert "CMC curves, ranked lists and activation maps skipped: no model.safetensors found" in err
+    curves = tmp_path / "curves"
+    shutil.copytree(train, curves, ignore=shutil.ignore_patterns("report*"))
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # matplotlib not installed
+    assert main(["report", str(curves), "--no-samples"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "training curves skipped: plots need matplotlib" in err and "Traceback" not in err

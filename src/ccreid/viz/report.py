@@ -4,13 +4,15 @@ Works for a ``ccreid train`` folder (``results.json``, ``metrics.jsonl``,
 ``model.safetensors``), a ``ccreid test`` folder (``results.json`` naming its weights)
 and a demo/ablation folder (``results.json`` at the top, runs in ``<preset>/seed<k>/``;
 pictures use each preset's first seed). Pictures go to ``report_files/`` and are linked
-by relative paths. A picture that cannot be made (dataset moved, matplotlib missing) is
-replaced by a note; the tables are always written.
+by relative paths. A part that cannot be made (no training log, no weights, dataset moved,
+matplotlib missing) is replaced by a note saying why, also logged as a warning (one line per
+part); the tables are always written.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from dataclasses import dataclass
@@ -34,6 +36,8 @@ from ccreid.viz.ranks import pick_queries, protocol_features, protocol_metrics, 
 REPORT_NAME = "report.html"
 FILES_DIR = "report_files"
 METRICS_NAME = "metrics.jsonl"
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -75,6 +79,12 @@ def _relative(pictures: List[Tuple[Path, str]]) -> List[Tuple[str, str]]:
     return [(f"{FILES_DIR}/{path.name}", caption) for path, caption in pictures]
 
 
+def _skipped(notes: List[str], part: str, why: str) -> None:
+    """Say in the report, and as a warning, that ``part`` was left out and why."""
+    notes.append(f"{part} skipped: {why}")
+    logger.warning("report.html: %s skipped: %s", part, why)
+
+
 def _config_text(run_dir: Path, results: dict, runs: List[Run]) -> str:
     for candidate in (run_dir / "config.yaml", *(r.metrics.parent / "config.yaml" for r in runs if r.metrics)):
         if candidate.is_file():
@@ -86,6 +96,9 @@ def model_pictures(runs: List[Run], files: Path, num_queries: int, k: int, num_i
                    device, progress: bool, notes: List[str]) -> List[Tuple[Path, str]]:
     """CMC curves, activation and attention maps, ranked lists of the runs with weights."""
     weighted = [r for r in runs if r.weights]
+    if not weighted:
+        _skipped(notes, "CMC curves, ranked lists and activation maps",
+                 f"no {WEIGHTS_NAME} found (in the folder, its runs' folders or where results.json's weights points)")
     ranks: List[Tuple[Path, str]] = []
     curves: Dict[str, Dict[str, List[float]]] = {}
     with_bsga: List[Run] = []
@@ -115,7 +128,7 @@ def model_pictures(runs: List[Run], files: Path, num_queries: int, k: int, num_i
         try:
             pictures += [(path, caption) for path in make()]
         except CCReIDError as err:
-            notes.append(f"{caption.split(':')[0]} skipped: {err}")
+            _skipped(notes, caption.split(":")[0], str(err))
     return pictures + ranks
 
 
@@ -153,19 +166,21 @@ def write_report(run_dir: str | Path, title: Optional[str] = None, samples: bool
     notes: List[str] = list(results.get("notes", []))
     training: List[Tuple[Path, str]] = []
     logs = {r.label: r.metrics for r in runs if r.metrics}
-    if logs:
+    if not logs:
+        _skipped(notes, "training curves", f"no training log ({METRICS_NAME}) in {run_dir} or its runs' folders")
+    else:
         try:
             training.append((plot_training(logs, files / "training.png"),
                              "training curves (losses, learning rate, validation top-1)"))
         except CCReIDError as err:
-            notes.append(f"training curves skipped: {err}")
+            _skipped(notes, "training curves", str(err))
     pictures: List[Tuple[Path, str]] = []
     if samples:
         try:
             pictures = model_pictures(runs, files, num_queries, k, num_images, seed, resolve_device(device),
                                       progress, notes)
         except CCReIDError as err:
-            notes.append(f"sample pictures skipped: {err}")
+            _skipped(notes, "sample pictures", str(err))
     md = run_dir / "results.md"
     heading = md.read_text().splitlines()[0].lstrip("# ").strip() if md.is_file() else ""
     title = title or heading or f"ccreid report: {run_dir.name}"
