@@ -108,3 +108,19 @@ def test_cli_names_the_folder(tmp_path, capsys) -> None:
     Path(tmp_path / "empty.safetensors").write_bytes(b"")
     assert main(["test", "--weights", str(tmp_path / "empty.safetensors"), "--out", str(tmp_path / "t")]) == 2
     assert "an empty file" in capsys.readouterr().err.replace("\n", "")
+
+
+def test_an_schp_checkpoint_named_safetensors_is_read(tmp_path) -> None:
+    path = tmp_path / "schp.safetensors"
+    torch.save({"state_dict": {"module.conv1.weight": TENSORS["conv1.weight"]}}, path)
+    assert torch.equal(read_state_dict(path)["conv1.weight"], TENSORS["conv1.weight"])
+
+
+def test_report_of_a_file_or_an_empty_folder_says_so(tmp_path, capsys) -> None:
+    afile = tmp_path / "results.txt"
+    afile.write_text("x")
+    for target, needle in ((afile, f"{afile}: a file, not a folder"),
+                           (tmp_path, f"no results file {tmp_path / 'results.json'}; pass the output folder"),
+                           (tmp_path / "gone", "(no such folder)")):
+        assert main(["report", str(target)]) == 2
+        assert needle in capsys.readouterr().err.replace("\n", "")

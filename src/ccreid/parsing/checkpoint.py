@@ -34,9 +34,13 @@ def _fail(label: str, path: Path, what: str) -> CCReIDError:
 
 
 def _torch_load(path: Path) -> object:
-    """``torch.load`` with tensors only, memory-mapped where the file format allows."""
+    """``torch.load`` with tensors only, memory-mapped where the file format allows (and its name:
+    torch reads a path ending in ``.safetensors`` as safetensors, so such a file is read from a handle)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Detected pickle protocol")  # torch's note, not the user's
+        if path.suffix == ".safetensors":
+            with open(path, "rb") as handle:
+                return torch.load(handle, map_location="cpu", weights_only=True)
         try:
             return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except RuntimeError as err:  # files of torch < 1.6 (the released ones) cannot be memory-mapped

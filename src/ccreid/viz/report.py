@@ -36,6 +36,7 @@ from ccreid.viz.ranks import pick_queries, protocol_features, protocol_metrics, 
 REPORT_NAME = "report.html"
 FILES_DIR = "report_files"
 METRICS_NAME = "metrics.jsonl"
+PASS_RUN = "pass the output folder of ccreid train/test/demo/ablation"
 
 logger = logging.getLogger(__name__)
 
@@ -144,6 +145,22 @@ def _check_table(results: object) -> None:
             raise ValueError(f"preset {name!r} is not a table of protocols and metrics")
 
 
+def _read_results(run_dir: Path) -> dict:
+    """``run_dir/results.json``, checked; one-line errors when ``run_dir`` is not a results folder."""
+    path = run_dir / "results.json"
+    if run_dir.is_file():
+        raise CCReIDError(f"{run_dir}: a file, not a folder; {PASS_RUN}")
+    if not path.is_file():
+        raise CCReIDError(f"no results file {path}{'' if run_dir.is_dir() else ' (no such folder)'}; {PASS_RUN}")
+    try:
+        results = json.loads(path.read_text())
+        _check_table(results)
+    except (OSError, ValueError) as err:
+        raise CCReIDError(f"results file {path} is damaged ({type(err).__name__}: {first_line(err, 80)}); "
+                          f"{PASS_RUN}")
+    return results
+
+
 def write_report(run_dir: str | Path, title: Optional[str] = None, samples: bool = True, num_queries: int = 4,
                  k: int = 8, num_images: int = 6, seed: int = 0, device: str = "auto",
                  progress: bool = False) -> List[Path]:
@@ -154,13 +171,7 @@ def write_report(run_dir: str | Path, title: Optional[str] = None, samples: bool
     """
     start = time.perf_counter()
     run_dir = Path(run_dir)
-    results_path = run_dir / "results.json"
-    try:
-        results = json.loads(results_path.read_text())
-        _check_table(results)
-    except (OSError, ValueError) as err:
-        raise CCReIDError(f"results file {results_path} is missing or damaged ({type(err).__name__}: "
-                          f"{first_line(err, 80)}); pass the output folder of ccreid train/test/demo/ablation")
+    results = _read_results(run_dir)
     runs = find_runs(run_dir, results)
     files = run_dir / FILES_DIR
     notes: List[str] = list(results.get("notes", []))
