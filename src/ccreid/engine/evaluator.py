@@ -88,6 +88,15 @@ def _score(feats: torch.Tensor, unique: Dict[str, int], query: List[ImageRecord]
     return score(qf, gf, *labels, rule=rule, ap_mode=test.ap_mode)
 
 
+def require_valid_queries(metrics: dict, name: str, split: EvalSplit) -> None:
+    """A one-line error saying why when no query of protocol ``name`` has a valid match (every
+    metric would read 0)."""
+    if metrics["queries"] == 0:
+        reason = no_match_reason(split.rule, [r.pid for r in split.query], [r.pid for r in split.gallery])
+        raise CCReIDError(f"protocol {name!r} ({split.rule} rule): {reason}; check the dataset's person, camera "
+                          f"and clothes ids, or leave the protocol out (test.protocols=[...])")
+
+
 def _mean(runs: List[dict]) -> dict:
     """Metrics averaged over single-shot galleries (query counts from the first)."""
     out = {key: sum(r[key] for r in runs) / len(runs) for key in METRICS}
@@ -131,10 +140,7 @@ def evaluate_splits(
         split = splits[name]
         galleries = single_shot_galleries(split.gallery, test.single_shot) if test.single_shot else [split.gallery]
         metrics = _mean([_score(feats, unique, split.query, gallery, split.rule, test) for gallery in galleries])
-        if metrics["queries"] == 0:
-            reason = no_match_reason(split.rule, [r.pid for r in split.query], [r.pid for r in split.gallery])
-            raise CCReIDError(f"protocol {name!r} ({split.rule} rule): {reason}; check the dataset's person, camera "
-                              f"and clothes ids, or leave the protocol out (test.protocols=[...])")
+        require_valid_queries(metrics, name, split)
         results[name] = {key: metrics[key] for key in METRIC_KEYS} | {"cmc": metrics.get("cmc")} | (
             {SINGLE_SHOT_KEY: test.single_shot} if test.single_shot else {})
     return results
