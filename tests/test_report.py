@@ -126,17 +126,25 @@ def test_missing_parts_are_warned_one_line_each(folders, tmp_path, capsys, monke
     from ccreid.cli import main
 
     train, _ = folders
-    bare = tmp_path / "bare"
-    shutil.copytree(train, bare, ignore=shutil.ignore_patterns("report*", "metrics.jsonl", "model.safetensors"))
-    results = json.loads((bare / "results.json").read_text())
-    (bare / "results.json").write_text(json.dumps({k: v for k, v in results.items() if k != "weights"}))
-    assert main(["report", str(bare)]) == 0
-    err = " ".join(capsys.readouterr().err.split())  # the log handler wraps at the terminal width
-    assert "training curves skipped: no training log (metrics.jsonl)" in err
-    assert "CMC curves, ranked lists and activation maps skipped: no model.safetensors found" in err
-    curves = tmp_path / "curves"
-    shutil.copytree(train, curves, ignore=shutil.ignore_patterns("report*"))
+
+    def copy(name: str, *leave_out: str) -> Path:
+        folder = tmp_path / name
+        shutil.copytree(train, folder, ignore=shutil.ignore_patterns("report*", *leave_out))
+        results = json.loads((folder / "results.json").read_text())  # no path to the original weights
+        (folder / "results.json").write_text(json.dumps({k: v for k, v in results.items() if k != "weights"}))
+        return folder
+
+    def warnings(*args: str) -> str:
+        capsys.readouterr()
+        assert main(["report", *args]) == 0
+        return " ".join(capsys.readouterr().err.split())  # the log handler wraps at the terminal width
+
+    assert "training curves and pictures skipped: no run in" in warnings(str(copy("bare", "metrics.jsonl",
+                                                                                   "model.safetensors")))
+    err = warnings(str(copy("no_weights", "model.safetensors")))
+    assert "CMC curves, ranked lists and activation maps of ours skipped: no model.safetensors found" in err
+    err = warnings(str(copy("no_log", "metrics.jsonl")), "--no-samples")
+    assert "training curves of ours skipped: no training log (metrics.jsonl) in its folder" in err
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # matplotlib not installed
-    assert main(["report", str(curves), "--no-samples"]) == 0
-    err = " ".join(capsys.readouterr().err.split())
+    err = warnings(str(copy("no_matplotlib")), "--no-samples")
     assert "training curves skipped: plots need matplotlib" in err and "Traceback" not in err

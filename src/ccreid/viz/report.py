@@ -97,9 +97,9 @@ def model_pictures(runs: List[Run], files: Path, num_queries: int, k: int, num_i
                    device, progress: bool, notes: List[str]) -> List[Tuple[Path, str]]:
     """CMC curves, activation and attention maps, ranked lists of the runs with weights."""
     weighted = [r for r in runs if r.weights]
-    if not weighted:
-        _skipped(notes, "CMC curves, ranked lists and activation maps",
-                 f"no {WEIGHTS_NAME} found (in the folder, its runs' folders or where results.json's weights points)")
+    for run in (r for r in runs if not r.weights):
+        _skipped(notes, f"CMC curves, ranked lists and activation maps of {run.label}",
+                 f"no {WEIGHTS_NAME} found (in its folder, or where results.json's weights points)")
     ranks: List[Tuple[Path, str]] = []
     curves: Dict[str, Dict[str, List[float]]] = {}
     with_bsga: List[Run] = []
@@ -176,10 +176,13 @@ def write_report(run_dir: str | Path, title: Optional[str] = None, samples: bool
     files = run_dir / FILES_DIR
     notes: List[str] = list(results.get("notes", []))
     training: List[Tuple[Path, str]] = []
+    if not runs:
+        _skipped(notes, "training curves and pictures", f"no run in {run_dir} ({WEIGHTS_NAME}, {METRICS_NAME} or "
+                                                        "<preset>/seed*/ folders of the presets in results.json)")
+    for run in (r for r in runs if not r.metrics):
+        _skipped(notes, f"training curves of {run.label}", f"no training log ({METRICS_NAME}) in its folder")
     logs = {r.label: r.metrics for r in runs if r.metrics}
-    if not logs:
-        _skipped(notes, "training curves", f"no training log ({METRICS_NAME}) in {run_dir} or its runs' folders")
-    else:
+    if logs:
         try:
             training.append((plot_training(logs, files / "training.png"),
                              "training curves (losses, learning rate, validation top-1)"))
