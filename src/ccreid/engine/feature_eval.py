@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 from ccreid.engine.evaluator import METRIC_KEYS
-from ccreid.engine.features_io import load_protocol_features
+from ccreid.engine.features_io import load_features
 from ccreid.errors import CCReIDError
 from ccreid.evaluation import evaluate, evaluate_distmat, rerank_features
 from ccreid.evaluation.ranking import no_match_reason
@@ -46,7 +46,7 @@ def evaluate_feature_file(
     mINP stay those of the whole gallery, as in torchreid) and adds ``single_gallery_shot``
     and ``seed``.
     """
-    protocol, arrays = load_protocol_features(path, protocol)
+    protocol, arrays = load_features(path, protocol)
     qf, gf = arrays["qf"], arrays["gf"]
     if aqe:
         qf, gf = alpha_query_expansion(qf, gf)

@@ -56,19 +56,12 @@ def _check_features(path: Path, key: str, x: np.ndarray) -> None:
             raise CCReIDError(f"{path}: key {key!r} has NaN or inf values (first in row {start + int(bad.argmax())})")
 
 
-def load_features(path: str | Path, require_clothes: bool = False) -> Dict[str, np.ndarray]:
-    """Every array of the ``.npz`` at ``path``, after validation.
-
-    ``require_clothes``: the clothes ids are needed (``sc``/``cc`` rules). Any problem
-    raises :class:`CCReIDError` naming the file and the key.
+def load_features(path: str | Path, protocol: Optional[str] = None) -> Tuple[str, Dict[str, np.ndarray]]:
+    """The rule to score the ``.npz`` at ``path`` with (:func:`features_protocol`: the protocol it
+    was extracted for, else ``protocol``, else ``general``) and every array of it, validated for
+    that rule (clothes ids for ``sc``/``cc``). Any problem raises :class:`CCReIDError` naming the
+    file and the key.
     """
-    path = Path(path)
-    return _validated(path, _read_npz(path), require_clothes)
-
-
-def load_protocol_features(path: str | Path, protocol: Optional[str] = None) -> Tuple[str, Dict[str, np.ndarray]]:
-    """The rule to score the features file at ``path`` with (:func:`features_protocol`) and its
-    arrays, validated for that rule (clothes ids for ``sc``/``cc``)."""
     path = Path(path)
     arrays = _read_npz(path)
     rule = features_protocol(path, arrays, protocol)
