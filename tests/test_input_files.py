@@ -124,3 +124,21 @@ def test_report_of_a_file_or_an_empty_folder_says_so(tmp_path, capsys) -> None:
                            (tmp_path / "gone", "(no such folder)")):
         assert main(["report", str(target)]) == 2
         assert needle in capsys.readouterr().err.replace("\n", "")
+
+
+def test_images_a_folder_or_unreadable_say_so(tmp_path, monkeypatch) -> None:
+    from PIL import Image
+
+    from ccreid.data import dataset
+
+    assert "a folder, not a file" in one_line(dataset.read_image, str(tmp_path))
+    path = tmp_path / "a.png"
+    Image.new("RGB", (4, 4)).save(path)
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(dataset, "read_file", lambda p: (_ for _ in ()).throw(RuntimeError("[Errno 13]")))
+    monkeypatch.setattr(dataset.Image, "open", denied)  # tests run as root: no file is unreadable to them
+    message = one_line(dataset.read_image, str(path))
+    assert f"cannot read image {path}: permission denied" in message and "damaged" not in message
