@@ -264,7 +264,7 @@ def _kind(value: Any) -> str:
     return "a list" if isinstance(value, list) else "a mapping" if isinstance(value, dict) else "one value"
 
 
-def check_shapes(values: Any, where: str, schema: type = None, prefix: str = "") -> None:
+def check_shapes(values: Any, where: str, schema: Optional[type] = None, prefix: str = "") -> None:
     """Lists where the schema has lists, single values where it has values, sections where it
     has sections: one-line errors (``where`` names the file or override) instead of omegaconf's
     ("AnyNode is not a ListConfig", "Cannot merge incompatible container types", nested lists
@@ -327,8 +327,8 @@ def _override_layer(item: str) -> DictConfig:
         raise CCReIDError(f"override {item!r} must look like key=value (e.g. train.epochs=3)")
     try:
         layer = OmegaConf.from_dotlist([item])
-    except OmegaConfBaseException:
-        raise
+    except OmegaConfBaseException as err:
+        raise CCReIDError(f"override {item!r}: {first_line(err, 200)}")
     except Exception as err:  # yaml syntax errors come in many types
         raise CCReIDError(f"override {item!r}: cannot parse the value ({_yaml_problem(err)}); write a list as [a,b] "
                           "and quote text holding brackets, braces, commas or colons ('a,b')")
