@@ -142,3 +142,17 @@ def test_images_a_folder_or_unreadable_say_so(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(dataset.Image, "open", denied)  # tests run as root: no file is unreadable to them
     message = one_line(dataset.read_image, str(path))
     assert f"cannot read image {path}: permission denied" in message and "damaged" not in message
+
+
+def test_vit_weights_named_as_the_other_format_say_rename(tmp_path) -> None:
+    from torch import nn
+
+    from ccreid.engine.pretrained import load_vit_pretrained
+
+    pytest.importorskip("timm")
+    renamed, zipped = tmp_path / "vit.pth", tmp_path / "vit.safetensors"
+    save_file(TENSORS, str(renamed))
+    torch.save(TENSORS, zipped)
+    for path, right in ((renamed, ".safetensors"), (zipped, ".pth")):
+        message = one_line(load_vit_pretrained, nn.Linear(2, 2), "vit_tiny_patch16_224", str(path), {})
+        assert f"rename it to end in {right}" in message and "pickle" not in message.lower()

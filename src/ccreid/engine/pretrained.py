@@ -4,8 +4,8 @@
 ImageNet weights (``none``, ``imagenet`` or a path):
 
 - a local safetensors file or ``torch.save`` checkpoint (told apart by content, not by name),
-  read with safetensors or ``torch.load(weights_only=True)`` (no pickled code runs) and mapped onto the backbone's keys by
-  :func:`ccreid.models.weights.load_state_into`;
+  read with safetensors or ``torch.load(weights_only=True)`` (no pickled code runs) and
+  mapped onto the backbone's keys by :func:`ccreid.models.weights.load_state_into`;
 - ``imagenet`` for a ccreid ResNet (or any backbone with a ``weights_url``): torchvision's
   default weights, from the torch hub cache or downloaded there (hash checked);
 - ``imagenet`` for ``timm:<name>`` and the ViT preset: timm's own pretrained weights.
@@ -145,9 +145,10 @@ def load_vit_pretrained(vit: nn.Module, name: str, pretrained: str, create_kwarg
         from timm.models.vision_transformer import checkpoint_filter_fn
 
         path, kind = _weight_file(pretrained)
-        if kind == SAFETENSORS and path.suffix != ".safetensors":  # timm reads a file by its name
-            raise CCReIDError(f"{LABEL} {path}: a safetensors file named {path.suffix or 'without a suffix'}; "
-                              "rename it to end in .safetensors")
+        if (kind == SAFETENSORS) != (path.suffix == ".safetensors"):  # timm tells formats by the name
+            right = ".safetensors" if kind == SAFETENSORS else ".pth"
+            raise CCReIDError(f"{LABEL} {path}: {describe_format(kind)} named {path.suffix or 'without a suffix'}, "
+                              f"and timm reads files by their name; rename it to end in {right}")
         try:
             load_checkpoint(vit, str(path), strict=False, filter_fn=checkpoint_filter_fn)
         except (OSError, RuntimeError, KeyError, pickle.UnpicklingError) as err:
