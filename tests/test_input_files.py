@@ -156,3 +156,12 @@ def test_vit_weights_named_as_the_other_format_say_rename(tmp_path) -> None:
     for path, right in ((renamed, ".safetensors"), (zipped, ".pth")):
         message = one_line(load_vit_pretrained, nn.Linear(2, 2), "vit_tiny_patch16_224", str(path), {})
         assert f"rename it to end in {right}" in message and "pickle" not in message.lower()
+
+
+@pytest.mark.parametrize("dataset", ["prcc", "ltcc", "synthetic"])
+def test_a_file_as_the_dataset_folder_says_so(tmp_path, capsys, dataset) -> None:
+    afile = tmp_path / "data.txt"
+    afile.write_text("x")
+    assert main(["data", "check", "--dataset", dataset, "--root", str(afile)]) == 2
+    err = capsys.readouterr().err.replace("\n", "")
+    assert f"{afile} is a file, not " in err and "does not exist" not in err and "choose another --out" not in err, err
