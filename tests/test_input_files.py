@@ -165,3 +165,12 @@ def test_a_file_as_the_dataset_folder_says_so(tmp_path, capsys, dataset) -> None
     assert main(["data", "check", "--dataset", dataset, "--root", str(afile)]) == 2
     err = capsys.readouterr().err.replace("\n", "")
     assert f"{afile} is a file, not " in err and "does not exist" not in err and "choose another --out" not in err, err
+
+
+def test_an_empty_training_log_is_not_plotted_as_empty_curves(tmp_path, capsys) -> None:
+    pytest.importorskip("matplotlib")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.jsonl").write_text("\n")
+    assert main(["viz", "curves", "--runs", str(tmp_path / "run"), "--out", str(tmp_path / "out")]) == 2
+    assert "holds no iteration records" in capsys.readouterr().err.replace("\n", "")
+    assert not (tmp_path / "out" / "training.png").exists()
