@@ -92,7 +92,7 @@ def test_malicious_pickles_are_never_executed(run, tmp_path) -> None:
     raw.write_bytes(pickle.dumps({"epoch": Evil(str(marker))}, protocol=2))
     error(f"state file {raw} is damaged", load_state, raw)
     (folder / WEIGHTS_NAME).write_bytes(pickle.dumps(Evil(str(marker)), protocol=2))
-    error("not a safetensors file", load_weights, folder / WEIGHTS_NAME)
+    error("a PyTorch checkpoint .torch.save., not a ccreid model.safetensors", load_weights, folder / WEIGHTS_NAME)
     assert not marker.exists()
 
 
@@ -108,7 +108,7 @@ def test_missing_files_metadata_and_tensors(run, tmp_path) -> None:
     first = run / "checkpoints" / "epoch-0001"
     (first / STATE_NAME).unlink()
     error(f"state file {first / STATE_NAME} not found; no earlier good checkpoint", load_checkpoint, first)
-    error("weights file .*missing.safetensors not found", load_weights, tmp_path / "missing.safetensors")
+    error("weights file .*missing.safetensors: not found", load_weights, tmp_path / "missing.safetensors")
     del weights["head.bnneck.weight"]
     message = error("does not fit the model: 1 missing .head.bnneck.weight.", restore_weights, tiny_model(),
                     weights, "w.safetensors")

@@ -36,8 +36,17 @@ def test_extract_then_eval_reproduces_ccreid_test(checkpoint, tmp_path, capsys, 
     assert {"qf", "gf", "q_pids", "g_pids", "q_camids", "g_camids", "q_clothes", "g_clothes", "q_paths"} <= set(
         stored.files)
     assert np.allclose(np.linalg.norm(stored["qf"], axis=1), 1, atol=1e-5)
-    metrics = run_json(["eval", "--features", str(feats), "--protocol", protocol, "--json"], capsys)
-    assert set(metrics) == {"rank1", "rank5", "rank10", "mAP", "mINP", "queries", "queries_without_match", "cmc"}
+    assert str(stored["protocol"]) == protocol  # the file records its protocol, and eval uses it
+    metrics = run_json(["eval", "--features", str(feats), "--json"], capsys)
+    assert set(metrics) == {"rank1", "rank5", "rank10", "mAP", "mINP", "queries", "queries_without_match", "cmc",
+                            "protocol"}
+    assert metrics["protocol"] == protocol
+    assert main(["eval", "--features", str(feats), "--protocol", "general"]) == 2
+    err = capsys.readouterr().err.replace("\n", "")
+    assert f"holds the query and gallery of protocol {protocol}" in err and f"--protocol {protocol}" in err
+    old = tmp_path / "old.npz"  # a file of an older ccreid: no record, --protocol as given
+    np.savez(old, **{key: stored[key] for key in stored.files if key != "protocol"})
+    assert run_json(["eval", "--features", str(old), "--protocol", protocol, "--json"], capsys) == metrics
     expected = tester.test_checkpoint(weights, tmp_path / "test")["ours"][protocol]
     for key in ("rank1", "rank5", "mAP", "mINP", "queries", "queries_without_match"):
         assert metrics[key] == pytest.approx(expected[key], abs=1e-6), key
@@ -76,7 +85,7 @@ def test_eval_bad_inputs_name_the_key(tmp_path, capsys):
     assert "q_clothes" in capsys.readouterr().err
 
 
-def test_extract_from_folder_and_csv(checkpoint, tmp_path):
+def test_extract_from_folder_and_csv(checkpoint, tmp_path, capsys):
     root, manifest, weights = checkpoint
     folder = tmp_path / "folder.npz"
     assert main(["extract", "--weights", str(weights), "--images", str(root / "data" / "images"), "--out",
@@ -84,6 +93,9 @@ def test_extract_from_folder_and_csv(checkpoint, tmp_path):
     stored = np.load(folder)
     assert set(stored.files) == {"gf", "g_paths"} and len(stored["gf"]) == len(list((root / "data" / "images").iterdir()))
     assert list(stored["g_paths"]) == sorted(stored["g_paths"])
+    assert main(["eval", "--features", str(folder)]) == 2  # said to be a folder extract, not a damaged file
+    err = capsys.readouterr().err.replace("\n", "")
+    assert "holds a folder or list extract" in err and "--protocol" in err and "missing key" not in err
     table = tmp_path / "table.npz"
     assert main(["extract", "--weights", str(weights), "--images", str(manifest), "--out", str(table), "--quiet"]) == 0
     stored = np.load(table)
@@ -157,7 +169,10 @@ def test_test_rerank_and_single_shot_match_stored_feature_evaluation(checkpoint,
     assert tested["rank1"] == pytest.approx(reranked["rank1"], abs=1e-6)
 
     single = tester.test_checkpoint(weights, tmp_path / "ss", overrides=["test.single_shot=3"])["ours"]["cc"]
-    arrays = load_features(feats, require_clothes=True)
+    assert single["single_shot"] == 3  # labelled single-shot in results.json, results.md and printed tables
+    assert json.loads((tmp_path / "ss" / "results.json").read_text())["presets"]["ours"]["cc"]["single_shot"] == 3
+    assert "single-shot x3" in (tmp_path / "ss" / "results.md").read_text().splitlines()[0]
+    arrays = load_features(feats, "cc")[1]
     cfg, _ = tester.load_checkpoint_config(weights, None, [])
     split = DataManager(cfg, need_parsing=False).eval_splits("test")["cc"]
     row = {str(p): i for i, p in enumerate(arrays["g_paths"])}
@@ -202,9 +217,49 @@ def test_eval_roc_single_gallery_shot_and_rerank_impl(tmp_path, capsys):
     assert dense.pop("cmc") == pytest.approx(sparse.pop("cmc"), abs=1e-6) and dense == pytest.approx(sparse, abs=1e-6)
     assert main(["eval", "--features", str(feats), "--roc", "--single-gallery-shot", "2"]) == 0
     out = capsys.readouterr().out
-    assert "TPR@FPR=1e-04" in out and "single-gallery-shot x2" in out
+    assert "TPR@FPR=1e-04" in out and "single-gallery-shot x2" in out and "single-shot top-1" in out
     for bad, needle in ((["--rerank-impl", "sparse"], "--rerank-impl sparse needs --rerank"),
                         (["--single-gallery-shot", "-1"], "--single-gallery-shot")):
         assert main(["eval", "--features", str(feats), *bad]) == 2
         err = capsys.readouterr().err
         assert needle in err and len(err.strip().splitlines()) == 1
+
+
+def test_eval_without_valid_queries_or_negative_pairs_says_why(tmp_path, capsys):
+    base = {"qf": np.eye(4, dtype=np.float32)[:2], "gf": np.eye(4, dtype=np.float32)[1:], "q_pids": np.array([0, 1]),
+            "g_pids": np.array([0, 1, 1]), "q_camids": np.zeros(2, int), "g_camids": np.ones(3, int),
+            "q_clothes": np.zeros(2, int), "g_clothes": np.zeros(3, int)}
+    cases = [  # every match in the query's clothes: the cc rule removes them all
+        (dict(base), ["--protocol", "cc"], "cc protocol: none of the 2 queries has a valid match: the cc rule removes"),
+        (dict(base, g_pids=np.array([5, 6, 7])), [], "no gallery image shares a query's person id"),
+        (dict(base, g_pids=np.array([0, 0, 0]), q_pids=np.array([0, 0])), ["--roc"],
+         "option --roc: features file"),
+    ]
+    for arrays, options, needle in cases:
+        path = tmp_path / "f.npz"
+        np.savez(path, **arrays)
+        capsys.readouterr()
+        assert main(["eval", "--features", str(path), *options]) == 2
+        err = capsys.readouterr().err
+        assert needle in err.replace("\n", "") and "Traceback" not in err, err
+
+
+def test_test_and_train_evaluation_without_valid_queries_names_the_protocol():
+    from torch import nn
+
+    from ccreid.config import TestConfig as EvalOptions
+    from ccreid.data.records import EvalSplit, ImageRecord
+    from ccreid.engine.evaluator import evaluate_splits
+    from ccreid.errors import CCReIDError
+
+    query = [ImageRecord(f"q{i}.png", i, 0, 0) for i in range(2)]
+    gallery = [ImageRecord(f"g{i}.png", i % 2, 1, 0) for i in range(4)]  # all in the queries' clothes
+
+    def make_loader(records):
+        return [{"image": torch.randn(len(records), 3, 4, 2), "camid": torch.zeros(len(records), dtype=torch.long)}]
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(24, 5))
+    with pytest.raises(CCReIDError, match=r"protocol 'cc' \(cc rule\): none of the 2 queries has a valid match: the "
+                                          r"cc rule removes .*test.protocols="):
+        evaluate_splits(model, {"cc": EvalSplit(query, gallery, "cc")}, make_loader, torch.device("cpu"),
+                        EvalOptions())

@@ -101,3 +101,41 @@ def test_base_cycles_and_non_mappings_are_one_line_errors(tmp_path):
         load_config(str(tmp_path / "a.yaml"))
     with pytest.raises(CCReIDError, match="top level must be a mapping"):
         load_config(str(tmp_path / "list.yaml"))
+
+
+@pytest.mark.parametrize("override,expected", [
+    ("model.bsga.stages=[layer2", "cannot parse the value (did not find expected ',' or ']')"),
+    ("train.milestones=[1,,2]", "cannot parse the value"),
+    ("train.milestones=[[1]]", "config key 'train.milestones' takes a list of int, got [[1]]; write a list as [a,b]"),
+    ("model.cre.clothes_labels=[[1,2]]", "takes a list of int"),
+    ("model.bsga.stages={a:1}", "config key 'model.bsga.stages' takes a list of str"),
+    ("model.bsga.stages=layer3", "write a list as [a,b] (e.g. model.bsga.stages=[layer4])"),
+    ("train.milestones=5", "write a list as [a,b] (e.g. train.milestones=[20,40])"),
+    ("train.epochs=[1]", "config key 'train.epochs' takes one int value, got a list ([1])"),
+    ("data.root=a: b", "quote text"),
+    ("model=3", "config key 'model' is a section of keys"),
+    ("=3", "must look like key=value"),
+])
+def test_override_syntax_and_shape_errors_name_the_override(override, expected):
+    with pytest.raises(CCReIDError) as err:
+        load_config("synthetic", [override])
+    message = str(err.value)
+    assert expected in message and repr(override) in message and "\n" not in message, message
+    assert "AnyNode" not in message and "ListConfig" not in message
+
+
+def test_yaml_file_shape_errors_name_the_file(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("model:\n  bsga:\n    stages: layer3\n")
+    with pytest.raises(CCReIDError, match=f"config file {path}: config key 'model.bsga.stages' takes a list"):
+        load_config(str(path))
+
+
+def test_missing_or_odd_base_names_the_including_file(tmp_path):
+    mine = tmp_path / "mine.yaml"
+    for base, expected in (("nope.yaml", "_base_ nope.yaml not found: neither"), (".", "is a folder"),
+                           ("[a, b]", "_base_ must name one config file")):
+        mine.write_text(f"_base_: {base}\n")
+        with pytest.raises(CCReIDError) as err:
+            load_config(str(mine))
+        assert f"config file {mine}: " in str(err.value) and expected in str(err.value), str(err.value)

@@ -74,7 +74,7 @@ def test_missing_image_and_unreadable_image(tmp_path):
     record = ImageRecord(str(tmp_path / "gone.jpg"), 0, 0, 0)
     with pytest.raises(CCReIDError) as err:
         make([record], need_parsing=False)[0]
-    assert "gone.jpg not found" in str(err.value) and "\n" not in str(err.value)
+    assert "gone.jpg: not found" in str(err.value) and "\n" not in str(err.value)
     (tmp_path / "junk.jpg").write_bytes(b"not an image at all")
     with pytest.raises(CCReIDError, match="cannot decode image .*junk.jpg"):
         make([ImageRecord(str(tmp_path / "junk.jpg"), 0, 0, 0)], need_parsing=False)[0]

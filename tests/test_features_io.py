@@ -23,7 +23,7 @@ def test_round_trip_keeps_extra_arrays_and_leaves_no_temp_file(tmp_path):
     data = arrays() | {"g_paths": np.array(["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg"])}
     path = save_features(tmp_path / "feats.npz", **data)
     assert [p.name for p in tmp_path.iterdir()] == ["feats.npz"]
-    loaded = load_features(path, require_clothes=True)
+    loaded = load_features(path, "cc")[1]
     assert set(loaded) == set(data)
     for key, value in data.items():
         np.testing.assert_array_equal(loaded[key], value)
@@ -33,9 +33,9 @@ def test_clothes_are_optional_for_the_general_rule(tmp_path):
     data = arrays()
     del data["q_clothes"], data["g_clothes"]
     path = save_features(tmp_path / "f.npz", **data)
-    assert "q_clothes" not in load_features(path)
+    assert "q_clothes" not in load_features(path)[1]
     with pytest.raises(CCReIDError, match="missing key 'q_clothes'"):
-        load_features(path, require_clothes=True)
+        load_features(path, "cc")
 
 
 def _nan(data):

@@ -99,14 +99,16 @@ def test_weight_file_errors(tmp_path) -> None:
     torch.save({"encoder.weight": torch.zeros(2)}, wrong)
     message = one_line_error("no backbone weights matched", resnet, str(wrong))
     assert str(wrong) in message and "expected a torchvision/timm resnet18 state dict" in message
-    one_line_error(f"{tmp_path / 'missing.pth'} not found", resnet, str(tmp_path / "missing.pth"))
+    one_line_error(f"{tmp_path / 'missing.pth'}: not found", resnet, str(tmp_path / "missing.pth"))
     for name, content in [("broken.pt", b"not a checkpoint"), ("broken.safetensors", b"\x08" * 40)]:
         (tmp_path / name).write_bytes(content)
-        one_line_error(f"cannot read weight file {tmp_path / name}", resnet, str(tmp_path / name))
+        one_line_error(f"weight file {tmp_path / name}: neither a safetensors file nor a PyTorch checkpoint",
+                       resnet, str(tmp_path / name))
     marker = tmp_path / "pwned"
     evil = tmp_path / "evil.pth"
     evil.write_bytes(pickle.dumps({"conv1.weight": Evil(str(marker))}, protocol=2))
-    one_line_error("cannot read weight file", resnet, str(evil))
+    one_line_error("weight file .*evil.pth: a PyTorch checkpoint .torch.save. that cannot be read", resnet,
+                   str(evil))
     assert not marker.exists()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -119,3 +120,31 @@ def test_report_reuses_the_final_test_features_unless_stale(tmp_path, monkeypatc
     assert load_test_features(run / TEST_FEATURES_NAME, weights, flip=True) is None
     write_report(run, device="cpu", num_queries=1, k=2)
     assert extracted == [1]
+
+
+def test_missing_parts_are_warned_one_line_each(folders, tmp_path, capsys, monkeypatch):
+    from ccreid.cli import main
+
+    train, _ = folders
+
+    def copy(name: str, *leave_out: str) -> Path:
+        folder = tmp_path / name
+        shutil.copytree(train, folder, ignore=shutil.ignore_patterns("report*", *leave_out))
+        results = json.loads((folder / "results.json").read_text())  # no path to the original weights
+        (folder / "results.json").write_text(json.dumps({k: v for k, v in results.items() if k != "weights"}))
+        return folder
+
+    def warnings(*args: str) -> str:
+        capsys.readouterr()
+        assert main(["report", *args]) == 0
+        return " ".join(capsys.readouterr().err.split())  # the log handler wraps at the terminal width
+
+    assert "training curves and pictures skipped: no run in" in warnings(str(copy("bare", "metrics.jsonl",
+                                                                                   "model.safetensors")))
+    err = warnings(str(copy("no_weights", "model.safetensors")))
+    assert "CMC curves, ranked lists and activation maps of ours skipped: no model.safetensors found" in err
+    err = warnings(str(copy("no_log", "metrics.jsonl")), "--no-samples")
+    assert "training curves of ours skipped: no training log (metrics.jsonl) in its folder" in err
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # matplotlib not installed
+    err = warnings(str(copy("no_matplotlib")), "--no-samples")
+    assert "training curves skipped: plots need matplotlib" in err and "Traceback" not in err

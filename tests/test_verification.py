@@ -73,9 +73,12 @@ def test_few_pairs_and_no_negatives():
     # fewer than 10^4 negatives: no negative may be accepted, the threshold is the smallest one (0.2)
     assert got["tpr@fpr=1e-04"] == pytest.approx(100 * 1 / 3)
     same = dict(labels, q_pids=[0, 0], g_pids=[0, 0, 0])
-    assert verification_rates_distmat(dist, **same) == {"tpr@fpr=1e-04": 100.0, "tpr@fpr=1e-03": 100.0,
-                                                        "tpr@fpr=1e-02": 100.0, "positive_pairs": 6,
+    # no negative pairs: no false-positive rate exists, so neither does a TPR at one (not 100)
+    assert verification_rates_distmat(dist, **same) == {"tpr@fpr=1e-04": None, "tpr@fpr=1e-03": None,
+                                                        "tpr@fpr=1e-02": None, "positive_pairs": 6,
                                                         "negative_pairs": 0}
+    far = dict(labels, g_camids=[0, 0, 0])  # every same-identity pair shares the camera: no positives
+    assert verification_rates_distmat(dist, **far)["tpr@fpr=1e-02"] is None
 
 
 def test_bad_inputs():

@@ -85,10 +85,10 @@ def _parse_size(text: str) -> tuple[int, int]:
 def print_results(presets: Dict[str, Dict[str, dict]], title: str) -> None:
     """A rich table, one row per preset and protocol, columns top-1, top-5, mAP, mINP: narrow
     whatever the number of protocols (VC-Clothes has five), so it fits 120 columns."""
-    from ccreid.engine.results import ordered_protocols
+    from ccreid.engine.results import ordered_protocols, results_title
 
     protocols = ordered_protocols(sorted({p for res in presets.values() for p in res}))
-    table = Table(title=title)
+    table = Table(title=results_title(title, presets))
     for col in ("preset", "protocol", "top-1", "top-5", "mAP", "mINP"):
         table.add_column(col, justify="left" if col in ("preset", "protocol") else "right", no_wrap=True)
     for preset, res in presets.items():
@@ -235,9 +235,11 @@ def cmd_parse(args: argparse.Namespace) -> None:
 
 
 def print_metrics(metrics: dict, title: str) -> None:
-    """One row of ranking metrics (percent) with the query counts."""
+    """One row of ranking metrics (percent) with the query counts; single-gallery-shot rank-k
+    columns say so (mAP and mINP stay those of the whole gallery)."""
     table = Table(title=title)
-    for col in ("top-1", "top-5", "top-10", "mAP", "mINP", "queries", "without match"):
+    shot = "single-shot " if metrics.get("single_gallery_shot") else ""
+    for col in (f"{shot}top-1", f"{shot}top-5", f"{shot}top-10", "mAP", "mINP", "queries", "without match"):
         table.add_column(col, justify="right")
     table.add_row(*(f"{metrics[k]:.2f}" for k in ("rank1", "rank5", "rank10", "mAP", "mINP")),
                   str(metrics["queries"]), str(metrics["queries_without_match"]))
@@ -260,7 +262,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
         return
     rerank = (", alpha-QE" if args.aqe else "") + (", re-ranked" if args.rerank else "")
     shot = f", single-gallery-shot x{args.single_gallery_shot} (seed {args.seed})" if args.single_gallery_shot else ""
-    print_metrics(metrics, f"{args.features}: {args.protocol} protocol, {args.metric}, AP {args.ap_mode}{rerank}{shot}")
+    print_metrics(metrics, f"{args.features}: {metrics['protocol']} protocol, {args.metric}, AP {args.ap_mode}"
+                           f"{rerank}{shot}")
     if args.roc:
         table = Table(title="verification: TPR (%) at FPR over query-gallery pairs")
         rates = [key for key in metrics if key.startswith("tpr@fpr=")]
@@ -565,7 +568,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("eval", "metrics of stored features (.npz from ccreid extract)", cmd_eval)
     p.add_argument("--features", required=True, help=".npz with qf, gf, q_pids, g_pids, q_camids, g_camids "
                    "(+ q_clothes, g_clothes for sc/cc)")
-    p.add_argument("--protocol", choices=RULES, default="general")
+    p.add_argument("--protocol", choices=RULES, default=None,
+                   help="the rule (default: the protocol the file was extracted for, else general)")
     p.add_argument("--metric", choices=DISTANCES, default="cosine")
     p.add_argument("--ap-mode", choices=AP_MODES, default="noninterp",
                    help="noninterp: papers/Simple-CCReID/torchreid; market1501: official trapezoidal script")

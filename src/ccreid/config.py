@@ -8,14 +8,15 @@ its own :class:`Config` object.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import typing
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ccreid.errors import CCReIDError
+from ccreid.errors import CCReIDError, first_line
 
 PACKAGED_CONFIGS = Path(__file__).parent / "configs"
 
@@ -183,16 +184,27 @@ class Config:
     test: TestConfig = field(default_factory=TestConfig)
 
 
+def _packaged(name: str) -> Optional[Path]:
+    """The packaged config of a bare name (``synthetic``, ``prcc.yaml``), if there is one."""
+    packaged = PACKAGED_CONFIGS / f"{Path(name).stem}.yaml"
+    return packaged if Path(name).suffix in ("", ".yaml") and packaged.is_file() else None
+
+
+def _packaged_names() -> str:
+    return ", ".join(sorted(p.stem for p in PACKAGED_CONFIGS.glob("*.yaml")))
+
+
 def resolve_config_path(path: str) -> Path:
     """A file path, or the bare name of a packaged config (``synthetic``)."""
     candidate = Path(path)
+    if candidate.is_dir():
+        raise CCReIDError(f"config file {path}: a folder, not a file; pass a YAML file (e.g. {path}/config.yaml)")
     if candidate.is_file():
         return candidate
-    packaged = PACKAGED_CONFIGS / f"{candidate.stem}.yaml"
-    if candidate.suffix in ("", ".yaml") and packaged.is_file():
-        return packaged
-    known = ", ".join(sorted(p.stem for p in PACKAGED_CONFIGS.glob("*.yaml")))
-    raise CCReIDError(f"config file {path} not found (packaged configs: {known})")
+    packaged = _packaged(path)
+    if packaged is None:
+        raise CCReIDError(f"config file {path} not found (packaged configs: {_packaged_names()})")
+    return packaged
 
 
 BASE_KEY = "_base_"
@@ -210,15 +222,14 @@ def yaml_layers(path: Path, children: tuple = ()) -> list:
     except Exception as err:  # yaml syntax errors come in many types
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise CCReIDError(f"config file {path}{where}: cannot parse YAML ({problem})")
+        raise CCReIDError(f"config file {path}{where}: cannot parse YAML ({_yaml_problem(err)})")
     if not isinstance(layer, DictConfig):
         raise CCReIDError(f"config file {path}: the top level must be a mapping of keys (data:, model:, ...)")
     base = layer.pop(BASE_KEY, None)
+    check_shapes(OmegaConf.to_container(layer), f"config file {path}: ")
     if base is None:
         return [layer]
-    sibling = path.parent / str(base)
-    base_path = sibling if sibling.is_file() else resolve_config_path(str(base))
+    base_path = _base_path(path, base)
     if base_path.resolve() in (*children, path.resolve()):
         raise CCReIDError(f"config file {path}: {BASE_KEY} {base} inherits from itself")
     return yaml_layers(base_path, (*children, path.resolve())) + [layer]
@@ -238,30 +249,105 @@ def _renamed(layer: DictConfig) -> DictConfig:
     return layer
 
 
+def _yaml_problem(err: Exception) -> str:
+    """What a YAML parser error says is wrong, in one line."""
+    return getattr(err, "problem", None) or first_line(err)
+
+
+def _base_path(path: Path, base: Any) -> Path:
+    """The file ``_base_: base`` of the config file ``path`` names: beside it, or packaged."""
+    if not isinstance(base, str) or not base:
+        raise CCReIDError(f"config file {path}: {BASE_KEY} must name one config file (e.g. {BASE_KEY}: prcc.yaml)")
+    sibling = path.parent / base
+    if sibling.is_dir():
+        raise CCReIDError(f"config file {path}: {BASE_KEY} {base} is a folder ({sibling}); name a YAML file")
+    found = sibling if sibling.is_file() else _packaged(base)
+    if found is None:
+        raise CCReIDError(f"config file {path}: {BASE_KEY} {base} not found: neither {sibling} nor a packaged "
+                          f"config ({_packaged_names()}); fix the {BASE_KEY} line of {path}")
+    return found
+
+
+def _expected(hint: Any) -> Any:
+    """The type of a config field, ``Optional`` removed."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if typing.get_origin(hint) is typing.Union and len(args) == 1 else hint
+
+
+def _kind(value: Any) -> str:
+    return "a list" if isinstance(value, list) else "a mapping" if isinstance(value, dict) else "one value"
+
+
+def check_shapes(values: Any, where: str, schema: Optional[type] = None, prefix: str = "") -> None:
+    """Lists where the schema has lists, single values where it has values, sections where it
+    has sections: one-line errors (``where`` names the file or override) instead of omegaconf's
+    ("AnyNode is not a ListConfig", "Cannot merge incompatible container types", nested lists
+    taken as numbers). Unknown keys are left to omegaconf, which names them."""
+    hints = typing.get_type_hints(schema or Config)
+    for name, value in (values.items() if isinstance(values, dict) else ()):
+        if name not in hints or value is None:
+            continue
+        key, expected = f"{prefix}{name}", _expected(hints[name])
+        if is_dataclass(expected):
+            if not isinstance(value, dict):
+                raise CCReIDError(f"{where}config key {key!r} is a section of keys, got {_kind(value)} ({value!r}); "
+                                  f"set its keys: {key}.NAME=VALUE")
+            check_shapes(value, where, expected, f"{key}.")
+        elif typing.get_origin(expected) is list:
+            item = typing.get_args(expected)[0].__name__
+            nested = [v for v in value if isinstance(v, (list, dict))] if isinstance(value, list) else [value]
+            if nested:
+                raise CCReIDError(f"{where}config key {key!r} takes a list of {item}, got {value!r}; write a list "
+                                  f"as [a,b] (e.g. {key}=[{_list_example(schema or Config, name, item)}])")
+        elif isinstance(value, (list, dict)):
+            quote = "; quote text holding ': ', brackets or braces" if expected is str else ""
+            raise CCReIDError(f"{where}config key {key!r} takes one {expected.__name__} value, "
+                              f"got {_kind(value)} ({value!r}){quote}")
+
+
+def _list_example(schema: type, name: str, item: str) -> str:
+    """``a,b``: the field's default list, or two items of its type (messages)."""
+    default = next(f for f in fields(schema) if f.name == name).default_factory
+    values = default() if default is not MISSING else None
+    return ",".join(map(str, values or {"int": (1, 2), "float": (0.5, 1.0)}.get(item, ("a", "b"))))
+
+
 def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Config:
     """Defaults, then the YAML file (if any), then ``key=value`` overrides."""
     schema = OmegaConf.structured(Config)
     layers = [] if path is None else yaml_layers(resolve_config_path(path))
-    for item in overrides:
-        try:
-            item.encode("utf-8")
-        except UnicodeEncodeError:
-            raise CCReIDError(f"override {item!r} is not valid UTF-8; retype it")
-        if "=" not in item:
-            raise CCReIDError(f"override {item!r} must look like key=value (e.g. train.epochs=3)")
+    layers += [_override_layer(item) for item in overrides]
     try:
-        layers.append(OmegaConf.from_dotlist(list(overrides)))
         merged = OmegaConf.merge(schema, *map(_renamed, layers))
         cfg: Config = OmegaConf.to_object(merged)  # type: ignore[assignment]
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or ""
-        msg = str(err).splitlines()[0]
+        msg = first_line(err, 200)
         raise CCReIDError(f"config key {key!r}: {msg}" if key else f"config: {msg}")
     from ccreid.plugins import import_plugins  # here: plug-ins may import this module
 
     cfg.plugins = import_plugins(cfg.plugins)
     validate(cfg)
     return cfg
+
+
+def _override_layer(item: str) -> DictConfig:
+    """One ``key=value`` override as a config layer; one-line errors naming it."""
+    try:
+        item.encode("utf-8")
+    except UnicodeEncodeError:
+        raise CCReIDError(f"override {item!r} is not valid UTF-8; retype it")
+    if not item.partition("=")[0].strip() or "=" not in item:
+        raise CCReIDError(f"override {item!r} must look like key=value (e.g. train.epochs=3)")
+    try:
+        layer = OmegaConf.from_dotlist([item])
+    except OmegaConfBaseException as err:
+        raise CCReIDError(f"override {item!r}: {first_line(err, 200)}")
+    except Exception as err:  # yaml syntax errors come in many types
+        raise CCReIDError(f"override {item!r}: cannot parse the value ({_yaml_problem(err)}); write a list as [a,b] "
+                          "and quote text holding brackets, braces, commas or colons ('a,b')")
+    check_shapes(OmegaConf.to_container(layer), f"override {item!r}: ")
+    return layer
 
 
 def _choices() -> dict:

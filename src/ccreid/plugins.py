@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import List, Sequence
 
 from ccreid.errors import CCReIDError
+from ccreid.files import require_file
 
 ENTRY_POINT_GROUP = "ccreid.plugins"
 _entry_points_loaded = False
@@ -56,8 +57,8 @@ def import_plugins(names: Sequence[str]) -> List[str]:
     for name in names:
         is_file = name.endswith(".py")
         target = str(Path(name).expanduser().resolve()) if is_file else name
-        if is_file and not Path(target).is_file():
-            raise CCReIDError(f"config key 'plugins': file {name} not found")
+        if is_file:
+            require_file(target, "config key 'plugins': file", "list modules or existing .py files")
         try:
             if is_file:
                 _import_file(Path(target))

@@ -24,7 +24,8 @@ from torchvision.io import ImageReadMode, decode_image, read_file
 
 from ccreid.config import DataConfig
 from ccreid.data.records import ImageRecord
-from ccreid.errors import CCReIDError
+from ccreid.errors import CCReIDError, first_line
+from ccreid.files import require_file
 
 Decoded = Tuple[torch.Tensor, Optional[torch.Tensor]]  # uint8 image [3,H,W], label map [H,W] or None
 Transform = Callable[[torch.Tensor, Optional[torch.Tensor]], Tuple[torch.Tensor, torch.Tensor]]
@@ -63,8 +64,7 @@ def parse_hint(data: DataConfig) -> str:
 
 def read_image(path: str) -> torch.Tensor:
     """``uint8 [3,H,W]`` RGB; a one-line :class:`CCReIDError` naming the file otherwise."""
-    if not Path(path).is_file():
-        raise CCReIDError(f"image file {path} not found; check data.root or regenerate the dataset")
+    require_file(path, "image file", "pass image files, or check data.root (or regenerate the dataset)")
     try:
         with warnings.catch_warnings():  # torchvision >= 0.29 flags its decoders as deprecated
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -73,6 +73,9 @@ def read_image(path: str) -> torch.Tensor:
         try:
             with Image.open(path) as img:
                 return torch.from_numpy(np.array(img.convert("RGB"))).permute(2, 0, 1).contiguous()
+        except PermissionError:
+            raise CCReIDError(f"cannot read image {path}: permission denied; make it readable (chmod a+r) or "
+                              "remove it") from None
         except (OSError, ValueError, Image.DecompressionBombError):
             raise CCReIDError(f"cannot decode image {path}: damaged, or not a JPEG/PNG/BMP/WebP image; "
                               "replace or remove the file") from None
@@ -91,8 +94,7 @@ def read_parsing(path: str) -> torch.Tensor:
                     raise ValueError(f"mode {img.mode}; expected a single-channel (P or L) PNG of class indices")
                 array = np.array(img)
     except (OSError, ValueError) as err:
-        reason = str(err).splitlines()[0]
-        raise CCReIDError(f"cannot read parsing map {path} ({reason}); replace or remove the file")
+        raise CCReIDError(f"cannot read parsing map {path} ({first_line(err)}); replace or remove the file")
     if array.ndim != 2 or not np.issubdtype(array.dtype, np.integer):
         raise CCReIDError(
             f"parsing map {path}: expected HxW integer labels or HxWxC probabilities, got {array.dtype} {array.shape}"

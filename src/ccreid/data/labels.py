@@ -15,7 +15,8 @@ from typing import Iterable, Union
 import torch
 import yaml
 
-from ccreid.errors import CCReIDError
+from ccreid.errors import CCReIDError, first_line
+from ccreid.files import require_file
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ def load_label_table(path: Union[str, Path]) -> LabelSet:
         text = path.read_text()
         table = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except (OSError, ValueError, yaml.YAMLError) as err:
-        raise CCReIDError(f"label table {path}: cannot read it ({str(err).splitlines()[0]})")
+        raise CCReIDError(f"label table {path}: cannot read it ({first_line(err)})")
     if not isinstance(table, dict) or set(table) != {"clothes", "body"}:
         example = "{clothes: [1, 5], body: [2, 13]}"
         raise CCReIDError(f"label table {path}: expected exactly the keys 'clothes' and 'body', e.g. {example}")
@@ -91,8 +92,9 @@ def get_label_set(name_or_path: Union[str, Path, LabelSet]) -> LabelSet:
     key = str(name_or_path)
     if key.lower() in BUILTIN:
         return BUILTIN[key.lower()]
-    if Path(key).is_file():
-        return load_label_table(key)
+    if Path(key).exists():
+        return load_label_table(require_file(key, "config key 'data.parsing.labels':", f"pass {', '.join(BUILTIN)} "
+                                             "or a table file ({clothes: [...], body: [...]} in YAML or JSON)"))
     raise CCReIDError(
         f"data.parsing.labels: {key!r} is neither a built-in label set ({', '.join(BUILTIN)}) "
         "nor an existing table file ({clothes: [...], body: [...]} in YAML or JSON)"

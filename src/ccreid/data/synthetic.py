@@ -94,6 +94,9 @@ def generate(root: str | Path, ids: int = 120, outfits: int = 3, images_per_outf
         raise CCReIDError(f"option --outfits: {outfits} is too few (clothes changing needs at least 2)")
     if images_per_outfit < 1 or height < 32 or width < 16:
         raise CCReIDError("options --images-per-outfit >= 1 and --size at least 32x16 are required")
+    if root.is_file():
+        raise CCReIDError(f"{root} is a file, not a folder; choose a folder for the synthetic dataset (ccreid synth "
+                          "--out, or the config key data.root)")
     meta = root / "meta.json"
     if meta.is_file():
         if _made_with(meta, options):

@@ -18,7 +18,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ccreid.engine.runtime import atomic_path
-from ccreid.errors import CCReIDError
+from ccreid.errors import CCReIDError, first_line
+from ccreid.files import EMPTY, PICKLE, SAFETENSORS, TORCH_ZIP, describe_format, require_file, weights_format
 from ccreid.models.weights import count_names
 
 WEIGHTS_NAME = "model.safetensors"
@@ -44,25 +45,39 @@ def save_weights(path: str | Path, model: nn.Module, config_yaml: str, num_class
         save_file(tensors, str(tmp), metadata=metadata)
 
 
-def _reason(err: Exception) -> str:
-    """``Type: first line`` of a reading error, kept short (one-line messages)."""
-    lines = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {lines[0][:120]}" if lines else type(err).__name__
+PASS_WEIGHTS = "pass the model.safetensors of a training run (or its folder)"
+#: where a PyTorch checkpoint passed as ccreid weights belongs instead
+TORCH_FILE_TODO = ("a backbone's .pth goes to model.pretrained, an SCHP checkpoint to data.parsing.weights "
+                   "or ccreid parse")
+
+
+def _weights_path(path: Path) -> Path:
+    """``path``, or a run folder's ``model.safetensors``; one-line errors for anything else."""
+    if path.is_dir():
+        if not (path / WEIGHTS_NAME).is_file():
+            raise CCReIDError(f"weights file {path}: a folder without {WEIGHTS_NAME}; {PASS_WEIGHTS}")
+        path = path / WEIGHTS_NAME
+    path = require_file(path, "weights file", PASS_WEIGHTS)
+    kind = weights_format(path)
+    if kind in (TORCH_ZIP, PICKLE):
+        raise CCReIDError(f"weights file {path}: {describe_format(kind)}, not a ccreid model.safetensors; "
+                          f"{PASS_WEIGHTS} ({TORCH_FILE_TODO})")
+    if kind == EMPTY:
+        raise CCReIDError(f"weights file {path}: {describe_format(kind)}; {REDO}")
+    if kind != SAFETENSORS:
+        raise CCReIDError(f"weights file {path} is damaged or not a safetensors file (no safetensors header); {REDO}")
+    return path
 
 
 def load_weights(path: str | Path) -> LoadedWeights:
     """Read a ccreid ``.safetensors`` checkpoint; a missing or damaged file is a one-line error."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / WEIGHTS_NAME
-    if not path.is_file():
-        raise CCReIDError(f"weights file {path} not found (pass the model.safetensors of a training run)")
+    path = _weights_path(Path(path))
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}
     except Exception as err:  # safetensors, OS and torch errors for truncated or tampered files
-        raise CCReIDError(f"weights file {path} is damaged or not a safetensors file ({_reason(err)}); {REDO}")
+        raise CCReIDError(f"weights file {path} is damaged ({type(err).__name__}: {first_line(err)}); {REDO}")
     if "num_classes" not in metadata:
         raise CCReIDError(f"weights file {path} has no ccreid metadata (num_classes); pass a model.safetensors "
                           "written by ccreid train")

@@ -20,9 +20,11 @@ from ccreid.data.records import EvalSplit, ImageRecord
 from ccreid.engine.distributed import current, gather_rows
 from ccreid.engine.features_io import save_test_features
 from ccreid.engine.inference import InferenceNet, embed, prepare
-from ccreid.engine.results import METRICS
+from ccreid.engine.results import METRICS, SINGLE_SHOT_KEY
 from ccreid.evaluation import evaluate, evaluate_reranked
+from ccreid.errors import CCReIDError
 from ccreid.evaluation.aqe import alpha_query_expansion
+from ccreid.evaluation.ranking import no_match_reason
 
 METRIC_KEYS = (*METRICS, "queries", "queries_without_match")
 
@@ -86,6 +88,15 @@ def _score(feats: torch.Tensor, unique: Dict[str, int], query: List[ImageRecord]
     return score(qf, gf, *labels, rule=rule, ap_mode=test.ap_mode)
 
 
+def require_valid_queries(metrics: dict, name: str, split: EvalSplit) -> None:
+    """A one-line error saying why when no query of protocol ``name`` has a valid match (every
+    metric would read 0)."""
+    if metrics["queries"] == 0:
+        reason = no_match_reason(split.rule, [r.pid for r in split.query], [r.pid for r in split.gallery])
+        raise CCReIDError(f"protocol {name!r} ({split.rule} rule): {reason}; check the dataset's person, camera "
+                          f"and clothes ids, or leave the protocol out (test.protocols=[...])")
+
+
 def _mean(runs: List[dict]) -> dict:
     """Metrics averaged over single-shot galleries (query counts from the first)."""
     out = {key: sum(r[key] for r in runs) / len(runs) for key in METRICS}
@@ -109,6 +120,7 @@ def evaluate_splits(
     ``test``: flip averaging, AP mode, k-reciprocal re-ranking (``test.rerank``) and
     ``test.single_shot`` (N > 0: the mean over N galleries of one random image per
     identity, PRCC's original single-shot protocol with N = 10; 0: the whole gallery).
+    A protocol whose queries have no valid match is a one-line error saying why.
     """
     names = [n for n in splits if protocols is None or n in set(protocols)]
     unique: Dict[str, int] = {}
@@ -128,5 +140,7 @@ def evaluate_splits(
         split = splits[name]
         galleries = single_shot_galleries(split.gallery, test.single_shot) if test.single_shot else [split.gallery]
         metrics = _mean([_score(feats, unique, split.query, gallery, split.rule, test) for gallery in galleries])
-        results[name] = {key: metrics[key] for key in METRIC_KEYS} | {"cmc": metrics.get("cmc")}
+        require_valid_queries(metrics, name, split)
+        results[name] = {key: metrics[key] for key in METRIC_KEYS} | {"cmc": metrics.get("cmc")} | (
+            {SINGLE_SHOT_KEY: test.single_shot} if test.single_shot else {})
     return results

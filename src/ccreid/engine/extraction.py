@@ -8,7 +8,8 @@ Sources:
   ``camid``, ``clothes_id`` and ``split``: rows with ``split=query`` become query rows,
   ``gallery`` (or no split column) gallery rows, other splits are left out;
 - a protocol of the checkpoint's dataset (``protocol="cc"`` ...): its query and gallery
-  with every label, so ``ccreid eval`` on the file reproduces ``ccreid test``.
+  with every label and the protocol's rule, so ``ccreid eval`` on the file reproduces
+  ``ccreid test``.
 
 Features are L2-normalised (flip-averaged unless ``flip=False``), float32.
 """
@@ -30,7 +31,7 @@ from ccreid.data.records import ImageRecord
 from ccreid.data.transforms import build_test_transform
 from ccreid.deploy import load_model
 from ccreid.engine.evaluator import extract_features
-from ccreid.engine.features_io import save_features
+from ccreid.engine.features_io import PROTOCOL_KEY, save_features
 from ccreid.engine.inference import check_backend, prepare
 from ccreid.engine.runtime import resolve_device
 from ccreid.errors import CCReIDError
@@ -125,13 +126,15 @@ def extract_to_file(
             raise CCReIDError(f"--protocol: dataset {cfg.data.name!r} defines {', '.join(splits)}, not {protocol!r}")
         sides = {"q": splits[protocol].query, "g": splits[protocol].gallery}
         known = {side: set(LABEL_COLUMNS.values()) for side in sides}
+        recorded = {PROTOCOL_KEY: np.array(splits[protocol].rule)}
     else:
         table = image_table(images)
         sides = {side: table.records(side) for side in ("q", "g") if table.paths[side]}
         known = {side: set(table.labels[side]) for side in sides}
+        recorded = {}
     transform = build_test_transform(cfg.data.height, cfg.data.width)
     net = prepare(model, resolved, backend, precision)
-    arrays: Dict[str, np.ndarray] = {}
+    arrays: Dict[str, np.ndarray] = dict(recorded)
     for side, records in sides.items():
         loader = torch.utils.data.DataLoader(ReIDImageDataset(records, transform, need_parsing=False),
                                              batch_size=batch_size or cfg.test.batch_size, num_workers=workers)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 from ccreid.engine.evaluator import METRIC_KEYS
 from ccreid.engine.features_io import load_features
+from ccreid.errors import CCReIDError
 from ccreid.evaluation import evaluate, evaluate_distmat, rerank_features
+from ccreid.evaluation.ranking import no_match_reason
 from ccreid.evaluation.aqe import alpha_query_expansion
 from ccreid.evaluation.single_shot import single_gallery_shot, single_gallery_shot_distmat
 from ccreid.evaluation.verification import verification_rates, verification_rates_distmat
@@ -14,7 +17,7 @@ from ccreid.evaluation.verification import verification_rates, verification_rate
 
 def evaluate_feature_file(
     path: str | Path,
-    protocol: str = "general",
+    protocol: Optional[str] = None,
     metric: str = "cosine",
     ap_mode: str = "noninterp",
     rerank: bool = False,
@@ -26,8 +29,12 @@ def evaluate_feature_file(
     single_shot: int = 0,
     seed: int = 0,
 ) -> dict:
-    """``rank1/5/10``, ``mAP``, ``mINP`` (percent), ``queries``, ``queries_without_match`` and
-    ``cmc`` (the CMC curve to rank 50, percent) of the file.
+    """``rank1/5/10``, ``mAP``, ``mINP`` (percent), ``queries``, ``queries_without_match``,
+    ``cmc`` (the CMC curve to rank 50, percent) and ``protocol`` of the file.
+
+    ``protocol``: the rule; ``None``: the one the file was extracted for, else ``general``
+    (:func:`~ccreid.engine.features_io.features_protocol`). No query with a valid match, or
+    ``roc`` without negative pairs, is a one-line error saying why.
 
     The metrics are streamed in chunks fitted to ``memory_mb``. ``rerank``: k-reciprocal
     re-ranking with ``rerank_params`` ``(k1, k2, lambda)``; ``rerank_impl`` ``dense`` holds
@@ -39,7 +46,7 @@ def evaluate_feature_file(
     mINP stay those of the whole gallery, as in torchreid) and adds ``single_gallery_shot``
     and ``seed``.
     """
-    arrays = load_features(path, require_clothes=protocol != "general")
+    protocol, arrays = load_features(path, protocol)
     qf, gf = arrays["qf"], arrays["gf"]
     if aqe:
         qf, gf = alpha_query_expansion(qf, gf)
@@ -55,8 +62,22 @@ def evaluate_feature_file(
         shot = single_gallery_shot(qf, gf, **common, metric=metric, repeats=single_shot, seed=seed) \
             if single_shot else None
         rates = verification_rates(qf, gf, **common, metric=metric) if roc else {}
-    result = {key: metrics[key] for key in METRIC_KEYS} | {"cmc": metrics["cmc"]}
+    _check_defined(path, protocol, metrics, rates, labels)
+    result = {key: metrics[key] for key in METRIC_KEYS} | {"cmc": metrics["cmc"], "protocol": protocol}
     if shot is not None:
         result |= {key: shot[key] for key in ("rank1", "rank5", "rank10", "cmc")}
         result |= {"single_gallery_shot": single_shot, "seed": seed}
     return result | rates
+
+
+def _check_defined(path: str | Path, protocol: str, metrics: dict, rates: dict, labels: dict) -> None:
+    """One-line errors for metrics that do not exist: no query with a valid match (every metric
+    would read 0), TPR at a false-positive rate without negative pairs (it would read 100)."""
+    if metrics["queries"] == 0:
+        raise CCReIDError(f"features file {path}, {protocol} protocol: "
+                          f"{no_match_reason(protocol, labels['q_pids'], labels['g_pids'])}; check the file's "
+                          "pid/camid/clothes ids, or evaluate with another --protocol")
+    if rates and rates["negative_pairs"] == 0:
+        raise CCReIDError(f"option --roc: features file {path} has no negative pairs (every gallery image shares "
+                          "the query's person id), so no false-positive rate exists; evaluate a gallery with other "
+                          "identities, or drop --roc")

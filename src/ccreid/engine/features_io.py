@@ -2,7 +2,9 @@
 
 A features file holds ``qf``, ``gf`` (float, ``N x D``), ``q_pids``, ``g_pids``,
 ``q_camids``, ``g_camids`` and optionally ``q_clothes``, ``g_clothes`` (integers, one per
-row), plus any extra arrays (e.g. image paths). An index is saved as ``PATH`` (a FAISS
+row), plus any extra arrays (e.g. image paths). A file written by ``ccreid extract --protocol``
+also records the protocol's rule (:data:`PROTOCOL_KEY`), which ``ccreid eval`` then uses; folder
+and CSV extracts without a query split or labels serve ``ccreid index`` / ``search``. An index is saved as ``PATH`` (a FAISS
 index, or the normalised features of the torch fallback as ``.npy``) and ``PATH.json``
 (backend, kind, size and the caller's metadata such as image paths and ids). A training
 run also keeps its final test features (:data:`TEST_FEATURES_NAME`) for its report.
@@ -19,19 +21,21 @@ import numpy as np
 import torch
 
 from ccreid.engine.runtime import atomic_path, write_json
-from ccreid.errors import CCReIDError
+from ccreid.errors import CCReIDError, first_line
+from ccreid.files import require_file
 from ccreid.evaluation.search import FaissIndex, TorchIndex, import_faiss
 
 FEATURE_KEYS = ("qf", "gf")
 LABEL_KEYS = ("q_pids", "g_pids", "q_camids", "g_camids")
 CLOTHES_KEYS = ("q_clothes", "g_clothes")
+#: the rule (general, sc, cc) of the protocol a file was extracted for
+PROTOCOL_KEY = "protocol"
 #: Rows checked for NaN/inf at once (bounds the temporary mask).
 _CHECK_ROWS = 65536
 
 
 def _read_npz(path: Path) -> Dict[str, np.ndarray]:
-    if not path.is_file():
-        raise CCReIDError(f"features file {path} not found (write one with `ccreid extract`)")
+    require_file(path, "features file", "write one with `ccreid extract`")
     if not zipfile.is_zipfile(path):
         raise CCReIDError(f"features file {path} is not an .npz archive (write one with `ccreid extract` or np.savez)")
     try:
@@ -52,18 +56,24 @@ def _check_features(path: Path, key: str, x: np.ndarray) -> None:
             raise CCReIDError(f"{path}: key {key!r} has NaN or inf values (first in row {start + int(bad.argmax())})")
 
 
-def load_features(path: str | Path, require_clothes: bool = False) -> Dict[str, np.ndarray]:
-    """Every array of the ``.npz`` at ``path``, after validation.
-
-    ``require_clothes``: the clothes ids are needed (``sc``/``cc`` rules). Any problem
-    raises :class:`CCReIDError` naming the file and the key.
+def load_features(path: str | Path, protocol: Optional[str] = None) -> Tuple[str, Dict[str, np.ndarray]]:
+    """The rule to score the ``.npz`` at ``path`` with (:func:`features_protocol`: the protocol it
+    was extracted for, else ``protocol``, else ``general``) and every array of it, validated for
+    that rule (clothes ids for ``sc``/``cc``). Any problem raises :class:`CCReIDError` naming the
+    file and the key.
     """
     path = Path(path)
     arrays = _read_npz(path)
+    rule = features_protocol(path, arrays, protocol)
+    return rule, _validated(path, arrays, require_clothes=rule != "general")
+
+
+def _validated(path: Path, arrays: Dict[str, np.ndarray], require_clothes: bool) -> Dict[str, np.ndarray]:
+    """``arrays`` after the checks of :func:`load_features`."""
     needed = FEATURE_KEYS + LABEL_KEYS + (CLOTHES_KEYS if require_clothes else ())
-    for key in needed:
-        if key not in arrays:
-            raise CCReIDError(f"{path}: missing key {key!r} (a features file needs {', '.join(needed)})")
+    missing = [key for key in needed if key not in arrays]
+    if missing:
+        raise CCReIDError(_missing_keys(path, arrays, missing, needed))
     present = [key for key in CLOTHES_KEYS if key in arrays]
     if len(present) == 1:
         other = CLOTHES_KEYS[1 - CLOTHES_KEYS.index(present[0])]
@@ -81,6 +91,32 @@ def load_features(path: str | Path, require_clothes: bool = False) -> Dict[str, 
             raise CCReIDError(f"{path}: key {key!r} has {len(labels)} entries but "
                               f"{'qf' if key.startswith('q_') else 'gf'} has {rows} rows")
     return arrays
+
+
+def _missing_keys(path: Path, arrays: Dict[str, np.ndarray], missing: List[str], needed: Tuple[str, ...]) -> str:
+    """Why ``ccreid eval`` cannot score the file: an extract of images without a query split or
+    labels (kept for ``ccreid index``), or a file lacking keys."""
+    if "gf" in arrays and "qf" not in arrays:
+        return (f"features file {path} holds a folder or list extract (gallery features only, no query/gallery "
+                f"split), not a protocol extract; `ccreid eval` needs queries and a gallery with person and camera "
+                f"ids: write one with `ccreid extract --weights W --protocol cc --out F`, or from a CSV with "
+                f"split (query/gallery), pid and camid columns (this file serves `ccreid index`)")
+    if "g_paths" in arrays and set(missing) <= set(LABEL_KEYS + CLOTHES_KEYS):
+        columns = "pid, camid" + (", clothes_id" if set(missing) & set(CLOTHES_KEYS) else "")
+        return (f"features file {path} holds a list extract without {', '.join(missing)} (its CSV lacked those "
+                f"columns); extract with --protocol, or from a CSV with split, {columns} columns")
+    return f"{path}: missing key {missing[0]!r} (a features file needs {', '.join(needed)})"
+
+
+def features_protocol(path: str | Path, arrays: Dict[str, np.ndarray], requested: Optional[str]) -> str:
+    """The rule to score ``arrays`` with: the one the file was extracted for, else ``requested``,
+    else ``general``; a ``requested`` rule other than the recorded one is an error."""
+    recorded = str(arrays[PROTOCOL_KEY]) if PROTOCOL_KEY in arrays else None
+    if recorded is not None and requested not in (None, recorded):
+        raise CCReIDError(f"option --protocol {requested}: features file {path} holds the query and gallery of "
+                          f"protocol {recorded} (ccreid extract --protocol {recorded}); evaluate it with --protocol "
+                          f"{recorded} (or without --protocol), or extract with --protocol {requested}")
+    return recorded or requested or "general"
 
 
 def load_side(path: str | Path, *sides: str) -> Dict[str, np.ndarray]:
@@ -149,8 +185,7 @@ def load_index(path: str | Path) -> Tuple[FaissIndex | TorchIndex, dict]:
     """The index saved at ``path`` and its metadata (what was passed to :func:`save_index`)."""
     path, meta_path = Path(path), _metadata_path(Path(path))
     for p in (path, meta_path):
-        if not p.is_file():
-            raise CCReIDError(f"index file {p} not found (build one with `ccreid index`)")
+        require_file(p, "index file", "build one with `ccreid index`")
     try:
         info = json.loads(meta_path.read_text())
         backend, kind, ntotal = info["backend"], info["kind"], int(info["ntotal"])
@@ -168,7 +203,7 @@ def load_index(path: str | Path) -> Tuple[FaissIndex | TorchIndex, dict]:
         try:
             index = FaissIndex(faiss.read_index(str(path)), kind)
         except RuntimeError as err:
-            raise CCReIDError(f"index file {path} is not a readable FAISS index ({str(err).splitlines()[0]})")
+            raise CCReIDError(f"index file {path} is not a readable FAISS index ({first_line(err)})")
     if index.ntotal != ntotal:
         raise CCReIDError(f"index file {path} holds {index.ntotal} items but {meta_path} says {ntotal}; rebuild it")
     return index, info.get("metadata", {})

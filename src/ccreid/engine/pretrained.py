@@ -3,9 +3,9 @@
 :mod:`ccreid.models` builds networks only; this module reads weight files and fetches the
 ImageNet weights (``none``, ``imagenet`` or a path):
 
-- a local ``.safetensors`` / ``.pth`` / ``.pt`` file, read with ``torch.load(weights_only=True)``
-  (no pickled code runs) and mapped onto the backbone's keys by
-  :func:`ccreid.models.weights.load_state_into`;
+- a local safetensors file or ``torch.save`` checkpoint (told apart by content, not by name),
+  read with safetensors or ``torch.load(weights_only=True)`` (no pickled code runs) and
+  mapped onto the backbone's keys by :func:`ccreid.models.weights.load_state_into`;
 - ``imagenet`` for a ccreid ResNet (or any backbone with a ``weights_url``): torchvision's
   default weights, from the torch hub cache or downloaded there (hash checked);
 - ``imagenet`` for ``timm:<name>`` and the ViT preset: timm's own pretrained weights.
@@ -16,45 +16,50 @@ The :class:`ccreid.models.weights.LoadReport` goes to ``backbone.pretrained_repo
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 from torch import nn
 from torch.hub import load_state_dict_from_url
 
 from ccreid.config import ModelConfig
-from ccreid.errors import CCReIDError
+from ccreid.errors import CCReIDError, first_line
+from ccreid.files import PICKLE, SAFETENSORS, TORCH_ZIP, describe_format, require_file, weights_format
 from ccreid.models.backbones import Backbone, ResNetBackbone, build_backbone
 from ccreid.models.timm_backbone import TimmBackbone, import_timm
 from ccreid.models.weights import LoadReport, load_state_into, state_tensors
 
 
-def _require_file(path: Union[str, Path]) -> Path:
-    """``path``, or a one-line error when no such weight file exists."""
-    path = Path(path)
-    if not path.is_file():
-        raise CCReIDError(
-            f"config key 'model.pretrained': weight file {path} not found "
-            "(use imagenet, none or a path to a .pth/.safetensors file)"
-        )
-    return path
+LABEL = "config key 'model.pretrained': weight file"
+SAVE_AS = "pass a .safetensors file or a .pth/.pt file saved as torch.save(model.state_dict())"
+
+
+def _weight_file(path: Union[str, Path]) -> Tuple[Path, str]:
+    """``path`` and its :func:`~ccreid.files.weights_format`, or a one-line error when it is
+    missing, a folder, empty or not a weights file."""
+    path = require_file(path, LABEL, "use imagenet, none or a path to a .pth/.safetensors file")
+    kind = weights_format(path)
+    if kind not in (SAFETENSORS, TORCH_ZIP, PICKLE):
+        raise CCReIDError(f"{LABEL} {path}: {describe_format(kind)}; {SAVE_AS}")
+    return path, kind
 
 
 def read_weight_file(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
-    """The tensors of a local ``.safetensors`` / ``.pth`` / ``.pt`` file (nothing pickled runs)."""
-    path = _require_file(path)
+    """The tensors of a local safetensors file or ``torch.save`` checkpoint, whatever its name
+    (nothing pickled runs)."""
+    path, kind = _weight_file(path)
     try:
-        if path.suffix == ".safetensors":
+        if kind == SAFETENSORS:
             from safetensors.torch import load_file
 
             return state_tensors(load_file(str(path)))
-        return state_tensors(torch.load(path, map_location="cpu", weights_only=True))
+        with open(path, "rb") as handle:  # a handle: torch reads a path ending in .safetensors as safetensors
+            return state_tensors(torch.load(handle, map_location="cpu", weights_only=True))
     except Exception as err:  # unpickling and safetensors errors come in many types
-        raise CCReIDError(
-            f"config key 'model.pretrained': cannot read weight file {path} ({type(err).__name__}); "
-            "pass a .safetensors file or a .pth/.pt file saved as torch.save(model.state_dict())"
-        )
+        raise CCReIDError(f"{LABEL} {path}: {describe_format(kind)} that cannot be read "
+                          f"({type(err).__name__}: {first_line(err)}); {SAVE_AS}")
 
 
 def pretrained_backbone(model: ModelConfig) -> Backbone:
@@ -139,8 +144,13 @@ def load_vit_pretrained(vit: nn.Module, name: str, pretrained: str, create_kwarg
         from timm.models import load_checkpoint
         from timm.models.vision_transformer import checkpoint_filter_fn
 
+        path, kind = _weight_file(pretrained)
+        if (kind == SAFETENSORS) != (path.suffix == ".safetensors"):  # timm tells formats by the name
+            right = ".safetensors" if kind == SAFETENSORS else ".pth"
+            raise CCReIDError(f"{LABEL} {path}: {describe_format(kind)} named {path.suffix or 'without a suffix'}, "
+                              f"and timm reads files by their name; rename it to end in {right}")
         try:
-            load_checkpoint(vit, str(_require_file(pretrained)), strict=False, filter_fn=checkpoint_filter_fn)
-        except (OSError, RuntimeError, KeyError) as err:
-            raise CCReIDError(f"config key 'model.pretrained': cannot load {pretrained} into {name} "
-                              f"({str(err).splitlines()[0][:120]})")
+            load_checkpoint(vit, str(path), strict=False, filter_fn=checkpoint_filter_fn)
+        except (OSError, RuntimeError, KeyError, pickle.UnpicklingError) as err:
+            raise CCReIDError(f"config key 'model.pretrained': cannot load {path} into {name} "
+                              f"({type(err).__name__}: {first_line(err)})")

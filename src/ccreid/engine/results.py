@@ -2,7 +2,8 @@
 
 ``{"presets": {PRESET: {PROTOCOL: {"rank1", "rank5", "rank10", "mAP", "queries",
 "queries_without_match"}}}, ...}`` with metrics in percent; ablation runs add
-``*_std`` keys (standard deviation over seeds) and ``seeds``.
+``*_std`` keys (standard deviation over seeds) and ``seeds``. Single-shot results
+(``test.single_shot`` N > 0) carry ``"single_shot": N`` and their titles say so.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from ccreid.engine.runtime import write_json, write_text
 
 METRICS = ("rank1", "rank5", "rank10", "mAP", "mINP")
 PROTOCOL_ORDER = ("general", "sc", "cc")
+#: a protocol's number of single-shot galleries, when its metrics are their mean
+SINGLE_SHOT_KEY = "single_shot"
 
 
 def strip_curves(results: Dict[str, dict]) -> Dict[str, dict]:
@@ -33,6 +36,8 @@ def aggregate_seeds(runs: Sequence[Dict[str, dict]]) -> Dict[str, dict]:
             merged[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
         merged["queries"] = runs[0][name]["queries"]
         merged["queries_without_match"] = runs[0][name]["queries_without_match"]
+        if SINGLE_SHOT_KEY in runs[0][name]:
+            merged[SINGLE_SHOT_KEY] = runs[0][name][SINGLE_SHOT_KEY]
         out[name] = merged
     return out
 
@@ -40,6 +45,14 @@ def aggregate_seeds(runs: Sequence[Dict[str, dict]]) -> Dict[str, dict]:
 def ordered_protocols(protocols: Sequence[str]) -> List[str]:
     known = [p for p in PROTOCOL_ORDER if p in protocols]
     return known + sorted(p for p in protocols if p not in PROTOCOL_ORDER)
+
+
+def results_title(title: str, presets: Dict[str, Dict[str, dict]]) -> str:
+    """``title``, plus what single-shot results are when there are any."""
+    shots = sorted({m[SINGLE_SHOT_KEY] for res in presets.values() for m in res.values() if SINGLE_SHOT_KEY in m})
+    if not shots:
+        return title
+    return f"{title}, single-shot x{'/'.join(map(str, shots))} (mean over galleries of one image per identity)"
 
 
 def markdown_table(presets: Dict[str, Dict[str, dict]],
@@ -67,7 +80,7 @@ def write_results(out_dir: str | Path, presets: Dict[str, Dict[str, dict]], titl
     """Write ``results.json`` and ``results.md`` atomically into ``out_dir``."""
     out = Path(out_dir)
     write_json(out / "results.json", {"presets": presets} | extra)
-    lines = [f"# {title}", "", markdown_table(presets)]
+    lines = [f"# {results_title(title, presets)}", "", markdown_table(presets)]
     if "notes" in extra:
         lines += ["", *extra["notes"]]
     write_text(out / "results.md", "\n".join(lines))

@@ -17,7 +17,7 @@ from typing import Any, Iterator, Optional
 import numpy as np
 import torch
 
-from ccreid.errors import CCReIDError
+from ccreid.errors import CCReIDError, first_line
 
 
 def resolve_device(name: str = "auto", option: str = "train.device") -> torch.device:
@@ -138,7 +138,7 @@ def _errno_of(err: BaseException) -> Optional[int]:
 def write_failure(path: str | os.PathLike, err: BaseException) -> CCReIDError:
     """A one-line error for a failed write of ``path``: the cause in plain words and what to do."""
     code = _errno_of(err)
-    cause, todo = WRITE_ERRORS.get(code, (getattr(err, "strerror", None) or str(err).splitlines()[0], "check the path"))
+    cause, todo = WRITE_ERRORS.get(code, (getattr(err, "strerror", None) or first_line(err), "check the path"))
     return CCReIDError(f"cannot write {path}: {cause}; {todo} (files written before are intact)")
 
 

@@ -48,6 +48,10 @@ from ccreid.evaluation.distance import (as_tensor, check_metric, chunk_distance,
                                        paired_distance, prepare)
 
 RULES = ("general", "sc", "cc")
+#: the same-identity gallery images each rule removes (messages)
+REMOVED_BY = {"general": "those from the query's camera",
+              "cc": "those from the query's camera or in the query's clothes",
+              "sc": "those from the query's camera or in other clothes"}
 AP_MODES = ("noninterp", "market1501")
 #: Bytes per distance of a chunk counted against ``memory_mb``: the float32 chunk (float64
 #: product for euclidean), its mask, and index/key tensors for entries ranking before a
@@ -88,6 +92,15 @@ def pair_labels(num_q: int, num_g: int, device: torch.device, rule: str, **array
             raise CCReIDError(f"{key} must hold integers, got {t.dtype}")
         out[key] = t.long()
     return PairLabels(**out)
+
+
+def no_match_reason(rule: str, q_pids, g_pids) -> str:
+    """Why no query has a valid match (``queries == 0``), in words, for the error a caller raises."""
+    shared = np.intersect1d(np.asarray(q_pids).reshape(-1), np.asarray(g_pids).reshape(-1))
+    if not len(shared):
+        return f"none of the {len(q_pids)} queries has a valid match: no gallery image shares a query's person id"
+    return (f"none of the {len(q_pids)} queries has a valid match: the {rule} rule removes every gallery image of "
+            f"the queries' identities ({REMOVED_BY[rule]})")
 
 
 def same_identity_pairs(q_pids: torch.Tensor, g_pids: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:

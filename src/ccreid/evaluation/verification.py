@@ -9,7 +9,8 @@ whatever the camera. A pair is accepted when its distance is below a threshold `
 For a target FPR ``10^-e`` and ``N`` negatives, ``t`` is the ``(N // 10^e + 1)``-th smallest
 negative distance: the largest threshold that accepts at most ``N // 10^e`` negatives (ties
 included). TPR is the share of positives strictly below it, in percent: the best TPR among
-operating points whose FPR does not exceed the target. Exact: the distances are streamed
+operating points whose FPR does not exceed the target. Without negative (or positive) pairs
+a false-positive rate (or a TPR) does not exist: the rates are then ``None``. Exact: the distances are streamed
 in blocks and only the ``N // 100 + 1`` smallest negative distances are kept.
 """
 
@@ -34,8 +35,8 @@ def rate_key(exponent: int) -> str:
 def verification_rates(qf, gf, q_pids, g_pids, q_camids, g_camids, q_clothes=None, g_clothes=None,
                        rule: str = "general", metric: str = "cosine", memory_mb: float = 512,
                        device: Optional[torch.device | str] = None) -> dict:
-    """``tpr@fpr=1e-04``, ``tpr@fpr=1e-03``, ``tpr@fpr=1e-02`` (percent), ``positive_pairs`` and
-    ``negative_pairs`` of the features' distances (arguments as :func:`~ccreid.evaluation.evaluate`)."""
+    """``tpr@fpr=1e-04``, ``tpr@fpr=1e-03``, ``tpr@fpr=1e-02`` (percent; ``None`` without negative or
+    positive pairs), ``positive_pairs`` and ``negative_pairs`` of the features' distances (arguments as :func:`~ccreid.evaluation.evaluate`)."""
     dist = from_features(qf, gf, metric, device)
     return _rates(dist, rule, memory_mb, q_pids=q_pids, g_pids=g_pids, q_camids=q_camids, g_camids=g_camids,
                   q_clothes=q_clothes, g_clothes=g_clothes)
@@ -73,7 +74,7 @@ def _rates(dist: Distances, rule: str, memory_mb: float, **arrays) -> dict:
     smallest = torch.sort(smallest).values
     pos = torch.cat(positives)
     result = {}
-    for e, allowed in accepted.items():
-        threshold = smallest[allowed] if allowed < negatives else torch.tensor(float("inf"), device=dist.device)
-        result[rate_key(e)] = float((pos < threshold).double().mean() * 100) if len(pos) else 0.0
+    defined = len(pos) > 0 and negatives > 0  # a rate needs positives, its threshold a negative
+    for e, allowed in accepted.items():  # allowed < negatives: the threshold is a kept negative
+        result[rate_key(e)] = float((pos < smallest[allowed]).double().mean() * 100) if defined else None
     return result | {"positive_pairs": len(pos), "negative_pairs": negatives}

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ccreid.errors import CCReIDError
+from ccreid.errors import CCReIDError, first_line
+from ccreid.files import PICKLE, SAFETENSORS, TORCH_ZIP, describe_format, require_file, weights_format
 from ccreid.parsing.network import ABN, SCHPNetwork
 from ccreid.parsing.variants import VARIANTS, SCHPVariant, variant_for_classes
 
@@ -33,9 +34,13 @@ def _fail(label: str, path: Path, what: str) -> CCReIDError:
 
 
 def _torch_load(path: Path) -> object:
-    """``torch.load`` with tensors only, memory-mapped where the file format allows."""
+    """``torch.load`` with tensors only, memory-mapped where the file format allows (and its name:
+    torch reads a path ending in ``.safetensors`` as safetensors, so such a file is read from a handle)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Detected pickle protocol")  # torch's note, not the user's
+        if path.suffix == ".safetensors":
+            with open(path, "rb") as handle:
+                return torch.load(handle, map_location="cpu", weights_only=True)
         try:
             return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except RuntimeError as err:  # files of torch < 1.6 (the released ones) cannot be memory-mapped
@@ -46,11 +51,12 @@ def _torch_load(path: Path) -> object:
 
 def read_state_dict(path: str | Path, label: str = "--weights") -> Dict[str, torch.Tensor]:
     """The tensors of an SCHP checkpoint file, ``module.`` prefix stripped (one-line errors)."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise CCReIDError(f"{label} {path}: file not found (download {EXAMPLE} or another SCHP checkpoint)")
-    if path.suffix == ".safetensors":
+    path = require_file(path, label, f"download {EXAMPLE} or another SCHP checkpoint")
+    kind = weights_format(path)
+    if kind == SAFETENSORS:
         raise _fail(label, path, "a safetensors file (ccreid re-ID weights?), not an SCHP checkpoint")
+    if kind not in (TORCH_ZIP, PICKLE):
+        raise _fail(label, path, describe_format(kind))
     try:
         obj = _torch_load(path)
     except pickle.UnpicklingError as err:
@@ -58,7 +64,7 @@ def read_state_dict(path: str | Path, label: str = "--weights") -> Dict[str, tor
             if "Weights only load failed" in str(err) else "not a PyTorch checkpoint"
         raise _fail(label, path, detail)
     except Exception as err:  # torch.load raises many types for foreign or truncated files
-        raise _fail(label, path, f"not a readable PyTorch checkpoint ({str(err).splitlines()[0][:120]})")
+        raise _fail(label, path, f"not a readable PyTorch checkpoint ({first_line(err)})")
     state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise _fail(label, path, "no 'state_dict' of tensors in it")

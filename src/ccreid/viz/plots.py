@@ -86,11 +86,15 @@ def plot_training(runs: Mapping[str, str | Path], out_path: str | Path) -> Path:
     With one run every loss term is drawn; with several, the total loss of each run.
     """
     logs = {label: read_metrics(path) for label, path in runs.items()}
+    empty = [path for label, path in runs.items() if not logs[label][0]]
+    if empty:
+        raise CCReIDError(f"training log {empty[0]} holds no iteration records (the run stopped before its first "
+                          "log line: one every train.log_every iterations); nothing to plot")
     fig = _figure(12.0, 3.2)
     loss_ax, lr_ax, top1_ax = fig.subplots(1, 3)
     for label, (steps, vals) in logs.items():
         x = epoch_positions(steps)
-        terms = (loss_terms(steps[0]) if steps else []) if len(logs) == 1 else ["loss"]
+        terms = loss_terms(steps[0]) if len(logs) == 1 else ["loss"]
         for term in terms:
             loss_ax.plot(x, [s.get(term, float("nan")) for s in steps], linewidth=1,
                          label=term if len(logs) == 1 else label)

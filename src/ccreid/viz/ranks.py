@@ -20,7 +20,7 @@ from ccreid.config import Config
 from ccreid.data.manager import DataManager
 from ccreid.data.records import EvalSplit, ImageRecord
 from ccreid.deploy import load_model
-from ccreid.engine.evaluator import extract_features
+from ccreid.engine.evaluator import extract_features, require_valid_queries
 from ccreid.errors import CCReIDError
 from ccreid.evaluation import evaluate, pairwise_distance
 from ccreid.evaluation.ranking import valid_match
@@ -85,10 +85,13 @@ def protocol_features(model: ReIDModel, cfg: Config, device: torch.device | str,
 
 
 def protocol_metrics(pf: ProtocolFeatures, ap_mode: str = "noninterp") -> dict:
-    """:func:`ccreid.evaluation.evaluate` of the protocol: top-k, mAP, ``cmc`` curve, query counts."""
+    """:func:`ccreid.evaluation.evaluate` of the protocol: top-k, mAP, ``cmc`` curve, query counts
+    (an error saying why when no query has a valid match)."""
     qp, qc, qcl = split_labels(pf.split.query)
     gp, gc, gcl = split_labels(pf.split.gallery)
-    return evaluate(pf.qf, pf.gf, qp, gp, qc, gc, qcl, gcl, rule=pf.split.rule, ap_mode=ap_mode)
+    metrics = evaluate(pf.qf, pf.gf, qp, gp, qc, gc, qcl, gcl, rule=pf.split.rule, ap_mode=ap_mode)
+    require_valid_queries(metrics, pf.name, pf.split)
+    return metrics
 
 
 def pick_queries(split: EvalSplit, num: int, seed: int = 0, queries: Optional[Sequence[str]] = None) -> List[int]:

@@ -4,13 +4,15 @@ Works for a ``ccreid train`` folder (``results.json``, ``metrics.jsonl``,
 ``model.safetensors``), a ``ccreid test`` folder (``results.json`` naming its weights)
 and a demo/ablation folder (``results.json`` at the top, runs in ``<preset>/seed<k>/``;
 pictures use each preset's first seed). Pictures go to ``report_files/`` and are linked
-by relative paths. A picture that cannot be made (dataset moved, matplotlib missing) is
-replaced by a note; the tables are always written.
+by relative paths. A part that cannot be made (no training log, no weights, dataset moved,
+matplotlib missing) is replaced by a note saying why, also logged as a warning (one line per
+part); the tables are always written.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from dataclasses import dataclass
@@ -24,7 +26,7 @@ from ccreid.deploy import load_model
 from ccreid.engine.checkpoint import WEIGHTS_NAME
 from ccreid.engine.features_io import TEST_FEATURES_NAME, load_test_features
 from ccreid.engine.runtime import resolve_device, write_text
-from ccreid.errors import CCReIDError
+from ccreid.errors import CCReIDError, first_line
 from ccreid.viz import page
 from ccreid.viz.canvas import save_png, tile_size
 from ccreid.viz.heatmaps import viz_actmap, viz_attention
@@ -34,6 +36,9 @@ from ccreid.viz.ranks import pick_queries, protocol_features, protocol_metrics, 
 REPORT_NAME = "report.html"
 FILES_DIR = "report_files"
 METRICS_NAME = "metrics.jsonl"
+PASS_RUN = "pass the output folder of ccreid train/test/demo/ablation"
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -75,6 +80,12 @@ def _relative(pictures: List[Tuple[Path, str]]) -> List[Tuple[str, str]]:
     return [(f"{FILES_DIR}/{path.name}", caption) for path, caption in pictures]
 
 
+def _skipped(notes: List[str], part: str, why: str) -> None:
+    """Say in the report, and as a warning, that ``part`` was left out and why."""
+    notes.append(f"{part} skipped: {why}")
+    logger.warning("report.html: %s skipped: %s", part, why)
+
+
 def _config_text(run_dir: Path, results: dict, runs: List[Run]) -> str:
     for candidate in (run_dir / "config.yaml", *(r.metrics.parent / "config.yaml" for r in runs if r.metrics)):
         if candidate.is_file():
@@ -86,6 +97,9 @@ def model_pictures(runs: List[Run], files: Path, num_queries: int, k: int, num_i
                    device, progress: bool, notes: List[str]) -> List[Tuple[Path, str]]:
     """CMC curves, activation and attention maps, ranked lists of the runs with weights."""
     weighted = [r for r in runs if r.weights]
+    for run in (r for r in runs if not r.weights):
+        _skipped(notes, f"CMC curves, ranked lists and activation maps of {run.label}",
+                 f"no {WEIGHTS_NAME} found (in its folder, or where results.json's weights points)")
     ranks: List[Tuple[Path, str]] = []
     curves: Dict[str, Dict[str, List[float]]] = {}
     with_bsga: List[Run] = []
@@ -115,7 +129,7 @@ def model_pictures(runs: List[Run], files: Path, num_queries: int, k: int, num_i
         try:
             pictures += [(path, caption) for path in make()]
         except CCReIDError as err:
-            notes.append(f"{caption.split(':')[0]} skipped: {err}")
+            _skipped(notes, caption.split(":")[0], str(err))
     return pictures + ranks
 
 
@@ -131,6 +145,22 @@ def _check_table(results: object) -> None:
             raise ValueError(f"preset {name!r} is not a table of protocols and metrics")
 
 
+def _read_results(run_dir: Path) -> dict:
+    """``run_dir/results.json``, checked; one-line errors when ``run_dir`` is not a results folder."""
+    path = run_dir / "results.json"
+    if run_dir.is_file():
+        raise CCReIDError(f"{run_dir}: a file, not a folder; {PASS_RUN}")
+    if not path.is_file():
+        raise CCReIDError(f"no results file {path}{'' if run_dir.is_dir() else ' (no such folder)'}; {PASS_RUN}")
+    try:
+        results = json.loads(path.read_text())
+        _check_table(results)
+    except (OSError, ValueError) as err:
+        raise CCReIDError(f"results file {path} is damaged ({type(err).__name__}: {first_line(err, 80)}); "
+                          f"{PASS_RUN}")
+    return results
+
+
 def write_report(run_dir: str | Path, title: Optional[str] = None, samples: bool = True, num_queries: int = 4,
                  k: int = 8, num_images: int = 6, seed: int = 0, device: str = "auto",
                  progress: bool = False) -> List[Path]:
@@ -141,31 +171,30 @@ def write_report(run_dir: str | Path, title: Optional[str] = None, samples: bool
     """
     start = time.perf_counter()
     run_dir = Path(run_dir)
-    results_path = run_dir / "results.json"
-    try:
-        results = json.loads(results_path.read_text())
-        _check_table(results)
-    except (OSError, ValueError) as err:
-        raise CCReIDError(f"results file {results_path} is missing or damaged ({type(err).__name__}: "
-                          f"{str(err).splitlines()[0][:80]}); pass the output folder of ccreid train/test/demo/ablation")
+    results = _read_results(run_dir)
     runs = find_runs(run_dir, results)
     files = run_dir / FILES_DIR
     notes: List[str] = list(results.get("notes", []))
     training: List[Tuple[Path, str]] = []
+    if not runs:
+        _skipped(notes, "training curves and pictures", f"no run in {run_dir} ({WEIGHTS_NAME}, {METRICS_NAME} or "
+                                                        "<preset>/seed*/ folders of the presets in results.json)")
+    for run in (r for r in runs if not r.metrics):
+        _skipped(notes, f"training curves of {run.label}", f"no training log ({METRICS_NAME}) in its folder")
     logs = {r.label: r.metrics for r in runs if r.metrics}
     if logs:
         try:
             training.append((plot_training(logs, files / "training.png"),
                              "training curves (losses, learning rate, validation top-1)"))
         except CCReIDError as err:
-            notes.append(f"training curves skipped: {err}")
+            _skipped(notes, "training curves", str(err))
     pictures: List[Tuple[Path, str]] = []
     if samples:
         try:
             pictures = model_pictures(runs, files, num_queries, k, num_images, seed, resolve_device(device),
                                       progress, notes)
         except CCReIDError as err:
-            notes.append(f"sample pictures skipped: {err}")
+            _skipped(notes, "sample pictures", str(err))
     md = run_dir / "results.md"
     heading = md.read_text().splitlines()[0].lstrip("# ").strip() if md.is_file() else ""
     title = title or heading or f"ccreid report: {run_dir.name}"

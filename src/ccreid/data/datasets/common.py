@@ -70,6 +70,8 @@ def register(name: str) -> Callable[[Loader], Loader]:
 def dataset_root(label: str, root: str) -> Path:
     """``data.root`` as an existing folder, or a one-line error."""
     path = Path(root).expanduser()
+    if path.is_file():
+        raise CCReIDError(f"{label}: {path} is a file, not the dataset folder (set data.root / --root)")
     if not path.is_dir():
         raise CCReIDError(f"{label}: dataset folder {path} does not exist (set data.root / --root)")
     return path
