@@ -387,7 +387,8 @@ def main() -> None:
     lines = [
         "# Training step: ccreid vs a bare torchvision loop", "",
         f"Command: `{command}`  ", f"Machine: {result['machine']}", "",
-        f"Both loops: {model_settings(cfg)} (set in the script, not read from a config file), "
+        f"Both loops: {model_settings(cfg)}, random init, as preset baseline trains it (set in the script, not "
+        f"read from a config file), "
         f"{flops[c_name] / 1e9:.1f} GFLOP per step each (FlopCounterMode, checked equal before timing), at "
         f"{height}x{width}, batch {batch} ({batch // K} ids x {K}), "
         f"{num_classes} classes, amp {amp}, channels_last {channels_last}, device {device}, "
