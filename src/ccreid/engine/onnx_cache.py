@@ -85,6 +85,6 @@ def cached_file(key: str, write: Callable[[Path], None]) -> Path:
     """``<cache>/onnx/<key>.onnx``, written atomically by ``write(temp_path)`` when missing."""
     path = cache_dir() / "onnx" / f"{key}.onnx"
     if not path.is_file():
-        with atomic_path(path) as tmp:
+        with atomic_path(path, f"set {CACHE_ENV} to a writable folder") as tmp:
             write(tmp)
     return path
