@@ -14,8 +14,8 @@ On the same images, in one process, repeats interleaved in rotating order (best 
 - engines, no flip, L2-normalised, on decoded and normalised batches: the default ``ccreid.load(w)``
   network (``--backend auto``: onnxruntime on the CPU when installed, its export cached), the plain eval
   model (what the extraction paths ran before), ``prepare(model)`` (``--backend torch``: BatchNorm folded,
-  channels_last), the same with ``precision="bf16"``, ``prepare(model, backend="onnxruntime")``, and a bare
-  onnxruntime session on the ``ccreid export onnx`` file (the reference);
+  channels_last), the same with ``precision="bf16"``, and a bare onnxruntime session on the ``ccreid
+  export onnx`` file (the reference; ``--backend onnxruntime`` is the default's engine on the CPU);
 - pipelines with the flip average: ``embed`` of the prepared torch network on the batches (raw forward),
   ``Embedder.embed(paths)`` (``ccreid.load(w).embed``: decode + transform + forward + flip + L2),
   ``extract_features`` over ``DataManager.loader`` (``ccreid test`` / ``extract``), default and torch.
@@ -254,9 +254,9 @@ def main() -> None:
             "are low and noisy; rerun on a quiet machine for figures to quote.**\n\n" if load > 1.5 else "")
     latency_text = "; ".join(f"{k}: {v:.1f} s" for k, v in latency.items())
     text = (f"# Extraction throughput\n\nCommand: `{command}`  \nMachine: {result['machine']}\n\n{busy}"
-            f"{len(paths)} synthetic {height}x{width} PNG images; the network: {model_settings(cfg)}, random weights (set in the "
-            f"script, not read from a config file), {flops_per_batch / 1e9:.1f} GFLOP per batch in every torch "
-            f"engine (FlopCounterMode, checked equal); batch {args.batch}, {args.threads} torch/ORT threads, "
+            f"{len(paths)} synthetic {height}x{width} PNG images; the network: {model_settings(cfg)}, random "
+            f"weights (set in the script, not read from a config file), {flops_per_batch / 1e9:.1f} GFLOP per batch "
+            f"in every torch engine (FlopCounterMode, checked equal); batch {args.batch}, {args.threads} torch/ORT threads, "
             f"{args.repeats} interleaved repeats (rotating order); rates and ratios from the best repeat (least "
             f"disturbed by other load, see load_avg).\n\n"
             + (f"**{verdict}**\n\n" if verdict else "")

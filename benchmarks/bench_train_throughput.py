@@ -15,7 +15,8 @@ Throughput is images processed per second: originals + CRE's erased copies (with
 ``model.cre.p=1`` a CRE preset pushes 2x the images through the network per step), and
 steps per second beside it. The presets do different work by design (that is what the ratios
 price); the results state it: the model settings they share (from the config, written out) and
-each preset's FLOPs per step and per image (``FlopCounterMode``, one step counted before timing). Targets (issue 3): ``ours`` / ``baseline`` >= 0.95 images/s;
+each preset's FLOPs per step and per image (``FlopCounterMode``, one step counted before timing).
+Targets (issue 3): ``ours`` / ``baseline`` >= 0.95 images/s;
 BSGA's extra cost is ``baseline+bsga`` vs ``baseline``, CRE's ``baseline+cre`` vs ``baseline``.
 """
 

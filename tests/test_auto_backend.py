@@ -153,6 +153,7 @@ def test_auto_falls_back_to_torch_when_the_cache_cannot_be_written(weights, tmp_
         embedder = ccreid.load(weights, device="cpu")
         assert torch.equal(embedder.forward_batch(images), torch_features(weights, images))
     assert embedder.net.backend == "torch"
-    assert caplog.messages == [f"--backend auto: cannot write {tmp_path / 'file' / 'cache' / 'onnx'}/{key}.onnx: a part "
-                               f"of the path is a file, not a folder; set {CACHE_ENV} to a writable folder (files "
-                               "written before are intact); running the network with torch instead"]
+    entry = tmp_path / "file" / "cache" / "onnx" / f"{key}.onnx"
+    assert caplog.messages == [f"--backend auto: cannot write {entry}: a part of the path is a file, not a folder; "
+                               f"set {CACHE_ENV} to a writable folder (files written before are intact); "
+                               "running the network with torch instead"]
