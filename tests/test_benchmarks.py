@@ -50,3 +50,19 @@ def test_a_ratio_of_unequal_work_is_refused(capsys):
     assert capsys.readouterr().err.strip() == (
         "refusing to report a ratio: the sides do different work per step (ccreid 253.80 GFLOP, bare 386.70 "
         "GFLOP); give them the same model settings")
+
+
+def test_extract_benchmark_times_the_default_engine_and_judges_it_against_the_bare_session(tmp_path, monkeypatch):
+    import bench_extract
+    from ccreid.engine.inference import missing_onnxruntime
+    from test_viz_common import make_checkpoint, write_dataset
+
+    weights = make_checkpoint(tmp_path / "w.safetensors", write_dataset(tmp_path / "data"), "baseline", seed=3)
+    embedder, seconds = bench_extract.default_embedder(weights, torch.device("cpu"))
+    assert embedder.net.backend == ("torch" if missing_onnxruntime() else "onnxruntime") and seconds > 0
+    ref, default = bench_extract.REFERENCE, bench_extract.DEFAULT
+    rounds = {ref: [1.0, 1.2, 1.1], default: [1.1, 1.0, 1.0]}
+    verdict = bench_extract.judge({default: 0.98}, {default: 1.02}, rounds, "onnxruntime")
+    assert "0.980x" in verdict and "1.020x" in verdict and "1.100x (paired median wall)" in verdict
+    assert "misses the >= 1.0 target" in verdict
+    assert "meets" in bench_extract.judge({default: 1.0}, {default: 1.01}, rounds, "onnxruntime")
