@@ -1,16 +1,26 @@
-"""Feature-extraction throughput: PyTorch (plain / prepared fp32 / bf16) vs ONNX Runtime, and the pipelines.
+"""Feature-extraction throughput: the default engine (auto), PyTorch (plain / prepared fp32 / bf16) and
+ONNX Runtime, against a bare ONNX Runtime session, and the pipelines.
 
-    python benchmarks/bench_extract.py [--backbone resnet50] [--size 256x128] [--images 64] [--batch 32]
-        [--threads 2] [--device cpu] [--accuracy-weights outputs/comparison/ours/seed0/model.safetensors]
+    python benchmarks/bench_extract.py [--backbone resnet50] [--last-stride 1] [--size 256x128] [--images 64]
+        [--batch 32] [--threads 2] [--device cpu]
+        [--accuracy-weights outputs/comparison/ours/seed0/model.safetensors]
 
+The network: ``--backbone`` (width 1), ``--last-stride``, average pooling + BNNeck, random weights, set
+here (benchmarks/equal_work.py), not read from configs/synthetic.yaml (which only supplies the images).
+Every engine runs that one network on the same batches: the torch rows' FLOPs per batch are counted
+(FlopCounterMode) and must be equal, or no ratio is reported; ONNX Runtime's cannot be counted by torch,
+its rows run the export of the same eval model (their features match the plain model's: last column).
 On the same images, in one process, repeats interleaved in rotating order (best and median reported):
-- engines, no flip, L2-normalised, on decoded and normalised batches: the plain eval model (what the
-  extraction paths ran before), ``prepare(model)`` (BatchNorm folded, channels_last: the default
-  ``--backend torch``), the same with ``precision="bf16"``, ``prepare(model, backend="onnxruntime")``,
-  and a bare onnxruntime session on the ``ccreid export onnx`` file (the reference);
-- pipelines with the flip average: ``embed`` of the prepared network on the batches (raw forward),
+- engines, no flip, L2-normalised, on decoded and normalised batches: the default ``ccreid.load(w)``
+  network (``--backend auto``: onnxruntime on the CPU when installed, its export cached), the plain eval
+  model (what the extraction paths ran before), ``prepare(model)`` (``--backend torch``: BatchNorm folded,
+  channels_last), the same with ``precision="bf16"``, and a bare onnxruntime session on the ``ccreid
+  export onnx`` file (the reference; ``--backend onnxruntime`` is the default's engine on the CPU);
+- pipelines with the flip average: ``embed`` of the prepared torch network on the batches (raw forward),
   ``Embedder.embed(paths)`` (``ccreid.load(w).embed``: decode + transform + forward + flip + L2),
-  ``extract_features`` over ``DataManager.loader`` (``ccreid test`` / ``extract``), both backends.
+  ``extract_features`` over ``DataManager.loader`` (``ccreid test`` / ``extract``), default and torch.
+The default's first call (export into a temporary cache + session) and a later load (cache reused) are
+timed once each.
 Ratios are images/s over the onnxruntime session's, from the best repeats (least disturbed by other
 load; CPU-second ratios beside them). Features are compared with the plain model's (max abs difference
 of L2-normalised features). ``--accuracy-weights``: rank-1 / mAP of a trained checkpoint on its
@@ -43,10 +53,15 @@ from ccreid.engine.evaluator import evaluate_splits, extract_features
 from ccreid.engine.inference import embed, prepare
 from ccreid.engine.runtime import machine_info, write_json, write_text
 from ccreid.engine.tester import load_checkpoint_config, trained_model
+from ccreid.engine.onnx_cache import CACHE_ENV
 from ccreid.methods import build_model_from_config
+from equal_work import count_flops, model_config, model_settings, require_equal_flops
 
 REFERENCE = "onnxruntime session (reference)"
 PLAIN = "PyTorch plain eval model (before)"
+DEFAULT = "ccreid.load(w): --backend auto (default)"
+TORCH = "prepare(): torch fp32"
+TARGET = 1.0  # the default engine vs the bare session
 
 
 def timed(fn, device: torch.device) -> tuple[float, float]:
@@ -69,6 +84,25 @@ def onnxruntime_session(path: Path, device: torch.device, threads: int):
     options.intra_op_num_threads = threads
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle ORT threads would steal CPU
     return ort.InferenceSession(str(path), options, providers=[provider])
+
+
+def default_embedder(weights: Path, device: torch.device) -> tuple[Embedder, float]:
+    """``ccreid.load(weights)`` with its defaults, and the seconds to its first features (one image)."""
+    start = time.perf_counter()
+    embedder = Embedder.from_weights(weights, device=str(device))
+    embedder.forward_batch(torch.zeros(1, 3, embedder.height, embedder.width))
+    return embedder, time.perf_counter() - start
+
+
+def judge(vs_ort: dict, vs_ort_cpu: dict, seconds: dict, engine: str) -> str:
+    """The default engine against the bare session, judged on the best wall and the best CPU-second
+    repeats; the paired median (the two in the same round) beside them."""
+    wall, cpu = vs_ort[DEFAULT], vs_ort_cpu[DEFAULT]
+    paired = statistics.median(r / d for r, d in zip(seconds[REFERENCE], seconds[DEFAULT]))
+    meets = "meets" if min(wall, cpu) >= TARGET else "misses"
+    return (f"The default (`--backend auto`, here {engine}) runs at {wall:.3f}x the bare ONNX Runtime session's "
+            f"images/s (best wall), {cpu:.3f}x (best CPU seconds), {paired:.3f}x (paired median wall): {meets} the "
+            f">= {TARGET} target (judged on the best wall and best CPU ratios).")
 
 
 def accuracy(weights: str, threads: int) -> dict:
@@ -100,6 +134,7 @@ def accuracy_text(acc: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default="resnet50")
+    parser.add_argument("--last-stride", type=int, default=1, choices=(1, 2), help="stride of layer4 (1: the paper's)")
     parser.add_argument("--size", default="256x128", help="input HxW")
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--batch", type=int, default=32)
@@ -116,27 +151,28 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     height, width = (int(v) for v in args.size.split("x"))
     tmp = Path(tempfile.mkdtemp())
+    os.environ[CACHE_ENV] = str(tmp / "cache")  # the default engine's export: a fresh cache, not the user's
     root = generate(tmp / "synthetic", ids=max(6, args.images // 6 + 6), outfits=2, images_per_outfit=3,
                     height=height, width=width)
-    cfg = load_config("synthetic", [
+    cfg = model_config(load_config("synthetic", [  # the synthetic images; the model spelled out
         f"data.root={root}", f"data.height={height}", f"data.width={width}", f"data.workers={args.workers}",
-        f"model.backbone={args.backbone}", "model.width_mult=1.0", "model.pretrained=none", "train.device=cpu",
-        f"test.batch_size={args.batch}", "test.flip=true", "data.ids_per_batch=2", "data.images_per_id=2",
-    ])
-    model = build_model_from_config(cfg, 10).eval()
-    save_weights(tmp / "model.safetensors", model, to_yaml(cfg), 10)
-    embedder = Embedder.from_weights(tmp / "model.safetensors", device=str(device))
+        "train.device=cpu", f"test.batch_size={args.batch}", "test.flip=true", "data.ids_per_batch=2",
+        "data.images_per_id=2",
+    ]), args.backbone, args.last_stride)
+    weights = tmp / "model.safetensors"
+    save_weights(weights, build_model_from_config(cfg, 10).eval(), to_yaml(cfg), 10)
+    embedder, first_call_s = default_embedder(weights, device)
+    latency = {"first call (export into the cache, session, 1 image)": first_call_s,
+               "later load (cache reused, session, 1 image)": default_embedder(weights, device)[1]}
+    torch_embedder = Embedder.from_weights(weights, device=str(device), backend="torch")
     manager = DataManager(cfg, need_parsing=False)
     split = next(iter(manager.eval_splits("test").values()))
     records = list({r.path: r for r in manager.dataset.train + split.query + split.gallery}.values())[:args.images]
     paths = [r.path for r in records]
     batches = embedder.preprocess(paths).split(args.batch)
-    plain = embedder.model
-    nets = {"prepare(): torch fp32 (default)": embedder.net,
+    plain = torch_embedder.model
+    nets = {DEFAULT: embedder.net, TORCH: torch_embedder.net,
             "prepare(): torch bf16": prepare(plain, device, precision="bf16")}
-    if device.type == "cpu":
-        ort_embedder = Embedder.from_weights(tmp / "model.safetensors", device="cpu", backend="onnxruntime")
-        nets["prepare(): onnxruntime backend"] = ort_embedder.net
 
     @torch.no_grad()
     def run(net, flip: bool = False) -> list:
@@ -146,7 +182,11 @@ def main() -> None:
     def run_plain() -> list:  # the model call of the extraction paths before prepare()
         return [F.normalize(plain(b.to(device)), dim=1) for b in batches]
 
-    onnx_path = export_onnx(tmp / "model.safetensors", tmp / "model.onnx")[0]
+    torch_rows = {PLAIN: lambda: plain(batches[0].to(device))} | {
+        name: (lambda net=net: net(batches[0])) for name, net in nets.items() if net.backend == "torch"}
+    with torch.no_grad():
+        flops_per_batch = require_equal_flops({name: count_flops(fn) for name, fn in torch_rows.items()}, "batch")
+    onnx_path = export_onnx(weights, tmp / "model.onnx")[0]
     session = onnxruntime_session(onnx_path, device, args.threads)
     runs = {PLAIN: run_plain} | {name: (lambda net=net: run(net)) for name, net in nets.items()}
     if session is not None:
@@ -155,15 +195,16 @@ def main() -> None:
     engines = list(runs)
     loader = manager.loader(records)
     workers = f"workers={args.workers}"
-    runs |= {"raw forward + flip (torch fp32)": lambda: run(embedder.net, flip=True),
-             "Embedder.embed(paths) (torch fp32)": lambda: embedder.embed(paths),
+    runs |= {"raw forward + flip (torch fp32)": lambda: run(torch_embedder.net, flip=True),
+             "Embedder.embed(paths) (default)": lambda: embedder.embed(paths),
+             "Embedder.embed(paths) (torch fp32)": lambda: torch_embedder.embed(paths),
              "Embedder.preprocess(paths) only": lambda: embedder.preprocess(paths),
-             f"extract_features(loader, {workers}) (torch fp32)": lambda: extract_features(plain, loader, device)}
-    if device.type == "cpu":
-        runs[f"extract_features(loader, {workers}) (onnxruntime)"] = \
-            lambda: extract_features(ort_embedder.net, loader, device)
+             f"extract_features(loader, {workers}) (default)": lambda: extract_features(embedder.net, loader, device),
+             f"extract_features(loader, {workers}) (torch fp32)":
+                 lambda: extract_features(torch_embedder.net, loader, device)}
     for fn in runs.values():  # warm-up (allocators, oneDNN primitives, loader workers, ORT graph)
         fn()
+    load_start = os.getloadavg()
     seconds = {name: [] for name in runs}
     cpu_seconds = {name: [] for name in runs}
     names = list(runs)
@@ -184,16 +225,21 @@ def main() -> None:
     pipelines = [name for name in names[len(engines):] if name not in (raw, "Embedder.preprocess(paths) only")]
     overhead = {name: best[name] / best[raw] - 1 for name in pipelines}
     preprocess_share = best_cpu["Embedder.preprocess(paths) only"] / best_cpu[raw]
-    command = (f"python benchmarks/bench_extract.py --backbone {args.backbone} --size {args.size} --images "
+    command = (f"python benchmarks/bench_extract.py --backbone {args.backbone} --last-stride {args.last_stride} "
+               f"--size {args.size} --images "
                f"{args.images} --batch {args.batch} --threads {args.threads} --workers {args.workers} "
                f"--repeats {args.repeats} --device {args.device}" + (f" --accuracy-weights {args.accuracy_weights}"
                                               if args.accuracy_weights else ""))
-    result = {"command": command, "images": len(paths), "seconds": seconds, "best_s": best, "median_s": median,
+    verdict = judge(vs_ort, vs_ort_cpu, seconds, embedder.net.backend) if reference == REFERENCE else None
+    result = {"command": command, "model_settings": model_settings(cfg), "flops_per_batch_torch": flops_per_batch,
+              "default_engine": embedder.net.backend, "default_latency_s": latency, "default_verdict": verdict,
+              "images": len(paths), "seconds": seconds, "best_s": best, "median_s": median,
               "cpu_seconds": cpu_seconds, "best_cpu_s": best_cpu, "images_per_s": rate,
               "speed_vs_onnxruntime_wall": vs_ort, "speed_vs_onnxruntime_cpu": vs_ort_cpu,
               "max_abs_diff_vs_plain_fp32": max_diff, "pipeline_overhead_wall": overhead,
               "preprocess_cpu_vs_forward_cpu": preprocess_share,
-              "reference": reference, "machine": machine_info(device) | {"load_avg": os.getloadavg(),
+              "reference": reference, "machine": machine_info(device) | {"load_avg_start": load_start,
+                                                               "load_avg": os.getloadavg(),
                                                                "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY")}}
     if args.accuracy_weights:
         result["accuracy"] = accuracy(args.accuracy_weights, args.threads)
@@ -206,10 +252,18 @@ def main() -> None:
     pipeline_rows = "\n".join(
         f"| {name} | {best[name]:.2f} | {median[name]:.2f} | {best_cpu[name]:.2f} | {rate[name]:.1f} | "
         + (f"{overhead[name] * 100:+.1f} % |" if name in overhead else " |") for name in names[len(engines):])
-    text = (f"# Extraction throughput\n\nCommand: `{command}`  \nMachine: {result['machine']}\n\n"
-            f"{len(paths)} synthetic {height}x{width} PNG images, {args.backbone} (random weights), batch "
-            f"{args.batch}, {args.threads} torch/ORT threads, {args.repeats} interleaved repeats (rotating order); "
-            f"rates and ratios from the best repeat (least disturbed by other load, see load_avg).\n\n"
+    load = max(load_start[0], result["machine"]["load_avg"][0])
+    busy = (f"**The machine was busy (load average {load:.1f} on {os.cpu_count()} cores): the absolute rates "
+            "are low and noisy; rerun on a quiet machine for figures to quote.**\n\n" if load > 1.5 else "")
+    latency_text = "; ".join(f"{k}: {v:.1f} s" for k, v in latency.items())
+    text = (f"# Extraction throughput\n\nCommand: `{command}`  \nMachine: {result['machine']}\n\n{busy}"
+            f"{len(paths)} synthetic {height}x{width} PNG images; the network: {model_settings(cfg)}, random "
+            f"weights (set in the script, not read from a config file), {flops_per_batch / 1e9:.1f} GFLOP per batch "
+            f"in every torch engine (FlopCounterMode, checked equal); batch {args.batch}, {args.threads} torch/ORT threads, "
+            f"{args.repeats} interleaved repeats (rotating order); rates and ratios from the best repeat (least "
+            f"disturbed by other load, see load_avg).\n\n"
+            + (f"**{verdict}**\n\n" if verdict else "")
+            + f"The default's start-up ({embedder.net.backend}): {latency_text}.\n\n"
             "## Engines (no flip, L2-normalised features)\n\n"
             f"| engine | best wall s | median wall s | best CPU s | images/s | vs {short} (wall) | vs {short} (CPU s) | "
             "max abs diff vs plain fp32 |\n|---|---:|---:|---:|---:|---:|---:|---:|\n" + engine_rows + "\n\n"

@@ -10,6 +10,8 @@ On the same images, in one process, repeats interleaved in rotating order (best 
 Agreement: the share of pixels whose label under bf16 (and, on a GPU, fp16) equals fp32's, over the
 images at their own resolution (network input 473x473, LIP). On a CUDA GPU the same file gets images/s at
 ``--gpu-batch`` in fp32/bf16/fp16: the network alone and the whole ``run_parse`` pipeline.
+Both sides run the same network at the same input size: their FLOPs per image are counted
+(FlopCounterMode) and must be equal, or no ratio is reported (benchmarks/equal_work.py).
 Weights: the seed-1 LIP test checkpoint rebuilt from ../shared/schp (random, calibrated statistics: its
 label maps are noise-shaped, and random networks amplify rounding more than trained ones, so agreement
 here is a lower bound for the released weights). Images: synthetic 128x64 person crops.
@@ -36,6 +38,7 @@ from ccreid.parsing import HumanParser, folder_items, load_schp, run_parse
 from ccreid.parsing.job import PALETTE
 from ccreid.parsing.parser import to_labels
 from ccreid.parsing.warp import preprocess, read_bgr, warp_back
+from equal_work import count_flops, require_equal_flops
 
 SCHP_DATA = Path(__file__).resolve().parents[2] / "shared" / "schp"
 
@@ -91,6 +94,10 @@ def main() -> None:
     runs = {"SCHP-style loop (batch 1, fp32)": lambda: schp_loop(unfused, paths, tmp / "loop")}
     (tmp / "loop").mkdir()
     parsers = {amp: HumanParser.from_checkpoint(weights, device="cpu", amp=amp) for amp in ("off", "bf16")}
+    with torch.inference_mode():  # the network of both sides, one 473x473 image
+        image = torch.zeros(1, 3, 473, 473)
+        require_equal_flops({"SCHP-style loop": count_flops(lambda: unfused(image)),
+                             "ccreid parse": count_flops(lambda: parsers["off"].model(image))}, "image")
     for amp, p in parsers.items():
         runs[f"ccreid parse (batch {args.batch}, {'fp32' if amp == 'off' else amp})"] = \
             lambda p=p: run_parse(p, items, tmp / "maps", batch=args.batch, overwrite=True)

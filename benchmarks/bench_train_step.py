@@ -1,7 +1,7 @@
 """Training-step speed: ccreid's ``baseline`` step vs a bare hand-written torchvision loop, FLOP/s, loader speed.
 
-    python benchmarks/bench_train_step.py [--device auto] [--backbone resnet50] [--batch 16] [--size 256x128]
-                                          [--steps 3] [--repeats 3] [--threads 1] [--workers 0,1,2]
+    python benchmarks/bench_train_step.py [--device auto] [--backbone resnet50] [--last-stride 1] [--batch 16]
+                                          [--size 256x128] [--steps 3] [--repeats 3] [--threads 1] [--workers 0,1,2]
                                           [--amp auto|off|bf16|fp16] [--cudnn-benchmark] [--shared]
 
 Defaults: on CUDA batch 64 at 384x192, on CPU batch 16 at 256x128; ``--amp auto`` is ccreid's
@@ -12,8 +12,10 @@ kept in host memory as the loader hands them over; each step copies its batch to
 device), timed in interleaved rounds whose order rotates every round:
 
 - ``ccreid``: the trainer's :class:`ccreid.engine.trainer.TrainStep` for preset ``baseline``
-  (model, objective, Adam built from the config exactly as ``ccreid train`` builds them);
-- ``bare``: written here without ccreid: torchvision ``resnet*`` with last stride 1,
+  (model, objective, Adam built from the config exactly as ``ccreid train`` builds them); its model
+  settings are spelled out here (``--backbone``, ``--last-stride``, width 1, average pooling:
+  benchmarks/equal_work.py), not taken from configs/synthetic.yaml, which only supplies the data;
+- ``bare``: written here without ccreid: torchvision ``resnet*`` with the same ``--last-stride``,
   average pooling + BNNeck (BatchNorm1d, frozen bias) + bias-free linear classifier,
   ``F.cross_entropy(label_smoothing=0.1)`` + batch-hard triplet (margin 0.3), Adam with the
   same lr / weight decay, the update through a ``torch.amp.GradScaler`` (enabled for fp16 only,
@@ -26,7 +28,8 @@ device), timed in interleaved rounds whose order rotates every round:
 
 Each step's FLOPs are counted once with ``torch.utils.flop_counter.FlopCounterMode`` over a
 whole step (forward and backward are both counted; the optimizer's elementwise update is
-not), so achieved FLOP/s = FLOPs per step x steps/s. Target (issue 6): ccreid / bare >= 0.95
+not), so achieved FLOP/s = FLOPs per step x steps/s. The two loops must do the same FLOPs per
+step, or the script refuses to time them (exit status 2). Target (issue 6): ccreid / bare >= 0.95
 steps/s. Timings synchronise the device before reading the clock (CUDA).
 """
 
@@ -45,7 +48,6 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from ccreid.config import load_config
 from ccreid.data.manager import DataManager
@@ -54,6 +56,7 @@ from ccreid.engine.runtime import (machine_info, resolve_amp, resolve_device, se
 from ccreid.engine.step import TrainStep
 from ccreid.engine.training import build_training
 from ccreid.methods import DataInfo
+from equal_work import count_flops, model_config, model_settings, require_equal_flops
 
 TARGET = 0.95
 K = 4  # images per identity in a P x K batch
@@ -62,14 +65,15 @@ AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # autocast dtype o
 
 # ----------------------------------------------------------------------------- the bare loop
 class BareReID(nn.Module):
-    """torchvision ResNet (last stride 1) + avg pool + BNNeck + bias-free classifier."""
+    """torchvision ResNet (``last_stride`` in layer4) + avg pool + BNNeck + bias-free classifier."""
 
-    def __init__(self, arch: str, num_classes: int) -> None:
+    def __init__(self, arch: str, num_classes: int, last_stride: int) -> None:
         super().__init__()
         net = getattr(torchvision.models, arch)(weights=None)
         block = net.layer4[0]
-        (block.conv2 if hasattr(block, "conv3") else block.conv1).stride = (1, 1)  # Bottleneck / BasicBlock
-        block.downsample[0].stride = (1, 1)
+        stride = (last_stride, last_stride)
+        (block.conv2 if hasattr(block, "conv3") else block.conv1).stride = stride  # Bottleneck / BasicBlock
+        block.downsample[0].stride = stride
         self.body = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3,
                                   net.layer4)
         dim = net.fc.in_features
@@ -92,9 +96,9 @@ def bare_triplet(feat: torch.Tensor, pids: torch.Tensor, margin: float = 0.3) ->
     return F.relu(hardest_pos - hardest_neg + margin).mean()
 
 
-def make_bare_step(arch: str, num_classes: int, device: torch.device, lr: float, weight_decay: float, amp: str,
-                   channels_last: bool) -> tuple[Callable, nn.Module]:
-    model = BareReID(arch, num_classes).to(device)
+def make_bare_step(arch: str, last_stride: int, num_classes: int, device: torch.device, lr: float,
+                   weight_decay: float, amp: str, channels_last: bool) -> tuple[Callable, nn.Module]:
+    model = BareReID(arch, num_classes, last_stride).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     model.train()
@@ -142,12 +146,6 @@ def timed(fn: Callable[[], object], device: torch.device) -> tuple[float, float]
     fn()
     sync(device)
     return time.perf_counter() - start, time.process_time() - cpu
-
-
-def count_flops(fn: Callable[[], object]) -> int:
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return int(counter.get_total_flops())
 
 
 def count_host_reads(fn: Callable[[], object]) -> int:
@@ -207,6 +205,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--backbone", default="resnet50", help="resnet18 | resnet34 | resnet50 | resnet101")
+    parser.add_argument("--last-stride", type=int, default=1, choices=(1, 2),
+                        help="stride of layer4 in both loops (1: the paper's re-ID ResNet)")
     parser.add_argument("--batch", type=int, default=None, help="P x K with K=4 (default: 64 CUDA, 16 CPU)")
     parser.add_argument("--size", default=None, help="HxW (default: 384x192 CUDA, 256x128 CPU)")
     parser.add_argument("--steps", type=int, default=None, help="steps per variant per round (20 CUDA, 3 CPU)")
@@ -243,11 +243,10 @@ def main() -> None:
     if batch % K:
         parser.error(f"--batch must be a multiple of {K} (P x K batches, K={K})")
     workers = [int(w) for w in args.workers.split(",") if w != ""]
-    cfg = load_config("synthetic", [
-        "model.preset=baseline", f"model.backbone={args.backbone}", "model.width_mult=1.0", "model.pretrained=none",
+    cfg = model_config(load_config("synthetic", [  # the synthetic data; the model spelled out, both loops alike
         f"data.height={height}", f"data.width={width}", f"data.ids_per_batch={batch // K}",
         f"data.images_per_id={K}", "data.workers=0", f"train.device={args.device}",
-    ])
+    ]), args.backbone, args.last_stride)
     amp = resolve_amp(device, args.amp)
     cfg.train.amp = amp  # set, not overridden: a bare `train.amp=off` override parses as YAML false
     seed_everything(cfg.seed)
@@ -260,8 +259,8 @@ def main() -> None:
     ccreid_step, ccreid_model = make_ccreid_step(cfg, num_classes, num_clothes, device)
     seed_everything(cfg.seed)
     channels_last = ccreid_step.channels_last
-    bare_step, _ = make_bare_step(args.backbone, num_classes, device, cfg.train.lr, cfg.train.weight_decay,
-                                  amp, channels_last)
+    bare_step, _ = make_bare_step(args.backbone, args.last_stride, num_classes, device, cfg.train.lr,
+                                  cfg.train.weight_decay, amp, channels_last)
 
     def chunk(step_fn: Callable) -> Callable[[], None]:
         def run() -> None:
@@ -290,6 +289,7 @@ def main() -> None:
     # FLOPs of one step each (forward + backward), counted once (also a warm-up step)
     flops = {"ccreid TrainStep (baseline)": count_flops(lambda: ccreid_step(batches[0])),
              "bare torchvision loop": count_flops(lambda: bare_step(batches[0]))}
+    require_equal_flops(flops)  # before any timing: a ratio of unequal work means nothing
     host_reads = {"ccreid TrainStep (baseline)": count_host_reads(lambda: ccreid_step(batches[0])),
                   "bare torchvision loop": count_host_reads(lambda: bare_step(batches[0]))}
     batch_bytes = {key: batches[0][key].element_size() * batches[0][key].nelement() for key in ("image", "parsing")}
@@ -363,11 +363,13 @@ def main() -> None:
         row["workers_needed_for_model_rate"] = model_rate / row["images_per_s_per_worker_best"]
 
     command = (f"python benchmarks/bench_train_step.py --device {args.device} --backbone {args.backbone} "
+               f"--last-stride {args.last_stride} "
                f"--batch {batch} --size {height}x{width} --steps {steps} --repeats {repeats} --warmup {warmup} "
                f"--threads {args.threads} --amp {args.amp} --matmul {n} --workers {args.workers} "
                f"--loader-batches {args.loader_batches}" + (" --cudnn-benchmark" if args.cudnn_benchmark else "")
                + (" --shared" if args.shared else ""))
-    result = {"command": command, "device": str(device), "backbone": args.backbone, "batch": batch,
+    result = {"command": command, "device": str(device), "backbone": args.backbone,
+              "last_stride": args.last_stride, "model_settings": model_settings(cfg), "batch": batch,
               "size": [height, width], "amp": amp, "channels_last": channels_last, "num_classes": num_classes,
               "cudnn_benchmark": args.cudnn_benchmark,
               "forward_flops_per_step": forward_flops, "batch_bytes": batch_bytes, "target_ratio": TARGET,
@@ -385,7 +387,10 @@ def main() -> None:
     lines = [
         "# Training step: ccreid vs a bare torchvision loop", "",
         f"Command: `{command}`  ", f"Machine: {result['machine']}", "",
-        f"{args.backbone} (random init, last stride 1) at {height}x{width}, batch {batch} ({batch // K} ids x {K}), "
+        f"Both loops: {model_settings(cfg)}, random init, as preset baseline trains it (set in the script, not "
+        f"read from a config file), "
+        f"{flops[c_name] / 1e9:.1f} GFLOP per step each (FlopCounterMode, checked equal before timing), at "
+        f"{height}x{width}, batch {batch} ({batch // K} ids x {K}), "
         f"{num_classes} classes, amp {amp}, channels_last {channels_last}, device {device}, "
         f"{torch.get_num_threads()} torch thread(s). Both loops train on the same {len(batches)} pre-loaded "
         f"batches (host memory, copied to the device each step). {repeats} interleaved rounds (order rotated every "

@@ -13,7 +13,10 @@ machine). Best and median over the rounds are reported.
 
 Throughput is images processed per second: originals + CRE's erased copies (with
 ``model.cre.p=1`` a CRE preset pushes 2x the images through the network per step), and
-steps per second beside it. Targets (issue 3): ``ours`` / ``baseline`` >= 0.95 images/s;
+steps per second beside it. The presets do different work by design (that is what the ratios
+price); the results state it: the model settings they share (from the config, written out) and
+each preset's FLOPs per step and per image (``FlopCounterMode``, one step counted before timing).
+Targets (issue 3): ``ours`` / ``baseline`` >= 0.95 images/s;
 BSGA's extra cost is ``baseline+bsga`` vs ``baseline``, CRE's ``baseline+cre`` vs ``baseline``.
 """
 
@@ -34,6 +37,7 @@ from ccreid.engine.runtime import (machine_info, resolve_amp, resolve_device, se
 from ccreid.engine.step import TrainStep
 from ccreid.engine.training import build_training
 from ccreid.methods import DataInfo
+from equal_work import count_flops, model_settings
 
 PRESETS = ("baseline", "baseline+bsga", "baseline+cre", "baseline+bctri", "ours-wo-bsga", "ours")
 TARGET = 0.95
@@ -89,6 +93,7 @@ def main() -> None:
     for preset in presets:
         cfg.model.preset = preset
         steps[preset] = build_step(cfg, manager, device)
+    flops = {p: count_flops(lambda p=p: steps[p](batches[0])) for p in presets}  # one step each, also a warm-up
     load_before = os.getloadavg()
     for preset in presets:  # warm-up: allocator, Adam state, first-call costs
         run_chunk(steps[preset], batches, args.warmup, device)
@@ -109,7 +114,8 @@ def main() -> None:
     rows = {}
     for p in presets:
         n = images[p]
-        rows[p] = {"images_per_step": n / args.steps, "wall_s": wall[p], "cpu_s": cpu[p],
+        rows[p] = {"images_per_step": n / args.steps, "gflop_per_step": flops[p] / 1e9,
+                   "gflop_per_image": flops[p] / 1e9 / (n / args.steps), "wall_s": wall[p], "cpu_s": cpu[p],
                    "images_per_s_best": n / min(wall[p]), "images_per_s_median": n / statistics.median(wall[p]),
                    "images_per_cpu_s_best": n / min(cpu[p]),
                    "steps_per_s_best": args.steps / min(wall[p]),
@@ -133,7 +139,8 @@ def main() -> None:
     result = {
         "command": command, "config": args.config, "overrides": args.overrides,
         "batch": cfg.data.ids_per_batch * cfg.data.images_per_id, "size": [cfg.data.height, cfg.data.width],
-        "backbone": cfg.model.backbone, "width_mult": cfg.model.width_mult, "amp": cfg.train.amp,
+        "backbone": cfg.model.backbone, "width_mult": cfg.model.width_mult, "model_settings": model_settings(cfg),
+        "amp": cfg.train.amp,
         "cre_p": cfg.model.cre.p, "steps_per_round": args.steps, "repeats": args.repeats, "warmup": args.warmup,
         "target_ratio": TARGET,
         "machine": machine_info(device) | {"load_avg_before": load_before, "load_avg_after": load_after,
@@ -149,7 +156,7 @@ def main() -> None:
         "# Training throughput per preset", "",
         f"Command: `{command}`  ", f"Machine: {result['machine']}", "",
         f"Config `{args.config}`{''.join(' ' + o for o in args.overrides)}: batch {result['batch']} (P x K) at "
-        f"{cfg.data.height}x{cfg.data.width}, {cfg.model.backbone} x{cfg.model.width_mult}, amp {cfg.train.amp}, "
+        f"{cfg.data.height}x{cfg.data.width}, {model_settings(cfg)} (every preset), amp {cfg.train.amp}, "
         f"CRE p={cfg.model.cre.p}, device {device}, {torch.get_num_threads()} torch thread(s). Each preset runs the "
         f"trainer's `TrainStep` on the same {len(batches)} pre-loaded batches (data loading excluded). "
         f"{args.repeats} interleaved rounds of {args.steps} steps per preset (order rotated every round) after "
@@ -161,13 +168,16 @@ def main() -> None:
         "`best` uses each preset's fastest round (least disturbed), `median` its median round, `paired` the "
         "median over rounds of (preset rate / baseline rate in the same round), `CPU` this process's CPU seconds "
         "(insensitive to time lost waiting for a core).", "",
-        "Images/s counts every image through the network: originals + CRE's erased copies.", "",
-        "| preset | images/step | images/s best | images/s median | steps/s best | ratio images/s best | "
-        "ratio paired | ratio CPU best | ratio CPU paired | ratio steps/s best |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "Images/s counts every image through the network: originals + CRE's erased copies. The presets do "
+        "different work by design, stated in the GFLOP columns (FlopCounterMode, forward + backward of one step): "
+        "the ratios price each method against baseline, they do not compare two implementations of one method.", "",
+        "| preset | images/step | GFLOP/step | GFLOP/image | images/s best | images/s median | steps/s best | "
+        "ratio images/s best | ratio paired | ratio CPU best | ratio CPU paired | ratio steps/s best |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for p, r in rows.items():
-        lines.append(f"| {p} | {r['images_per_step']:.0f} | {r['images_per_s_best']:.1f} | "
+        lines.append(f"| {p} | {r['images_per_step']:.0f} | {r['gflop_per_step']:.1f} | {r['gflop_per_image']:.2f} | "
+                     f"{r['images_per_s_best']:.1f} | "
                      f"{r['images_per_s_median']:.1f} | {r['steps_per_s_best']:.3f} | "
                      f"{ratio(p, 'ratio_images_per_s_best')} | {ratio(p, 'ratio_images_per_s_paired_median')} | "
                      f"{ratio(p, 'ratio_images_per_cpu_s_best')} | "

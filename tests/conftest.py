@@ -12,6 +12,17 @@ import pytest
 SCHP_DATA = Path(os.environ.get("CCREID_SCHP_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "schp"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def user_cache(tmp_path_factory):
+    """The user's cache (ONNX models of ``--backend auto``) in a temporary folder, never ~/.cache/ccreid."""
+    from ccreid.engine.onnx_cache import CACHE_ENV
+
+    with pytest.MonkeyPatch.context() as patch:
+        folder = tmp_path_factory.mktemp("user-cache")
+        patch.setenv(CACHE_ENV, str(folder))
+        yield folder
+
+
 @pytest.fixture(scope="session")
 def schp_data() -> Path:
     if not (SCHP_DATA / "make_checkpoint.py").is_file():

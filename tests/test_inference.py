@@ -145,24 +145,27 @@ def test_extract_and_test_give_the_same_results_with_either_backend(checkpoint, 
     pytest.importorskip("onnxscript")
     root, weights = checkpoint
     feats, results = {}, {}
-    for backend in ("torch", "onnxruntime"):
-        out = tmp_path / f"{backend}.npz"
+    for backend, ran in (("torch", "torch"), ("onnxruntime", "onnxruntime"), (None, "onnxruntime")):
+        option = ["--backend", backend] if backend else []  # no option: the default, auto
+        name = backend or "default"
+        out = tmp_path / f"{name}.npz"
         assert main(["extract", "--weights", str(weights), "--protocol", "cc", "--out", str(out), "--quiet",
-                     "--backend", backend]) == 0
-        feats[backend] = np.load(out)
-        assert main(["test", "--weights", str(weights), "--out", str(tmp_path / backend), "--quiet", "--no-report",
-                     "--backend", backend]) == 0
-        results[backend] = json.loads((tmp_path / backend / "results.json").read_text())
-        assert results[backend]["extraction"] == {"backend": backend, "precision": "fp32"}
-    for key in ("qf", "gf"):
-        assert np.abs(feats["torch"][key] - feats["onnxruntime"][key]).max() < 1e-4
-    assert results["torch"]["presets"] == results["onnxruntime"]["presets"]
+                     *option]) == 0
+        feats[name] = np.load(out)
+        assert main(["test", "--weights", str(weights), "--out", str(tmp_path / name), "--quiet", "--no-report",
+                     *option]) == 0
+        results[name] = json.loads((tmp_path / name / "results.json").read_text())
+        assert results[name]["extraction"] == {"backend": ran, "precision": "fp32"}
+    for name in ("onnxruntime", "default"):
+        for key in ("qf", "gf"):
+            assert np.abs(feats["torch"][key] - feats[name][key]).max() < 1e-5
+        assert results["torch"]["presets"] == results[name]["presets"]
 
 
 def test_backend_options_are_checked_before_any_work(checkpoint, tmp_path, monkeypatch, capsys):
     _, weights = checkpoint
     check_backend("torch", "bf16", torch.device("cpu"))
-    with pytest.raises(CCReIDError, match="--backend: 'tensorrt' is not one of torch, onnxruntime"):
+    with pytest.raises(CCReIDError, match="--backend: 'tensorrt' is not one of auto, torch, onnxruntime"):
         check_backend("tensorrt")
     with pytest.raises(CCReIDError, match="--precision: 'fp16'"):
         check_backend("torch", "fp16")

@@ -1,7 +1,7 @@
 __version__ = "0.1.0"
 
 
-def load(weights, device: str = "auto", flip=None, batch_size=None, backend: str = "torch", precision: str = "fp32"):
+def load(weights, device: str = "auto", flip=None, batch_size=None, backend: str = "auto", precision: str = "fp32"):
     """A trained checkpoint as an :class:`ccreid.deploy.Embedder`: ``ccreid.load(w).embed(images)``."""
     from ccreid.deploy import load as load_embedder
 

@@ -352,14 +352,15 @@ def cmd_viz_ranks(args: argparse.Namespace) -> None:
 
     _refuse_pictures(args, "ranks_*.png")
     _print_written(viz_ranks(args.weights, args.out, args.protocol, args.num_queries, args.k, args.seed,
-                             _device(args), args.queries, _progress(args)))
+                             _device(args), args.queries, _progress(args), args.backend, args.precision))
 
 
 def cmd_viz_cmc(args: argparse.Namespace) -> None:
     from ccreid.viz.ranks import viz_cmc
 
     _refuse_pictures(args, "cmc.png")
-    _print_written(viz_cmc(args.weights, args.out, args.labels, _device(args), _progress(args)))
+    _print_written(viz_cmc(args.weights, args.out, args.labels, _device(args), _progress(args), args.backend,
+                           args.precision))
 
 
 def cmd_viz_curves(args: argparse.Namespace) -> None:
@@ -507,9 +508,10 @@ def build_parser() -> argparse.ArgumentParser:
         return add_to(sub, name, help_text, func)
 
     def add_extraction_options(p: argparse.ArgumentParser) -> None:
-        """``--backend`` / ``--precision`` of feature extraction (``ccreid extract``, ``ccreid test``)."""
-        p.add_argument("--backend", choices=BACKENDS, default="torch",
-                       help="torch (folded BatchNorm, channels_last) or onnxruntime (CPU; needs the export extra)")
+        """``--backend`` / ``--precision`` of feature extraction (``extract``, ``test``, ``viz ranks``, ``viz cmc``)."""
+        p.add_argument("--backend", choices=BACKENDS, default="auto",
+                       help="auto (default: onnxruntime on the CPU in fp32 when installed, else torch), torch "
+                            "(folded BatchNorm, channels_last) or onnxruntime (CPU; needs the export extra)")
         p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                        help="bf16: torch autocast, faster on CPUs with AVX512-BF16/AMX, features not bit-equal")
 
@@ -656,10 +658,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_number(p, "-k", int, 1, 100, 10)
     add_number(p, "--seed", int, 0, MAX_SEED, 0)
     p.add_argument("--device", default="auto")
+    add_extraction_options(p)
     p = add_viz("cmc", "CMC curves per test protocol, one curve per checkpoint", cmd_viz_cmc)
     p.add_argument("--weights", nargs="+", required=True, help="one or more model.safetensors")
     p.add_argument("--labels", nargs="+", default=None, help="legend labels (default: each preset)")
     p.add_argument("--device", default="auto")
+    add_extraction_options(p)
     p = add_viz("curves", "training curves (losses, lr, validation top-1) of one or more runs", cmd_viz_curves)
     p.add_argument("--runs", nargs="+", required=True, help="training output folders (with metrics.jsonl)")
     p.add_argument("--labels", nargs="+", default=None, help="legend labels (default: folder names)")

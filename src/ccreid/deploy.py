@@ -68,10 +68,11 @@ class Embedder:
     """Test transform + model forward (+ flip average) + L2 normalisation.
 
     ``backend`` / ``precision``: how the network runs (:func:`ccreid.engine.inference.prepare`:
-    ``torch`` with folded BatchNorms and channels_last, or ``onnxruntime``; ``fp32`` or ``bf16``)."""
+    ``auto``, the fastest engine giving the fp32 features, ``torch`` with folded BatchNorms and
+    channels_last, or ``onnxruntime``; ``fp32`` or ``bf16``)."""
 
     def __init__(self, model: ReIDModel, height: int, width: int, flip: bool = True,
-                 device: Union[str, torch.device] = "cpu", batch_size: int = 64, backend: str = "torch",
+                 device: Union[str, torch.device] = "cpu", batch_size: int = 64, backend: str = "auto",
                  precision: str = "fp32") -> None:
         self.model = model.to(device).eval()
         self.device = torch.device(device)
@@ -83,7 +84,7 @@ class Embedder:
 
     @classmethod
     def from_weights(cls, weights: Union[str, Path], device: str = "auto", flip: Optional[bool] = None,
-                     batch_size: Optional[int] = None, overrides: Sequence[str] = (), backend: str = "torch",
+                     batch_size: Optional[int] = None, overrides: Sequence[str] = (), backend: str = "auto",
                      precision: str = "fp32") -> "Embedder":
         """An embedder for a ``model.safetensors`` checkpoint (flip and batch size from its config)."""
         resolved = resolve_device(device)
@@ -124,7 +125,7 @@ class Embedder:
 
 
 def load(weights: Union[str, Path], device: str = "auto", flip: Optional[bool] = None,
-         batch_size: Optional[int] = None, backend: str = "torch", precision: str = "fp32") -> Embedder:
+         batch_size: Optional[int] = None, backend: str = "auto", precision: str = "fp32") -> Embedder:
     """``ccreid.load(weights).embed(images)``: see :class:`Embedder`."""
     return Embedder.from_weights(weights, device, flip, batch_size, backend=backend, precision=precision)
 

@@ -15,7 +15,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import List, Sequence
 
-from ccreid.errors import CCReIDError
+from ccreid.errors import CCReIDError, first_line
 from ccreid.files import require_file
 
 ENTRY_POINT_GROUP = "ccreid.plugins"
@@ -74,6 +74,6 @@ def import_plugins(names: Sequence[str]) -> List[str]:
             raise CCReIDError(f"config key 'plugins': no module {name!r} (a module name on the path or a .py file)")
         except Exception as err:
             raise CCReIDError(f"config key 'plugins': importing {name} failed ({type(err).__name__}: "
-                              f"{str(err).splitlines()[0] if str(err) else ''})")
+                              f"{first_line(err)})")
         resolved.append(target)
     return resolved

@@ -31,7 +31,7 @@ from ccreid.data.labels import LabelSet, get_label_set
 from ccreid.data.manager import missing_maps_error, missing_mode
 from ccreid.data.records import EvalSplit, ImageRecord
 from ccreid.data.registry import DATASETS
-from ccreid.errors import CCReIDError
+from ccreid.errors import CCReIDError, first_line
 from ccreid.evaluation.ranking import valid_match
 
 #: Problems of one kind listed one by one before the rest is summarised.
@@ -133,7 +133,7 @@ def _deep_problems(records: Sequence[ImageRecord], num_classes: int, progress: b
                 with Image.open(path) as image:
                     image.load()
         except Exception as err:  # any decoder failure means the file is unusable
-            unreadable.append(f"{path} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})")
+            unreadable.append(f"{path} ({type(err).__name__}: {first_line(err)})")
     return _listed("unreadable file", unreadable) + _listed("parsing labels", bad_labels), len(unreadable)
 
 

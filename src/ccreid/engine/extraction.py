@@ -105,7 +105,7 @@ def extract_to_file(
     workers: int = 0,
     device: str = "auto",
     progress: bool = False,
-    backend: str = "torch",
+    backend: str = "auto",
     precision: str = "fp32",
 ) -> Dict[str, int]:
     """Extract the features of ``images`` or of the dataset's ``protocol`` into ``out`` (.npz).

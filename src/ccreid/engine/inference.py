@@ -3,14 +3,19 @@
 :func:`prepare` turns an eval-mode model into an :class:`InferenceNet` (``images [B,3,H,W]``
 -> ``float32 [B,D]`` features) run by a backend:
 
+- ``auto`` (the default of ``ccreid extract``, ``test``, ``viz`` and ``ccreid.load``): the fastest
+  engine that gives the fp32 features: ``onnxruntime`` on the CPU in fp32 when it is installed
+  (benchmarks/results/extract_speed.md), ``torch`` on CUDA / MPS, with ``precision="bf16"``, or
+  when onnxruntime is missing or the export fails (a one-line note then, via logging);
 - ``torch``: an eval copy of the model (the model itself is left as it is) with every
   Conv2d + BatchNorm2d pair folded into one conv (:mod:`ccreid.models.fuse`), in
   ``channels_last`` on CPU and CUDA (oneDNN's convolutions are NHWC; NCHW input costs a
   reorder around every conv), run under ``torch.no_grad``; ``precision="bf16"`` adds bf16
   autocast (fast on CPUs with AVX512-BF16/AMX and on CUDA; not bit-equal to fp32);
-- ``onnxruntime``: the eval copy exported to ONNX on the first batch (:func:`write_onnx`,
-  the exporter of ``ccreid export``) and run by an ONNX Runtime CPU session with torch's
-  thread count (optional package, ``pip install 'ccreid[export]'``).
+- ``onnxruntime``: the eval copy exported to ONNX at the first batch's image size
+  (:func:`write_onnx`, the exporter of ``ccreid export``), kept in the user's cache
+  (:mod:`ccreid.engine.onnx_cache`: exported once per network) and run by an ONNX Runtime
+  CPU session with torch's thread count (optional package, ``pip install 'ccreid[export]'``).
 
 :func:`embed` (the forward + flip average) is what ``extract_features`` and
 ``ccreid.load(w).embed`` run; benchmarks/results/extract_speed.md compares the backends.
@@ -19,37 +24,49 @@
 from __future__ import annotations
 
 import copy
-import tempfile
+import importlib
+import logging
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import nn
 
+from ccreid.engine.onnx_cache import cached_file, export_key
 from ccreid.engine.runtime import autocast
-from ccreid.errors import CCReIDError
+from ccreid.errors import CCReIDError, first_line
 from ccreid.models.fuse import fold_batchnorm
 
 #: The error of a camera-embedding model (``uses_camids``) called without camera ids.
 CAMIDS_REQUIRED = ("this model was trained with a camera embedding (model.vit.sie=true): "
                    "pass the camera ids of the images (camids)")
-BACKENDS = ("torch", "onnxruntime")
+BACKENDS = ("auto", "torch", "onnxruntime")
 PRECISIONS = ("fp32", "bf16")
 #: The lowest opset of torch's ``torch.export``-based exporter; ONNX Runtime >= 1.14 runs it.
 DEFAULT_OPSET = 18
 INSTALL_EXPORT = "pip install 'ccreid[export]'"
+logger = logging.getLogger(__name__)
+
+
+def missing_onnxruntime() -> Optional[str]:
+    """The optional package the onnxruntime backend lacks (``onnxruntime``, or ``onnxscript``, which
+    torch's exporter needs), or None when both import."""
+    for name in ("onnxruntime", "onnxscript"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            return name
+    return None
 
 
 def import_onnxruntime():
-    """``onnxruntime`` (with ``onnxscript``, which torch's exporter needs), or a one-line error."""
-    try:
-        import onnxruntime
-        import onnxscript  # noqa: F401  (the exporter of write_onnx)
-    except ImportError as err:
-        raise CCReIDError(f"option --backend onnxruntime needs the optional package {err.name or 'onnxruntime'}: "
-                          f"{INSTALL_EXPORT} (or use --backend torch)") from None
-    return onnxruntime
+    """``onnxruntime`` (with ``onnxscript`` importable), or a one-line error."""
+    missing = missing_onnxruntime()
+    if missing:
+        raise CCReIDError(f"option --backend onnxruntime needs the optional package {missing}: "
+                          f"{INSTALL_EXPORT} (or use --backend torch)")
+    return importlib.import_module("onnxruntime")
 
 
 def check_backend(backend: str, precision: str = "fp32", device: Optional[torch.device] = None) -> None:
@@ -67,6 +84,22 @@ def check_backend(backend: str, precision: str = "fp32", device: Optional[torch.
         raise CCReIDError(f"option --backend onnxruntime runs on the CPU, not {device}: choose the cpu device "
                           "(ccreid extract --device cpu; ccreid test train.device=cpu)")
     import_onnxruntime()
+
+
+def resolve_backend(backend: str, precision: str, device: torch.device) -> str:
+    """The engine that runs (``torch`` or ``onnxruntime``): ``auto`` is onnxruntime on the CPU in
+    fp32 when it is installed (else torch, with a note), torch everywhere else."""
+    check_backend(backend, precision, device)
+    if backend != "auto":
+        return backend
+    if device.type != "cpu" or precision != "fp32":
+        return "torch"
+    missing = missing_onnxruntime()
+    if missing:
+        logger.info("--backend auto: running the network with torch; %s is not installed (%s for ONNX Runtime, "
+                    "faster on the CPU)", missing, INSTALL_EXPORT)
+        return "torch"
+    return "onnxruntime"
 
 
 def uses_camids(model: nn.Module) -> bool:
@@ -103,7 +136,10 @@ def eval_copy(model: nn.Module) -> nn.Module:
 
 class InferenceNet(nn.Module):
     """A network prepared by :func:`prepare`: ``forward(images, camids=None)`` -> ``float32 [B,D]``
-    features on ``device``; ``uses_camids``: the camera ids must come with the images."""
+    features on ``device``; ``uses_camids``: the camera ids must come with the images;
+    ``backend``: the engine that runs it (``torch`` or ``onnxruntime``)."""
+
+    backend = "torch"
 
     def __init__(self, device: torch.device, camids: bool = False) -> None:
         super().__init__()
@@ -132,49 +168,85 @@ class TorchNet(InferenceNet):
             return self.net(images).float()
 
 
-class OnnxRuntimeNet(InferenceNet):
-    """The model exported to ONNX at the first batch's size (dynamic batch), run by ONNX Runtime on CPU."""
+def export_or_explain(net: nn.Module, example: torch.Tensor, path: Path) -> None:
+    """:func:`write_onnx` at the default opset; an exporter failure as a one-line error naming it."""
+    try:
+        write_onnx(net, example, path)
+    except CCReIDError:
+        raise
+    except Exception as err:  # the exporter fails in many ways
+        raise CCReIDError(f"torch could not export this model to ONNX "
+                          f"({first_line(err, 160)})") from None
 
-    def __init__(self, model: nn.Module) -> None:
+
+class OnnxRuntimeNet(InferenceNet):
+    """The model exported to ONNX at the first batch's image size (dynamic batch; the file kept in
+    the user's cache), run by ONNX Runtime on CPU. ``fallback`` (``--backend auto``): when the export
+    or the session fails, say so in one line and run the model with torch instead."""
+
+    backend = "onnxruntime"
+
+    def __init__(self, model: nn.Module, fallback: bool = False) -> None:
         super().__init__(torch.device("cpu"), uses_camids(model))
         self.ort = import_onnxruntime()
         self.model: Optional[nn.Module] = eval_copy(model).cpu()
-        self.session = None
+        self.fallback = fallback
+        self.run: Optional[Callable] = None  # (images, camids) -> features, set by the first batch
 
-    def _start(self, example: torch.Tensor) -> None:
-        """Export at ``example``'s image size and open the session."""
+    def _session(self, model: nn.Module, size: tuple):
+        """An ONNX Runtime session of ``model``'s cached export at image ``size`` (a damaged cache
+        entry is exported again)."""
         options = self.ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle threads would steal CPU
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "model.onnx"
+        key = export_key(model, size, DEFAULT_OPSET)
+        for attempt in (1, 2):
+            path = cached_file(key, lambda tmp: export_or_explain(model, torch.zeros(2, 3, *size), tmp))
             try:
-                write_onnx(self.model, torch.zeros(2, *example.shape[1:]), path)
-            except CCReIDError:
-                raise
-            except Exception as err:  # the exporter fails in many ways: name it and the way out
-                raise CCReIDError(f"option --backend onnxruntime: torch could not export this model to ONNX "
-                                  f"({str(err).strip().splitlines()[0][:160]}); use --backend torch") from None
-            self.session = self.ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.model = None
+                return self.ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            except Exception as err:  # onnxruntime's own error types: a file it cannot read
+                if attempt == 2:
+                    raise CCReIDError(f"ONNX Runtime cannot load the exported model {path} "
+                                      f"({first_line(err, 160)})") from None
+                logger.info("the cached ONNX model %s is damaged (%s); exporting it again", path, type(err).__name__)
+                path.unlink(missing_ok=True)
 
-    def forward(self, images: torch.Tensor, camids: Optional[torch.Tensor] = None) -> torch.Tensor:
-        if self.session is None:
-            self._start(images)
+    def _start(self, example: torch.Tensor) -> Callable:
+        """The session's forward at ``example``'s image size, or (``fallback``, on a failure) the torch network."""
+        model, self.model = self.model, None
+        try:
+            session = self._session(model, tuple(example.shape[2:]))
+        except CCReIDError as err:
+            if not self.fallback:
+                raise CCReIDError(f"option --backend onnxruntime: {err}; use --backend torch") from None
+            logger.warning("--backend auto: %s; running the network with torch instead", err)
+            self.backend = "torch"
+            return TorchNet(model, self.device)
+        return lambda images, camids: self._run(session, images, camids)
+
+    def _run(self, session, images: torch.Tensor, camids: Optional[torch.Tensor]) -> torch.Tensor:
         feeds = {"images": images.detach().cpu().float().contiguous().numpy()}
         if self.uses_camids:
             if camids is None:
                 raise CCReIDError(CAMIDS_REQUIRED)
             feeds["camids"] = camids.cpu().long().numpy()
-        return torch.from_numpy(self.session.run(["features"], feeds)[0])
+        return torch.from_numpy(session.run(["features"], feeds)[0])
+
+    def forward(self, images: torch.Tensor, camids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if self.run is None:
+            self.run = self._start(images)
+        return self.run(images, camids)
 
 
 def prepare(model: nn.Module, device: torch.device | str = "cpu", backend: str = "torch",
             precision: str = "fp32") -> InferenceNet:
-    """``model`` (not changed) prepared for extraction on ``device`` by ``backend`` (see the module docstring)."""
+    """``model`` (not changed) prepared for extraction on ``device`` by ``backend`` (see the module
+    docstring). The default here is ``torch``, for a model still training (its evaluation); the
+    commands and ``ccreid.load`` pass ``auto``."""
     device = torch.device(device)
-    check_backend(backend, precision, device)
-    return OnnxRuntimeNet(model) if backend == "onnxruntime" else TorchNet(model, device, precision)
+    if resolve_backend(backend, precision, device) == "onnxruntime":
+        return OnnxRuntimeNet(model, fallback=backend == "auto")
+    return TorchNet(model, device, precision)
 
 
 def embed(net: InferenceNet, images: torch.Tensor, flip: bool = True,

@@ -135,17 +135,19 @@ def _errno_of(err: BaseException) -> Optional[int]:
     return errno.ENOSPC if "unexpected pos" in str(err) else None
 
 
-def write_failure(path: str | os.PathLike, err: BaseException) -> CCReIDError:
-    """A one-line error for a failed write of ``path``: the cause in plain words and what to do."""
+def write_failure(path: str | os.PathLike, err: BaseException, todo: Optional[str] = None) -> CCReIDError:
+    """A one-line error for a failed write of ``path``: the cause in plain words and what to do
+    (``todo``, where the usual advice, about ``--out``, does not fit)."""
     code = _errno_of(err)
-    cause, todo = WRITE_ERRORS.get(code, (getattr(err, "strerror", None) or first_line(err), "check the path"))
-    return CCReIDError(f"cannot write {path}: {cause}; {todo} (files written before are intact)")
+    cause, usual = WRITE_ERRORS.get(code, (getattr(err, "strerror", None) or first_line(err), "check the path"))
+    return CCReIDError(f"cannot write {path}: {cause}; {todo or usual} (files written before are intact)")
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, todo: Optional[str] = None) -> Iterator[Path]:
     """Yield a temp path beside ``path``; rename it onto ``path`` only on success. A failed
-    write leaves ``path`` as it was and no temp file, and is a one-line :func:`write_failure`."""
+    write leaves ``path`` as it was and no temp file, and is a one-line :func:`write_failure`
+    (saying ``todo``, when given)."""
     target = Path(path)
     tmp = None
     try:
@@ -160,7 +162,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except Exception as err:  # libraries wrap OS errors in their own types
         if _errno_of(err) is None:
             raise
-        raise write_failure(target, err) from None
+        raise write_failure(target, err, todo) from None
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)

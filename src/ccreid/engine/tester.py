@@ -55,7 +55,7 @@ def test_checkpoint(
     overrides: Sequence[str] = (),
     progress: bool = False,
     overwrite: bool = False,
-    backend: str = "torch",
+    backend: str = "auto",
     precision: str = "fp32",
 ) -> Dict[str, Dict[str, dict]]:
     """Evaluate ``weights`` on the configured dataset's test protocols; writes ``results.json``,
@@ -86,6 +86,6 @@ def _test(weights: str | Path, out: Path, config: Optional[str], overrides: Sequ
     presets = {cfg.model.preset: strip_curves(results)}
     write_text(out / "config.yaml", to_yaml(cfg))
     write_results(out, presets, f"evaluation of {weights}", weights=str(weights),
-                  extraction={"backend": backend, "precision": precision},
+                  extraction={"backend": net.backend, "precision": precision},
                   timings={"eval_s": round(time.perf_counter() - start, 1)}, machine=machine_info(device))
     return presets

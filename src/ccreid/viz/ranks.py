@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
+from torch import nn
 from PIL import Image, ImageDraw
 
 from ccreid.config import Config
@@ -21,10 +22,10 @@ from ccreid.data.manager import DataManager
 from ccreid.data.records import EvalSplit, ImageRecord
 from ccreid.deploy import load_model
 from ccreid.engine.evaluator import extract_features, require_valid_queries
+from ccreid.engine.inference import check_backend, prepare
 from ccreid.errors import CCReIDError
 from ccreid.evaluation import evaluate, pairwise_distance
 from ccreid.evaluation.ranking import valid_match
-from ccreid.models import ReIDModel
 from ccreid.viz.canvas import BLUE, GREEN, RED, captioned, framed, grid, load_tile, save_png, tile_size
 
 YELLOW = (250, 204, 21)
@@ -54,11 +55,12 @@ def excluded(query: Tuple[torch.Tensor, ...], gallery: Tuple[torch.Tensor, ...],
     return (qp == gp) & ~valid_match(rule, qc == gc, qcl == gcl)
 
 
-def protocol_features(model: ReIDModel, cfg: Config, device: torch.device | str,
+def protocol_features(model: nn.Module, cfg: Config, device: torch.device | str,
                       protocols: Optional[Sequence[str]] = None, progress: bool = False,
                       known: Optional[Dict[str, torch.Tensor]] = None) -> Dict[str, ProtocolFeatures]:
-    """Features of every test protocol's query and gallery (each distinct image extracted once;
-    none when ``known``, image path -> feature, holds them all: a run's final test features)."""
+    """Features of every test protocol's query and gallery (each distinct image extracted once by
+    ``model``, a model or a network from :func:`ccreid.engine.inference.prepare`; none when
+    ``known``, image path -> feature, holds them all: a run's final test features)."""
     manager = DataManager(cfg, need_parsing=False)
     splits = manager.eval_splits("test")
     unknown = [p for p in protocols or () if p not in splits]
@@ -153,12 +155,16 @@ def render_ranks(pf: ProtocolFeatures, query_indices: Sequence[int], k: int, siz
 
 def viz_ranks(weights: str | Path, out_dir: str | Path, protocol: Optional[str] = None, num_queries: int = 8,
               k: int = 10, seed: int = 0, device: str | torch.device = "cpu",
-              queries: Optional[Sequence[str]] = None, progress: bool = False) -> List[Path]:
-    """``ranks_<protocol>.png`` for ``protocol`` (default: every test protocol of the dataset)."""
+              queries: Optional[Sequence[str]] = None, progress: bool = False, backend: str = "auto",
+              precision: str = "fp32") -> List[Path]:
+    """``ranks_<protocol>.png`` for ``protocol`` (default: every test protocol of the dataset);
+    ``backend`` / ``precision``: how the network runs (:func:`ccreid.engine.inference.prepare`)."""
     if k < 1 or num_queries < 1:
         raise CCReIDError("options -k and --num-queries must be >= 1")
+    check_backend(backend, precision, torch.device(device))
     model, cfg = load_model(weights, device)
-    features = protocol_features(model, cfg, device, [protocol] if protocol else None, progress)
+    features = protocol_features(prepare(model, device, backend, precision), cfg, device,
+                                 [protocol] if protocol else None, progress)
     size = tile_size(cfg.data.height, cfg.data.width)
     written = []
     for name, pf in features.items():
@@ -169,16 +175,20 @@ def viz_ranks(weights: str | Path, out_dir: str | Path, protocol: Optional[str] 
 
 
 def viz_cmc(weights_list: Sequence[str | Path], out_dir: str | Path, labels: Optional[Sequence[str]] = None,
-            device: torch.device | str = "cpu", progress: bool = False) -> List[Path]:
-    """``cmc.png``: one panel per test protocol, one curve per checkpoint (``labels`` or presets)."""
+            device: torch.device | str = "cpu", progress: bool = False, backend: str = "auto",
+            precision: str = "fp32") -> List[Path]:
+    """``cmc.png``: one panel per test protocol, one curve per checkpoint (``labels`` or presets);
+    ``backend`` / ``precision`` as for :func:`viz_ranks`."""
     from ccreid.viz.plots import plot_cmc  # matplotlib: the viz extra
 
     if labels is not None and len(labels) != len(weights_list):
         raise CCReIDError(f"option --labels: {len(labels)} labels for {len(weights_list)} checkpoints")
+    check_backend(backend, precision, torch.device(device))
     curves: Dict[str, Dict[str, List[float]]] = {}
     for i, weights in enumerate(weights_list):
         model, cfg = load_model(weights, device)
         label = labels[i] if labels else cfg.model.preset
-        for name, pf in protocol_features(model, cfg, device, cfg.test.protocols, progress).items():
+        net = prepare(model, device, backend, precision)
+        for name, pf in protocol_features(net, cfg, device, cfg.test.protocols, progress).items():
             curves.setdefault(label, {})[name] = protocol_metrics(pf, cfg.test.ap_mode)["cmc"]
     return [plot_cmc(curves, Path(out_dir) / "cmc.png")]
