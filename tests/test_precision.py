@@ -62,3 +62,14 @@ def test_the_verdict_on_this_machine_matches_float64() -> None:
     conv = nn.Conv2d(256, 512, 3, stride=2, padding=1, bias=False).to(memory_format=torch.channels_last)
     example = torch.randn(2, 256, 4, 2).to(torch.bfloat16).float().contiguous(memory_format=torch.channels_last)
     assert (bf16_wrong_layers(conv, example) == [""]) == _wrong_against_float64(conv, example)
+
+
+def test_bf16_extraction_is_refused_where_a_layer_is_wrong() -> None:
+    from ccreid.engine.inference import TorchNet
+    from ccreid.engine.precision import require_right_bf16
+
+    example = torch.zeros(2, 3, 16, 8)
+    with pytest.raises(CCReIDError, match="option --precision bf16: the features would be wrong.*--precision fp32"):
+        require_right_bf16(tiny_net(WrongInBf16), example)
+    net = TorchNet(tiny_net(), torch.device("cpu"), "bf16")
+    assert net(example).shape == (2, 4) and net.bf16_checked

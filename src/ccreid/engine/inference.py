@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from ccreid.engine.onnx_cache import cached_file, export_key
+from ccreid.engine.precision import require_right_bf16
 from ccreid.engine.runtime import autocast
 from ccreid.errors import CCReIDError, first_line
 from ccreid.models.fuse import fold_batchnorm
@@ -156,12 +157,16 @@ class TorchNet(InferenceNet):
         self.channels_last = device.type in ("cpu", "cuda")
         net = fold_batchnorm(eval_copy(model))
         self.net = net.to(device, memory_format=torch.channels_last) if self.channels_last else net.to(device)
+        self.bf16_checked = self.amp == "off"
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor, camids: Optional[torch.Tensor] = None) -> torch.Tensor:
         images = images.to(self.device, non_blocking=True)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
+        if not self.bf16_checked:  # the first batch's size: a wrong CPU bf16 kernel is refused
+            require_right_bf16(self.net, images)
+            self.bf16_checked = True
         with autocast(self.device, self.amp):
             if self.uses_camids:
                 return self.net(images, camids=None if camids is None else camids.to(self.device)).float()

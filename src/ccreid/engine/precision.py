@@ -101,6 +101,13 @@ def bf16_wrong_layers(model: nn.Module, example: torch.Tensor, backward: bool = 
     return wrong
 
 
+def _wrong_layers_text(wrong: List[str], example: torch.Tensor) -> str:
+    size = "x".join(map(str, example.shape[-2:]))
+    more = f" and {len(wrong) - 2} more" if len(wrong) > 2 else ""
+    return (f"this CPU's bf16 kernels compute layer {', '.join(wrong[:2])}{more} wrongly at {size} images "
+            "(a oneDNN bug; see docs/ERRORS.md)")
+
+
 def checked_amp(model: nn.Module, example: torch.Tensor, requested: str, resolved: str) -> str:
     """``resolved`` (the ``train.amp`` in force) unless it is bf16 on a CPU whose bf16 kernels get
     a layer of ``model`` wrong at ``example``'s size: then ``auto`` trains in float32 (with a
@@ -110,12 +117,20 @@ def checked_amp(model: nn.Module, example: torch.Tensor, requested: str, resolve
     wrong = bf16_wrong_layers(model, example)
     if not wrong:
         return resolved
-    size = "x".join(map(str, example.shape[-2:]))
-    more = f" and {len(wrong) - 2} more" if len(wrong) > 2 else ""
-    what = (f"this CPU's bf16 kernels compute layer {', '.join(wrong[:2])}{more} wrongly at {size} images "
-            "(a oneDNN bug; see docs/ERRORS.md)")
+    what = _wrong_layers_text(wrong, example)
     if requested == "auto":
         logger.warning("train.amp=auto: %s; training in float32", what)
         return "off"
     raise CCReIDError(f"config key 'train.amp': bf16 would train on wrong values: {what}; "
                       "use train.amp=off (or auto), or another data.height/data.width")
+
+
+def require_right_bf16(model: nn.Module, example: torch.Tensor) -> None:
+    """Extraction with ``--precision bf16`` on a CPU: refused where a bf16 kernel gets a layer of
+    ``model`` wrong at ``example``'s size (forward only)."""
+    if example.device.type != "cpu":
+        return
+    wrong = bf16_wrong_layers(model, example, backward=False)
+    if wrong:
+        raise CCReIDError(f"option --precision bf16: the features would be wrong: "
+                          f"{_wrong_layers_text(wrong, example)}; use --precision fp32")
