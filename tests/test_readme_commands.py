@@ -53,7 +53,8 @@ NOT_RUN = {
 }
 MENTIONS = {"ccreid train", "ccreid test", "ccreid extract", "ccreid demo", "ccreid ablation", "ccreid synth",
             "ccreid parse", "ccreid data check", "ccreid export onnx", "ccreid viz curves", "ccreid train --resume",
-            "ccreid test --rerank", "ccreid eval --json"}
+            "ccreid test --rerank", "ccreid eval --json", "ccreid parse --dataset",
+            "ccreid viz ranks", "ccreid viz cmc"}
 
 
 def readme_commands() -> List[str]:
