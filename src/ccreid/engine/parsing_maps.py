@@ -1,5 +1,6 @@
-"""Parsing maps before training: the label set must suit CRE, and ``data.parsing.weights``
-fills the missing maps of the dataset into ``data.parsing.root`` with SCHP."""
+"""Parsing maps before training: the label set must suit CRE and agree with the one the map
+folder records, and ``data.parsing.weights`` fills the missing maps of the dataset into
+``data.parsing.root`` with SCHP."""
 
 from __future__ import annotations
 
@@ -7,11 +8,10 @@ import logging
 from pathlib import Path
 
 from ccreid.config import DataConfig, ModelConfig
-from ccreid.data.labels import get_label_set
+from ccreid.data.labels import BUILTIN, get_label_set
 from ccreid.errors import CCReIDError
-from ccreid.parsing import HumanParser, ParseSummary, dataset_items, run_parse
-from ccreid.parsing.checkpoint import checkpoint_variant, read_state_dict
-from ccreid.parsing.job import is_complete
+from ccreid.parsing import ParseSummary, dataset_items, inspect_checkpoint, parse_with, read_manifest
+from ccreid.parsing.store import MANIFEST_NAME, is_done
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +25,26 @@ def check_cre_labels(data: DataConfig, model: ModelConfig) -> None:
                           "model.preset=baseline+bsga)")
 
 
+def check_recorded_labels(data: DataConfig) -> None:
+    """Maps whose folder records (``ccreid parse``'s manifest) another label set than
+    ``data.parsing.labels`` are refused: their class indices would be read with the wrong meaning."""
+    if data.parsing.root is None:
+        return
+    recorded = read_manifest(Path(data.parsing.root).expanduser())
+    if recorded is None:
+        return
+    labels = get_label_set(data.parsing.labels)
+    if str(data.parsing.labels).lower() in BUILTIN:
+        contradicts = labels.name != recorded["labels"]
+    else:  # a user's table of the recorded classes: its labels must exist in the maps
+        contradicts = labels.num_classes > recorded["num_classes"]
+    if contradicts:
+        raise CCReIDError(f"data.parsing.labels={data.parsing.labels} but the maps in {data.parsing.root} are "
+                          f"{recorded['labels']} maps ({recorded['num_classes']} classes, see "
+                          f"{Path(data.parsing.root) / MANIFEST_NAME}); set data.parsing.labels={recorded['labels']} "
+                          "or parse the images again with a matching checkpoint")
+
+
 def fill_parsing_maps(data: DataConfig, device: str = "auto", progress: bool = False,
                       label: str = "data.parsing.weights") -> ParseSummary:
     """Parse every image of ``data`` that has no complete map into ``data.parsing.root`` (the
@@ -33,19 +53,19 @@ def fill_parsing_maps(data: DataConfig, device: str = "auto", progress: bool = F
         raise CCReIDError(f"{label} needs data.parsing.root: the folder the maps are written to")
     if data.name == "synthetic":
         raise CCReIDError(f"{label}: the synthetic dataset ships its own maps; leave it unset")
-    path = Path(data.parsing.weights).expanduser()
-    variant = checkpoint_variant(read_state_dict(path, label), path, label=label)  # memory-mapped: cheap
+    checkpoint = inspect_checkpoint(data.parsing.weights, label=label)  # memory-mapped: cheap
     labels = get_label_set(data.parsing.labels).name
-    if variant.name != labels:
-        raise CCReIDError(f"{label} is an SCHP {variant.name} checkpoint but data.parsing.labels={labels}; "
-                          f"set data.parsing.labels={variant.name}")
+    if checkpoint.variant.name != labels:
+        raise CCReIDError(f"{label} is an SCHP {checkpoint.variant.name} checkpoint but data.parsing.labels={labels}; "
+                          f"set data.parsing.labels={checkpoint.variant.name}")
     items = dataset_items(data.name, data.root, data.parsing.root)
-    if all(is_complete(item, False, variant.num_classes) for item in items):
-        return ParseSummary(skipped=len(items))  # every map is there: the network is not even built
-    parser = HumanParser.from_checkpoint(path, device=device, label=label)
-    summary = run_parse(parser, items, data.parsing.root, progress=progress)
-    logger.info("parsing maps in %s: %d parsed, %d already there, %d failed (%.0f s)", data.parsing.root,
-                summary.parsed, summary.skipped, summary.failed, summary.seconds)
+    if all(is_done(item, checkpoint, False) for item in items):
+        return ParseSummary(skipped=len(items))  # every map is there: nothing is written, no network built
+    summary = parse_with(checkpoint, items, data.parsing.root, device, progress=progress, label=label,
+                         option="data.parsing.root")
+    logger.info("parsing maps in %s: %d parsed, %d already there, %d failed, %d stale temporary file(s) removed "
+                "(%.0f s)", data.parsing.root, summary.parsed, summary.skipped, summary.failed, summary.stale_removed,
+                summary.seconds)
     if summary.failed:
         raise CCReIDError(f"{summary.failed} image(s) could not be parsed (listed in {summary.errors_file}); "
                           "fix or remove them, then run again")

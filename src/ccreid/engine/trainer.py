@@ -30,7 +30,7 @@ from ccreid.engine.features_io import TEST_FEATURES_NAME
 from ccreid.engine.results import strip_curves
 from ccreid.engine.resume import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from ccreid.engine.outputs import refuse_results, run_lock, training_run_in
-from ccreid.engine.parsing_maps import check_cre_labels, fill_parsing_maps
+from ccreid.engine.parsing_maps import check_cre_labels, check_recorded_labels, fill_parsing_maps
 from ccreid.engine.runlog import RunLog, summary_writer_class
 from ccreid.engine.runtime import autocast, resolve_amp, seed_everything, write_json, write_text
 from ccreid.engine.step import check_finite
@@ -109,6 +109,8 @@ def _train(cfg: Config, out: Path, info: DistInfo, progress: bool,
     needs_parsing = preset.method.needs_parsing(preset)
     if preset.components.cre:
         check_cre_labels(cfg.data, cfg.model)
+    if needs_parsing:
+        check_recorded_labels(cfg.data)
     if needs_parsing and cfg.data.parsing.weights is not None:
         if info.is_main:
             fill_parsing_maps(cfg.data, cfg.train.device, progress)
