@@ -53,7 +53,7 @@ def fill_parsing_maps(data: DataConfig, device: str = "auto", progress: bool = F
         raise CCReIDError(f"{label} needs data.parsing.root: the folder the maps are written to")
     if data.name == "synthetic":
         raise CCReIDError(f"{label}: the synthetic dataset ships its own maps; leave it unset")
-    checkpoint = inspect_checkpoint(data.parsing.weights, label=label)  # memory-mapped: cheap
+    checkpoint = inspect_checkpoint(data.parsing.weights, label=label)  # header and hash: no network built
     labels = get_label_set(data.parsing.labels).name
     if checkpoint.variant.name != labels:
         raise CCReIDError(f"{label} is an SCHP {checkpoint.variant.name} checkpoint but data.parsing.labels={labels}; "

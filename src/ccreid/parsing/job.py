@@ -29,7 +29,7 @@ from ccreid.errors import CCReIDError
 from ccreid.parsing.checkpoint import CheckpointInfo
 from ccreid.parsing.parser import HumanParser
 from ccreid.parsing.store import ERRORS_NAME, ParseItem, ParseOutput, open_output, plan, write_maps
-from ccreid.parsing.warp import PersonBox, opencv, preprocess, read_bgr
+from ccreid.parsing.warp import PersonBox, preprocess, read_bgr
 
 
 @dataclass
@@ -140,10 +140,6 @@ def _collate(samples: Sequence[tuple]) -> _Batch:
                   [(item.image, value) for item, value in samples if isinstance(value, str)])
 
 
-def _one_thread(_: int) -> None:
-    opencv().setNumThreads(1)  # workers share the cores with the network
-
-
 def default_workers() -> int:
     """``--workers``: decoding processes beside the network (up to 4)."""
     return min(4, os.cpu_count() or 1)
@@ -152,8 +148,7 @@ def default_workers() -> int:
 def _loader(parser: HumanParser, todo: Sequence[ParseItem], batch: int, workers: int) -> DataLoader:
     workers = min(workers, -(-len(todo) // batch))
     return DataLoader(_Inputs(todo, parser.input_size), batch_size=batch, num_workers=workers,
-                      collate_fn=_collate, worker_init_fn=_one_thread if workers else None,
-                      pin_memory=parser.device.type == "cuda")
+                      collate_fn=_collate, pin_memory=parser.device.type == "cuda")
 
 
 def run_job(parser: HumanParser, todo: Sequence[ParseItem], output: ParseOutput, logits: bool = False,
