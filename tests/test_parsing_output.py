@@ -193,3 +193,9 @@ def test_images_are_decoded_in_worker_processes_with_the_same_result(schp_data, 
     assert readers.read_text().split() == [str(os.getpid())] * 2
     for name in ("person_256x128.png", "person_256x128.npy", "noise_97x211.png", "noise_97x211.npy"):
         assert (tmp_path / "w2" / name).read_bytes() == (tmp_path / "w0" / name).read_bytes(), name
+
+
+def test_a_damaged_manifest_is_one_line(tmp_path):
+    (tmp_path / MANIFEST_NAME).write_text("{half")
+    with pytest.raises(CCReIDError, match=r"parse_manifest.json is damaged or not written by ccreid parse"):
+        check_recorded_labels(DataConfig(parsing=ParsingConfig(root=str(tmp_path), labels="lip")))
