@@ -122,7 +122,8 @@ def main() -> None:
               "images": len(paths), "input": "473x473 (LIP)", "seconds": seconds, "images_per_s": rate,
               "speedup_vs_schp_loop": {n: r / loop_rate for n, r in rate.items()},
               "cpu_bf16_native": cpu_has_native_bf16(), "agreement_cpu": cpu_agree,
-              "machine": machine_info(torch.device("cpu")) | {"load_avg_start": load_before, "load_avg": os.getloadavg()}}
+              "machine": machine_info(torch.device("cpu")) | {"load_avg_start": load_before,
+                                                              "load_avg": os.getloadavg()}}
     rows = "\n".join(f"| {n} | {min(seconds[n]):.1f} | {rate[n]:.2f} | {rate[n] / loop_rate:.2f}x |" for n in names)
     agree_rows = "\n".join(f"| CPU {k} | {v['pixels'] * 100:.3f} % | {v['min_image'] * 100:.3f} % |"
                            for k, v in cpu_agree.items())
