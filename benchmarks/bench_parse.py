@@ -1,12 +1,13 @@
 """`ccreid parse` throughput and reduced-precision agreement, against SCHP's own way of running.
 
-    python benchmarks/bench_parse.py [--images 16] [--batch 8] [--threads 2] [--repeats 2]
+    python benchmarks/bench_parse.py [--images 16] [--batch 8] [--threads 2] [--repeats 2] [--workers 2]
 
 On the same images, in one process, repeats interleaved in rotating order (best reported):
 - SCHP-style loop: batch 1, fp32, the unfused network in NCHW, per image decode + warp + forward +
   upsample + inverse warp + argmax + PNG (what SCHP's simple_extractor.py does per image);
 - ``run_parse`` (what ``ccreid parse`` runs): batched, BN folded into the convs, channels_last, fp32 and
-  bf16 autocast.
+  bf16 autocast, images decoded and warped in ``--workers`` DataLoader processes (and, for comparison,
+  with ``--workers 0``: in the main process, as before the workers existed).
 Agreement: the share of pixels whose label under bf16 (and, on a GPU, fp16) equals fp32's, over the
 images at their own resolution (network input 473x473, LIP). On a CUDA GPU the same file gets images/s at
 ``--gpu-batch`` in fp32/bf16/fp16: the network alone and the whole ``run_parse`` pipeline.
@@ -35,8 +36,9 @@ from PIL import Image
 from ccreid.data.synthetic import generate
 from ccreid.engine.runtime import cpu_has_native_bf16, machine_info, write_json, write_text
 from ccreid.parsing import HumanParser, folder_items, load_schp, run_parse
-from ccreid.parsing.job import PALETTE
+from ccreid.parsing.job import default_workers
 from ccreid.parsing.parser import to_labels
+from ccreid.parsing.store import PALETTE
 from ccreid.parsing.warp import preprocess, read_bgr, warp_back
 from equal_work import count_flops, require_equal_flops
 
@@ -72,11 +74,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1, help="ccreid parse's CPU default")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=default_workers(), help="ccreid parse's default")
     parser.add_argument("--gpu-batch", type=int, default=32)
     parser.add_argument("--gpu-images", type=int, default=256)
     parser.add_argument("--out", default="benchmarks/results/parse_speed")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()
     sys.path.insert(0, str(SCHP_DATA))
     from make_checkpoint import make_state_dict
 
@@ -98,10 +102,13 @@ def main() -> None:
         image = torch.zeros(1, 3, 473, 473)
         require_equal_flops({"SCHP-style loop": count_flops(lambda: unfused(image)),
                              "ccreid parse": count_flops(lambda: parsers["off"].model(image))}, "image")
+    runs[f"ccreid parse (batch {args.batch}, fp32, workers 0)"] = \
+        lambda: run_parse(parsers["off"], items, tmp / "maps", batch=args.batch, overwrite=True, workers=0)
     for amp, p in parsers.items():
-        runs[f"ccreid parse (batch {args.batch}, {'fp32' if amp == 'off' else amp})"] = \
-            lambda p=p: run_parse(p, items, tmp / "maps", batch=args.batch, overwrite=True)
-    runs["ccreid parse (batch 4, fp32)"] = lambda: run_parse(parsers["off"], items, tmp / "maps", 4, overwrite=True)
+        runs[f"ccreid parse (batch {args.batch}, {'fp32' if amp == 'off' else amp}, workers {args.workers})"] = \
+            lambda p=p: run_parse(p, items, tmp / "maps", batch=args.batch, overwrite=True, workers=args.workers)
+    runs[f"ccreid parse (batch 4, fp32, workers {args.workers})"] = \
+        lambda: run_parse(parsers["off"], items, tmp / "maps", 4, overwrite=True, workers=args.workers)
     names = list(runs)
     for fn in runs.values():
         fn()  # warm-up
@@ -118,11 +125,12 @@ def main() -> None:
     cpu_agree = {"bf16": agreement(label_maps(parsers["bf16"], paths), fp32_maps),
                  "fused fp32 vs SCHP-style loop": agreement(fp32_maps, loop_maps)}
     result = {"command": f"python benchmarks/bench_parse.py --images {args.images} --batch {args.batch} "
-                         f"--threads {args.threads} --repeats {args.repeats}",
+                         f"--threads {args.threads} --repeats {args.repeats} --workers {args.workers}",
               "images": len(paths), "input": "473x473 (LIP)", "seconds": seconds, "images_per_s": rate,
               "speedup_vs_schp_loop": {n: r / loop_rate for n, r in rate.items()},
               "cpu_bf16_native": cpu_has_native_bf16(), "agreement_cpu": cpu_agree,
-              "machine": machine_info(torch.device("cpu")) | {"load_avg": os.getloadavg()}}
+              "machine": machine_info(torch.device("cpu")) | {"load_avg_start": load_before,
+                                                              "load_avg": os.getloadavg()}}
     rows = "\n".join(f"| {n} | {min(seconds[n]):.1f} | {rate[n]:.2f} | {rate[n] / loop_rate:.2f}x |" for n in names)
     agree_rows = "\n".join(f"| CPU {k} | {v['pixels'] * 100:.3f} % | {v['min_image'] * 100:.3f} % |"
                            for k, v in cpu_agree.items())

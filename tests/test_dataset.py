@@ -138,3 +138,32 @@ def test_bmp_images_decode_and_damaged_ones_are_named(tmp_path):
     (tmp_path / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 30)
     with pytest.raises(CCReIDError, match=r"cannot decode image .*b.png: damaged, or not a JPEG/PNG/BMP/WebP"):
         read_image(str(tmp_path / "b.png"))
+
+
+def test_unreadable_images_are_named_as_such(tmp_path, monkeypatch):
+    """Permission denied (tests run as root, who may read anything: the OS answer is simulated
+    where torchvision and Pillow open the file) and decompression bombs are not called damaged."""
+    import errno
+
+    from PIL import Image
+
+    from ccreid.data import dataset
+
+    path = tmp_path / "a.png"
+    Image.new("RGB", (8, 4)).save(path)
+
+    def torchvision_refuses(name):
+        raise RuntimeError("torch_call_dispatcher( \"aten::from_file\", ...) API call failed")
+
+    def denied(name, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(name))
+
+    monkeypatch.setattr(dataset, "read_file", torchvision_refuses)
+    monkeypatch.setattr(Image, "open", denied)
+    with pytest.raises(CCReIDError, match=r"cannot read image .*a.png: permission denied; make it readable"):
+        dataset.read_image(str(path))
+    monkeypatch.undo()
+    monkeypatch.setattr(dataset, "read_file", torchvision_refuses)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10)  # 32 pixels: over twice the limit
+    with pytest.raises(CCReIDError, match=r"cannot read image .*a.png: too many pixels, .*decompression bomb"):
+        dataset.read_image(str(path))

@@ -165,7 +165,7 @@ def test_train_parses_missing_maps_first(schp_checkpoint, tmp_path, capsys, monk
     def not_needed(*args, **kwargs):
         raise AssertionError("the parser was built although every map exists")
 
-    monkeypatch.setattr(HumanParser, "from_checkpoint", not_needed)
+    monkeypatch.setattr(HumanParser, "load", not_needed)
     assert main(base + [f"data.parsing.weights={schp_checkpoint('lip')}", "--overwrite"]) == 0
 
 

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from ccreid.cli import main
-from ccreid.parsing.job import ERRORS_NAME, PALETTE
+from ccreid.parsing.store import ERRORS_NAME, PALETTE
 from ccreid.parsing.warp import affine_matrix, opencv, person_box, read_bgr
 
 
@@ -84,7 +84,11 @@ def test_resume_overwrite_and_unreadable_images(schp_data, schp_checkpoint, tmp_
     assert "broken.jpg\tnot a decodable image" in (out / ERRORS_NAME).read_text()
     (images / "cam1" / "broken.jpg").unlink()
     first = (out / "cam1" / "A.png").stat().st_mtime_ns
-    (out / "cam1" / "deep" / "b.png").write_bytes(b"\x89PNG half")  # what a killed writer could leave
+    (out / "cam1" / "deep" / "b.png").write_bytes(b"\x89PNG half")  # not written by ccreid parse (atomic writes)
+    assert _run(weights, images, out) == 2
+    err = capsys.readouterr().err
+    assert f"{out / 'cam1' / 'deep' / 'b.png'} is not a map ccreid parse wrote with" in err and "--overwrite" in err
+    (out / "cam1" / "deep" / "b.png").unlink()
     assert _run(weights, images, out) == 0
     assert "parsed 1, skipped 1" in capsys.readouterr().out
     assert (out / "cam1" / "A.png").stat().st_mtime_ns == first and not (out / ERRORS_NAME).exists()

@@ -213,23 +213,27 @@ def cmd_ablation(args: argparse.Namespace) -> None:
 
 def cmd_parse(args: argparse.Namespace) -> None:
     from ccreid.engine.runtime import resolve_device
-    from ccreid.parsing import HumanParser, dataset_items, folder_items, run_parse
+    from ccreid.parsing import dataset_items, folder_items, inspect_checkpoint, parse_with
     from ccreid.parsing.parser import resolve_parse_amp
 
     if (args.dataset is None) != (args.root is None):
         raise CCReIDError("options --dataset and --root go together: --dataset NAME --root DATASET_FOLDER")
-    resolve_parse_amp(resolve_device(args.device), args.amp)
+    device = resolve_device(args.device, option="--device")
+    amp = resolve_parse_amp(device, args.amp)
     items = (folder_items(args.images, args.out) if args.images is not None
              else dataset_items(args.dataset, args.root, args.out))
-    parser = HumanParser.from_checkpoint(args.weights, args.labels, args.device, args.amp)
+    checkpoint = inspect_checkpoint(args.weights, args.labels)
+    variant = checkpoint.variant
     if not args.quiet:
-        err_console.print(f"{len(items)} images, {parser.variant.name} labels ({parser.variant.num_classes} classes) "
-                          f"at {parser.input_size[0]}x{parser.input_size[1]} on {parser.device}, "
-                          f"precision {parser.amp}", highlight=False)
-    summary = run_parse(parser, items, args.out, args.logits, args.batch, args.overwrite, _progress(args))
+        err_console.print(f"{len(items)} images, {variant.name} labels ({variant.num_classes} classes) at "
+                          f"{variant.input_size[0]}x{variant.input_size[1]} on {device}, precision {amp}",
+                          highlight=False)
+    summary = parse_with(checkpoint, items, args.out, args.device, args.amp, args.logits, args.batch, args.overwrite,
+                         _progress(args), args.workers)
     rate = summary.parsed / summary.seconds if summary.seconds > 0 else 0.0
+    stale = f", removed {summary.stale_removed} stale temporary file(s)" if summary.stale_removed else ""
     console.print(f"parsed {summary.parsed}, skipped {summary.skipped} (already complete), failed {summary.failed} "
-                  f"in {summary.seconds:.1f} s ({rate:.2f} images/s); maps in {args.out}", highlight=False)
+                  f"in {summary.seconds:.1f} s ({rate:.2f} images/s){stale}; maps in {args.out}", highlight=False)
     if summary.failed:
         raise CCReIDError(f"{summary.failed} image(s) could not be parsed; see {summary.errors_file}")
 
@@ -695,7 +699,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--amp", choices=AMP_MODES, default="auto",
                    help="precision; auto = fp32 unless a faster one was measured to agree >= 99.5%%")
-    p.add_argument("--overwrite", action="store_true", help="redo maps that are already complete")
+    add_number(p, "--workers", int, 0, 64, None,
+               "processes decoding and warping images beside the network (default: cores, at most 4; 0: none)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="redo every map, replacing any file at a map's path and another checkpoint's maps")
 
     p = add("report", "(re)write report.html of a train/test/demo/ablation output folder", cmd_report)
     p.add_argument("run", help="output folder holding results.json")

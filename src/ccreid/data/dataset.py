@@ -11,6 +11,7 @@ image and map in memory (``data.cache_mb``), so each file is read and decoded on
 
 from __future__ import annotations
 
+import errno
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,24 @@ def parse_hint(data: DataConfig) -> str:
             "training), or set data.parsing.missing=skip")
 
 
+#: errno of a file that cannot be opened -> the cause in plain words (images, parsing maps)
+READ_ERRORS = {
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.ELOOP: "a symbolic link loop",
+    errno.ENOENT: "not found (a broken symbolic link?)",
+    errno.EISDIR: "a folder, not a file",
+}
+
+
+def unreadable(err: BaseException) -> Optional[str]:
+    """Why a file could not be read when the cause is not its content: the OS refused it
+    (:data:`READ_ERRORS`) or Pillow refused its pixel count as a decompression bomb; else None."""
+    if isinstance(err, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        return f"too many pixels, refused as a possible decompression bomb ({err})"
+    return READ_ERRORS.get(getattr(err, "errno", None))
+
+
 def read_image(path: str) -> torch.Tensor:
     """``uint8 [3,H,W]`` RGB; a one-line :class:`CCReIDError` naming the file otherwise."""
     require_file(path, "image file", "pass image files, or check data.root (or regenerate the dataset)")
@@ -69,14 +88,14 @@ def read_image(path: str) -> torch.Tensor:
         with warnings.catch_warnings():  # torchvision >= 0.29 flags its decoders as deprecated
             warnings.simplefilter("ignore", DeprecationWarning)
             return decode_image(read_file(path), mode=ImageReadMode.RGB)
-    except RuntimeError:  # not a format torchvision decodes (BMP, ...), or damaged: Pillow decides
+    except RuntimeError:  # unreadable, not a format torchvision decodes (BMP, ...), or damaged: Pillow decides
         try:
             with Image.open(path) as img:
                 return torch.from_numpy(np.array(img.convert("RGB"))).permute(2, 0, 1).contiguous()
-        except PermissionError:
-            raise CCReIDError(f"cannot read image {path}: permission denied; make it readable (chmod a+r) or "
-                              "remove it") from None
-        except (OSError, ValueError, Image.DecompressionBombError):
+        except (OSError, ValueError, Image.DecompressionBombError) as err:
+            reason = unreadable(err)
+            if reason:
+                raise CCReIDError(f"cannot read image {path}: {reason}; make it readable or remove it") from None
             raise CCReIDError(f"cannot decode image {path}: damaged, or not a JPEG/PNG/BMP/WebP image; "
                               "replace or remove the file") from None
 

@@ -30,7 +30,8 @@ from ccreid.engine.features_io import TEST_FEATURES_NAME
 from ccreid.engine.results import strip_curves
 from ccreid.engine.resume import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from ccreid.engine.outputs import refuse_results, run_lock, training_run_in
-from ccreid.engine.parsing_maps import ParsePlan, check_cre_labels, parse_planned, plan_parsing
+from ccreid.engine.parsing_maps import (ParsePlan, check_cre_labels, check_recorded_labels, parse_planned,
+                                        plan_parsing)
 from ccreid.engine.runlog import RunLog, summary_writer_class
 from ccreid.engine.runtime import autocast, resolve_amp, seed_everything, write_json, write_text
 from ccreid.engine.step import check_finite
@@ -219,6 +220,8 @@ def _check_before_work(cfg: Config, preset: Preset, needs_parsing: bool, checks_
         check_model(cfg, preset)
     if preset.components.cre:
         check_cre_labels(cfg.data, cfg.model)
+    if needs_parsing:
+        check_recorded_labels(cfg.data)
     if not (needs_parsing and cfg.data.parsing.weights):
         return None
     return plan_parsing(cfg.data)

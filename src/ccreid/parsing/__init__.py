@@ -7,11 +7,13 @@ A separate model that knows nothing of re-ID training: images in, label maps out
     run_parse(parser, folder_items("images/", "parsing/"), "parsing/")
 """
 
-from ccreid.parsing.checkpoint import load_schp
-from ccreid.parsing.job import ParseItem, ParseSummary, dataset_items, folder_items, run_parse
+from ccreid.parsing.checkpoint import CheckpointInfo, inspect_checkpoint, load_schp
+from ccreid.parsing.job import ParseSummary, dataset_items, folder_items, parse_with, run_parse
 from ccreid.parsing.network import SCHPNetwork
 from ccreid.parsing.parser import HumanParser
+from ccreid.parsing.store import ParseItem, read_manifest
 from ccreid.parsing.variants import VARIANTS, SCHPVariant
 
-__all__ = ["HumanParser", "ParseItem", "ParseSummary", "SCHPNetwork", "SCHPVariant", "VARIANTS", "dataset_items",
-           "folder_items", "load_schp", "run_parse"]
+__all__ = ["CheckpointInfo", "HumanParser", "ParseItem", "ParseSummary", "SCHPNetwork", "SCHPVariant", "VARIANTS",
+           "dataset_items", "folder_items", "inspect_checkpoint", "load_schp", "parse_with", "read_manifest",
+           "run_parse"]

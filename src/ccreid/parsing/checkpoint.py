@@ -8,8 +8,11 @@ weight, so the result is a plain ``nn.Module``.
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 import warnings
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
@@ -90,6 +93,37 @@ def checkpoint_variant(state: Dict[str, torch.Tensor], path: Path, labels: Optio
         known = ", ".join(f"{v.name} {v.num_classes}" for v in VARIANTS.values())
         raise _fail(label, path, f"its classifier has {classes} classes, none of the released models' ({known})")
     return found
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """An SCHP checkpoint as a map folder records it: its file, label set and content fingerprint."""
+
+    path: Path
+    variant: SCHPVariant
+    fingerprint: str
+
+
+@lru_cache(maxsize=8)
+def _sha256(path: Path, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 24), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fingerprint(path: Path) -> str:
+    """``sha256:`` and the first 16 hex digits of the file's SHA-256 (computed once per file version)."""
+    stat = path.stat()
+    return "sha256:" + _sha256(path.resolve(), stat.st_size, stat.st_mtime_ns)[:16]
+
+
+def inspect_checkpoint(path: str | Path, labels: Optional[str] = None, label: str = "--weights") -> CheckpointInfo:
+    """The label set and fingerprint of an SCHP checkpoint, without building its network."""
+    path = Path(path).expanduser()
+    variant = checkpoint_variant(read_state_dict(path, label), path, labels, label)
+    return CheckpointInfo(path, variant, fingerprint(path))
 
 
 def load_schp(path: str | Path, labels: Optional[str] = None, label: str = "--weights",

@@ -3,77 +3,50 @@
 ``<out>/<relative path>/<stem>.png`` holds the labels (8-bit palette PNG; the palette is
 for display only) and, with ``logits=True``, ``<stem>.npy`` the ``[h,w,C]`` float32
 pre-softmax logits. For a dataset the paths are relative to its root, so
-``data.parsing.root=<out>`` finds every map. Files are written atomically (the PNG last);
-a rerun skips the maps that are already complete, an unreadable image is listed in
-``<out>/parse_errors.txt`` and the rest is parsed.
+``data.parsing.root=<out>`` finds every map. Images are decoded and warped in DataLoader
+worker processes while the network runs; files are written atomically (the PNG last). A
+rerun skips the maps that are already complete, refuses files it did not write
+(:mod:`ccreid.parsing.store`); an unreadable image is listed in ``<out>/parse_errors.txt``
+with the reason and the rest is parsed.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence
+from typing import Callable, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
-import numpy as np
-from PIL import Image
+import torch
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from ccreid.config import DataConfig, ParsingConfig
 from ccreid.data.datasets.common import IMAGE_EXTENSIONS
-from ccreid.engine.runtime import atomic_path, write_text
+from ccreid.engine.runtime import write_text
 from ccreid.errors import CCReIDError
-from ccreid.parsing.parser import HumanParser, to_labels
-from ccreid.parsing.warp import read_bgr
-
-ERRORS_NAME = "parse_errors.txt"
-
-
-@dataclass(frozen=True)
-class ParseItem:
-    """One image and where its map goes (``stem`` without suffix: ``.png`` / ``.npy`` are added)."""
-
-    image: Path
-    stem: Path
-
-    @property
-    def png(self) -> Path:
-        return self.stem.with_name(self.stem.name + ".png")
-
-    @property
-    def npy(self) -> Path:
-        return self.stem.with_name(self.stem.name + ".npy")
+from ccreid.parsing.checkpoint import CheckpointInfo
+from ccreid.parsing.parser import HumanParser
+from ccreid.parsing.store import ERRORS_NAME, ParseItem, ParseOutput, open_output, plan, write_maps
+from ccreid.parsing.warp import PersonBox, preprocess, read_bgr
 
 
 @dataclass
 class ParseSummary:
-    """What a run did; ``failures`` holds (image, reason) pairs, also written to ``errors_file``."""
+    """What a run did; ``failures`` holds (image, reason) pairs, also written to ``errors_file``;
+    ``stale_removed`` counts the temporary files of a killed earlier run that were deleted."""
 
     parsed: int = 0
     skipped: int = 0
     failures: List[tuple] = field(default_factory=list)
     seconds: float = 0.0
     errors_file: Optional[Path] = None
+    stale_removed: int = 0
 
     @property
     def failed(self) -> int:
         return len(self.failures)
-
-
-def voc_palette() -> List[int]:
-    """The PASCAL VOC colour map: bits of label j spread over R, G, B from the top bit down."""
-    palette = []
-    for j in range(256):
-        rgb, label = [0, 0, 0], j
-        for bit in range(8):
-            for channel in range(3):
-                rgb[channel] |= ((label >> channel) & 1) << (7 - bit)
-            label >>= 3
-        palette += rgb
-    return palette
-
-
-PALETTE = voc_palette()
 
 
 def check_output(out: Path, sources: Sequence[Path]) -> None:
@@ -103,12 +76,13 @@ def _mirror(images: Iterable[Path], base: Path, out: Path, what: str) -> List[Pa
 
 
 def folder_items(images: str | Path, out: str | Path) -> List[ParseItem]:
-    """Every image under ``images`` (``.jpg/.jpeg/.png/.bmp``, any case, nested; hidden ones skipped)."""
+    """Every image under ``images`` (``.jpg/.jpeg/.png/.bmp``, any case, nested; hidden ones skipped;
+    names that cannot be opened, e.g. symbolic link loops, included: the run lists them as failures)."""
     folder, out = Path(images).expanduser(), Path(out).expanduser()
     if not folder.is_dir():
         raise CCReIDError(f"option --images: folder {folder} does not exist")
     check_output(out, [folder])
-    found = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+    found = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and not p.is_dir()
                    and not any(part.startswith(".") for part in p.relative_to(folder).parts))
     if not found:
         raise CCReIDError(f"option --images: no images ({', '.join(IMAGE_EXTENSIONS)}) under {folder}")
@@ -143,69 +117,111 @@ def dataset_items(name: str, root: str | Path, out: str | Path) -> List[ParseIte
             for item in _mirror(images, base, out, f"dataset {name}")]
 
 
-def is_complete(item: ParseItem, logits: bool, num_classes: int) -> bool:
-    """Whether ``item``'s map (and logits) exist with the image's size (read from headers)."""
-    try:
-        with Image.open(item.image) as image:
-            width, height = image.size
-        with Image.open(item.png) as labels:
-            if labels.size != (width, height) or labels.mode not in ("P", "L"):
-                return False
-        if logits:
-            array = np.load(item.npy, mmap_mode="r", allow_pickle=False)
-            return array.shape == (height, width, num_classes) and array.dtype == np.float32
-    except (OSError, ValueError):
-        return False
-    return True
+class _Inputs(Dataset):
+    """Network inputs of ``items``, decoded and warped (in DataLoader workers): ``(item, (tensor, box))``,
+    or ``(item, reason)`` for an image that cannot be read."""
+
+    def __init__(self, items: Sequence[ParseItem], input_size: Tuple[int, int]) -> None:
+        self.items, self.input_size = list(items), input_size
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple:
+        item = self.items[index]
+        try:
+            return item, preprocess(read_bgr(item.image), self.input_size)
+        except ValueError as err:
+            return item, str(err)
 
 
-def write_maps(item: ParseItem, logits: np.ndarray, keep_logits: bool) -> None:
-    """The ``.npy`` logits (if asked), then the label PNG, each written atomically."""
-    if keep_logits:
-        with atomic_path(item.npy) as tmp, open(tmp, "wb") as handle:
-            np.save(handle, logits.astype(np.float32, copy=False))
-    image = Image.fromarray(to_labels(logits), mode="P")
-    image.putpalette(PALETTE)
-    with atomic_path(item.png) as tmp:
-        image.save(tmp, format="PNG")
+class _Batch(NamedTuple):
+    items: List[ParseItem]
+    inputs: Optional[torch.Tensor]
+    boxes: List[PersonBox]
+    failures: List[tuple]
 
 
-def _chunks(items: Sequence[ParseItem], size: int) -> Iterable[Sequence[ParseItem]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
+def _collate(samples: Sequence[tuple]) -> _Batch:
+    ready = [(item, value) for item, value in samples if not isinstance(value, str)]
+    inputs = torch.stack([value[0] for _, value in ready]) if ready else None
+    return _Batch([item for item, _ in ready], inputs, [value[1] for _, value in ready],
+                  [(item.image, value) for item, value in samples if isinstance(value, str)])
+
+
+def default_workers() -> int:
+    """``--workers``: decoding processes beside the network (up to 4)."""
+    return min(4, os.cpu_count() or 1)
+
+
+def _loader(parser: HumanParser, todo: Sequence[ParseItem], batch: int, workers: int) -> DataLoader:
+    workers = min(workers, -(-len(todo) // batch))
+    return DataLoader(_Inputs(todo, parser.input_size), batch_size=batch, num_workers=workers,
+                      collate_fn=_collate, pin_memory=parser.device.type == "cuda")
+
+
+def run_job(parser: HumanParser, todo: Sequence[ParseItem], output: ParseOutput, logits: bool = False,
+            batch: Optional[int] = None, workers: Optional[int] = None, progress: bool = False) -> ParseSummary:
+    """Parse ``todo`` into ``output`` (held by :func:`open_output`): images decoded and warped in
+    ``workers`` DataLoader processes (0: here) while the network runs, ``batch`` images per pass."""
+    batch = parser.default_batch if batch is None else batch
+    workers = default_workers() if workers is None else workers
+    if batch < 1 or workers < 0:
+        raise CCReIDError(f"option --batch: {batch} must be >= 1" if batch < 1 else
+                          f"option --workers: {workers} must be >= 0")
+    start = time.perf_counter()
+    summary = ParseSummary(stale_removed=output.stale_removed)
+    if todo:
+        output.record()
+    with tqdm(total=len(todo), unit="img", disable=not progress, desc="parsing") as bar:
+        for ready in _loader(parser, todo, batch, workers):
+            summary.failures += ready.failures
+            if ready.items:
+                for item, item_logits in zip(ready.items, parser.image_logits(ready.inputs, ready.boxes)):
+                    write_maps(item, item_logits, logits, output.checkpoint.fingerprint)
+                summary.parsed += len(ready.items)
+            bar.update(len(ready.items) + len(ready.failures))
+    summary.errors_file = _write_errors(output.folder, summary.failures)
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _write_errors(folder: Path, failures: Sequence[tuple]) -> Optional[Path]:
+    """``parse_errors.txt`` listing ``failures`` (removed when there are none: from an earlier run)."""
+    path = folder / ERRORS_NAME
+    if failures:
+        write_text(path, "".join(f"{image}\t{reason}\n" for image, reason in failures))
+        return path
+    path.unlink(missing_ok=True)
+    return None
+
+
+def _parse(checkpoint: CheckpointInfo, build: Callable[[], HumanParser], items: Sequence[ParseItem],
+           out: str | Path, logits: bool, batch: Optional[int], overwrite: bool, progress: bool,
+           workers: Optional[int], option: str = "--out") -> ParseSummary:
+    with open_output(out, checkpoint, items, overwrite, option) as output:
+        todo = plan(items, output, logits, overwrite)
+        summary = (run_job(build(), todo, output, logits, batch, workers, progress) if todo
+                   else ParseSummary(stale_removed=output.stale_removed))
+    summary.skipped = len(items) - len(todo)
+    return summary
 
 
 def run_parse(parser: HumanParser, items: Sequence[ParseItem], out: str | Path, logits: bool = False,
-              batch: Optional[int] = None, overwrite: bool = False, progress: bool = False) -> ParseSummary:
-    """Parse ``items`` in batches (default: the parser's device default); complete maps are skipped
-    unless ``overwrite``."""
-    batch = parser.default_batch if batch is None else batch
-    if batch < 1:
-        raise CCReIDError(f"option --batch: {batch} must be >= 1")
-    out = Path(out).expanduser()
-    start = time.perf_counter()
-    summary = ParseSummary()
-    todo = list(items) if overwrite else [i for i in items if not is_complete(i, logits, parser.variant.num_classes)]
-    summary.skipped = len(items) - len(todo)
-    with tqdm(total=len(todo), unit="img", disable=not progress, desc="parsing") as bar:
-        for chunk in _chunks(todo, batch):
-            ready, images = [], []
-            for item in chunk:
-                try:
-                    images.append(read_bgr(item.image))
-                    ready.append(item)
-                except ValueError as err:
-                    summary.failures.append((item.image, str(err)))
-            if images:
-                for item, item_logits in zip(ready, parser.logits(images)):
-                    write_maps(item, item_logits, logits)
-                summary.parsed += len(ready)
-            bar.update(len(chunk))
-    errors = out / ERRORS_NAME
-    if summary.failures:
-        write_text(errors, "".join(f"{image}\t{reason}\n" for image, reason in summary.failures))
-        summary.errors_file = errors
-    elif errors.exists():
-        errors.unlink()  # from an earlier run whose failures are gone now
-    summary.seconds = time.perf_counter() - start
-    return summary
+              batch: Optional[int] = None, overwrite: bool = False, progress: bool = False,
+              workers: Optional[int] = None) -> ParseSummary:
+    """Parse ``items`` into ``out`` with ``parser`` (from :meth:`HumanParser.from_checkpoint`): complete
+    maps of its checkpoint are skipped; anything else at a map's path, or a folder of another
+    checkpoint's maps, is refused unless ``overwrite`` (which redoes every map)."""
+    return _parse(parser.checkpoint, lambda: parser, items, out, logits, batch, overwrite, progress, workers)
+
+
+def parse_with(checkpoint: CheckpointInfo, items: Sequence[ParseItem], out: str | Path, device: str = "auto",
+               amp: str = "auto", logits: bool = False, batch: Optional[int] = None, overwrite: bool = False,
+               progress: bool = False, workers: Optional[int] = None, label: str = "--weights",
+               option: str = "--out") -> ParseSummary:
+    """:func:`run_parse` that checks ``out`` (lock, manifest, files in the way) before it builds the
+    network, and builds it only when a map is to be made; ``label`` and ``option`` are what errors
+    call the checkpoint and the folder."""
+    return _parse(checkpoint, lambda: HumanParser.load(checkpoint, device, amp, label), items, out, logits, batch,
+                  overwrite, progress, workers, option)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from ccreid.engine.runtime import AMP_MODES, autocast, cpu_has_native_bf16, resolve_device
 from ccreid.errors import CCReIDError
-from ccreid.parsing.checkpoint import load_schp
+from ccreid.parsing.checkpoint import CheckpointInfo, inspect_checkpoint, load_schp
 from ccreid.parsing.network import SCHPNetwork
 from ccreid.parsing.variants import SCHPVariant
 from ccreid.parsing.warp import PersonBox, preprocess, warp_back
@@ -62,10 +62,12 @@ class HumanParser:
     argmax maps (``uint8 [h,w]``), exactly as SCHP's extractor computes them."""
 
     def __init__(self, model: SCHPNetwork, variant: SCHPVariant, device: str = "auto", amp: str = "auto",
-                 fuse: bool = True, channels_last: Optional[bool] = None) -> None:
+                 fuse: bool = True, channels_last: Optional[bool] = None,
+                 checkpoint: Optional[CheckpointInfo] = None) -> None:
         self.device = resolve_device(device)
         self.amp = resolve_parse_amp(self.device, amp)
         self.variant = variant
+        self.checkpoint = checkpoint  # what a map folder records of the weights (run_parse needs it)
         self.channels_last = self.device.type != "mps" if channels_last is None else channels_last
         model = model.eval()
         if fuse:
@@ -77,8 +79,14 @@ class HumanParser:
     def from_checkpoint(cls, path: str | Path, labels: Optional[str] = None, device: str = "auto",
                         amp: str = "auto", label: str = "--weights") -> "HumanParser":
         """Load an official SCHP ``.pth`` (LIP, ATR or Pascal-Person-Part)."""
-        model, variant = load_schp(path, labels, label)
-        return cls(model, variant, device, amp)
+        return cls.load(inspect_checkpoint(path, labels, label), device, amp, label)
+
+    @classmethod
+    def load(cls, checkpoint: CheckpointInfo, device: str = "auto", amp: str = "auto",
+             label: str = "--weights") -> "HumanParser":
+        """The network of an already inspected checkpoint."""
+        model, variant = load_schp(checkpoint.path, checkpoint.variant.name, label)
+        return cls(model, variant, device, amp, checkpoint=checkpoint)
 
     @property
     def default_batch(self) -> int:
@@ -101,13 +109,12 @@ class HumanParser:
 
     def logits(self, images: Sequence[np.ndarray]) -> List[np.ndarray]:
         """Logits ``[h,w,C]`` at each BGR image's own size (one batch)."""
-        inputs: List[torch.Tensor] = []
-        boxes: List[PersonBox] = []
-        for image in images:
-            tensor, box = preprocess(image, self.input_size)
-            inputs.append(tensor)
-            boxes.append(box)
-        full = self.input_logits(torch.stack(inputs)).numpy()
+        inputs, boxes = zip(*(preprocess(image, self.input_size) for image in images))
+        return self.image_logits(torch.stack(inputs), boxes)
+
+    def image_logits(self, inputs: torch.Tensor, boxes: Sequence[PersonBox]) -> List[np.ndarray]:
+        """Logits ``[h,w,C]`` of preprocessed ``inputs`` warped back to their images' boxes."""
+        full = self.input_logits(inputs).numpy()
         return [warp_back(full[i], box, self.input_size) for i, box in enumerate(boxes)]
 
     def labels(self, images: Sequence[np.ndarray]) -> List[np.ndarray]:

@@ -8,6 +8,8 @@ EXIF orientation so that maps stay aligned with the pixels ccreid's loaders read
 
 from __future__ import annotations
 
+import io
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -15,7 +17,9 @@ from typing import Tuple
 
 import numpy as np
 import torch
+from PIL import Image
 
+from ccreid.data.dataset import unreadable
 from ccreid.errors import CCReIDError
 
 #: ImageNet statistics in BGR order (SCHP feeds BGR images)
@@ -74,16 +78,32 @@ def affine_matrix(box: PersonBox, input_size: Tuple[int, int], inverse: bool = F
     return cv2.getAffineTransform(dst, src) if inverse else cv2.getAffineTransform(src, dst)
 
 
+def refuse_bombs(data: np.ndarray) -> None:
+    """ValueError when the header of encoded ``data`` declares more pixels than Pillow's
+    decompression-bomb limits allow (checked before OpenCV would allocate them)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            Image.open(io.BytesIO(data.tobytes())).close()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ValueError(unreadable(err))
+    except (OSError, ValueError):  # a header Pillow cannot read: OpenCV decides
+        pass
+
+
 def read_bgr(path: str | Path) -> np.ndarray:
     """``uint8 [H,W,3]`` BGR (grey replicated, alpha dropped); ValueError with the reason otherwise."""
     cv2 = opencv()
     try:
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError as err:
-        raise ValueError(err.strerror or str(err))
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) if data.size else None
+        raise ValueError(unreadable(err) or err.strerror or str(err))
+    if not data.size:
+        raise ValueError("empty file")
+    refuse_bombs(data)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if image is None:
-        raise ValueError("not a decodable image" if data.size else "empty file")
+        raise ValueError("not a decodable image")
     return image
 
 
