@@ -16,7 +16,6 @@ from ccreid.data.manager import DataManager
 from ccreid.engine.parsing_maps import check_cre_labels
 from ccreid.errors import CCReIDError
 from ccreid.parsing import dataset_items
-from ccreid.parsing.job import is_complete
 from test_datasets_common import TRICKY, load, write_png_map, write_tree
 from test_datasets_custom import ROWS, write_manifest
 from test_datasets_deepchange import SPLITS as DEEPCHANGE
@@ -103,7 +102,7 @@ def test_maps_are_found_whichever_accepted_root_data_root_names(tmp_path, case):
     write_png_map(out / first.relative_to(inner).with_suffix(".png"), size=Image.open(first).size)
     for data_root in (root, inner):
         assert all(r.parsing_path for r in load(name, data_root, parsing=out).all_records())
-        assert not [item for item in dataset_items(name, data_root, out) if not is_complete(item, False, 20)]
+        assert not [item for item in dataset_items(name, data_root, out) if not item.png.is_file()]
 
 
 def test_out_inside_the_dataset_is_refused(tmp_path):
