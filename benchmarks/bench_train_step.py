@@ -87,9 +87,9 @@ class BareReID(nn.Module):
 
 
 def bare_triplet(feat: torch.Tensor, pids: torch.Tensor, margin: float = 0.3) -> torch.Tensor:
-    """Batch-hard triplet loss (Hermans et al.), Euclidean distances."""
-    sq = feat.square().sum(1, keepdim=True)
-    dist = (sq + sq.t() - 2 * feat @ feat.t()).clamp(min=1e-12).sqrt()
+    """Batch-hard triplet loss (Hermans et al.), Euclidean distances from the differences
+    (``torch.cdist`` without the matmul form, as ccreid computes them)."""
+    dist = torch.cdist(feat, feat, compute_mode="donot_use_mm_for_euclid_dist")
     same = pids[:, None] == pids[None, :]
     hardest_pos = (dist * same).amax(1)
     hardest_neg = dist.masked_fill(same, float("inf")).amin(1)
