@@ -1,4 +1,5 @@
-"""SHA-256 of the final ``model.safetensors`` of a tiny seeded fp32 run of every built-in preset.
+"""SHA-256 of the final weights (tensors in key order; the file's metadata names the run's folders) of a tiny
+seeded fp32 run of every built-in preset.
 
 A refactor of the training engine must leave every preset's weights bit-identical: record the
 table before it (``--out FILE``), compare after it (``--check FILE``, exit 1 on any difference).
@@ -23,7 +24,10 @@ from typing import Dict, Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from tiny_run import TINY  # noqa: E402
 
+import torch  # noqa: E402
+
 from ccreid.cli import main  # noqa: E402
+from ccreid.engine.checkpoint import load_weights  # noqa: E402
 
 PRESETS = ("baseline", "baseline+bsga", "baseline+cre", "baseline+bctri", "ours-wo-bsga", "ours", "cal", "ours+cal",
            "pcb", "ps", "vit")
@@ -33,13 +37,17 @@ SETTINGS = [*TINY, "data.synthetic.ids=16", "train.epochs=2", "train.milestones=
 
 
 def preset_hash(preset: str, root: Path) -> str:
-    """Train ``preset`` tiny under ``root`` and hash its final weights file."""
+    """Train ``preset`` tiny under ``root`` and hash its final weights."""
     out = root / preset
     args = ["train", "-c", "synthetic", "--out", str(out), "--quiet", "--no-report", f"data.root={root / 'data'}",
             *SETTINGS, f"model.preset={preset}"]
     if main(args) != 0:
         raise SystemExit(f"training {preset} failed")
-    return hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest()
+    digest = hashlib.sha256()
+    for key, tensor in sorted(load_weights(out / "model.safetensors").state_dict.items()):
+        digest.update(key.encode())
+        digest.update(tensor.contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def hashes(presets: Sequence[str]) -> Dict[str, str]:
