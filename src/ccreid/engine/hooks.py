@@ -12,7 +12,7 @@ A hook is told of the training's events, in this order (``hooks`` in the order r
         hook.after_epoch()             # state.epoch: epochs done (1-based); state.batch back to 0
     hook.after_train()
 
-``hook.trainer`` is the :class:`~ccreid.engine.trainer.Trainer` (a weak proxy), set when the
+``hook.trainer`` is the :class:`~ccreid.engine.loop.Trainer` (a weak proxy), set when the
 hook is registered. What :meth:`HookBase.state_dict` returns is saved in every resumable
 checkpoint and given back to :meth:`HookBase.load_state_dict` by ``--resume`` before
 ``before_train``, so a hook with state resumes bit-identically.
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Dict, Optional
 import torch
 
 if TYPE_CHECKING:
-    from ccreid.engine.trainer import Trainer
+    from ccreid.engine.loop import Trainer
 
 #: the events of :class:`HookBase`, in the order a run meets them
 EVENTS = ("before_train", "before_epoch", "before_step", "after_step", "after_epoch", "after_train")

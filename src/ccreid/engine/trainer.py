@@ -14,30 +14,27 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
-import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional
 
 import torch
 
 from ccreid.config import Config, to_yaml
 from ccreid.data.manager import DataManager
-from ccreid.engine.checkpoint import STATE_NAME, WEIGHTS_NAME, load_state, load_weights, restore_weights
-from ccreid.engine.default_hooks import FINAL_STATE, default_hooks
+from ccreid.engine.checkpoint import STATE_NAME, WEIGHTS_NAME, load_state, load_weights
+from ccreid.engine.default_hooks import default_hooks
 from ccreid.engine.distributed import DistInfo, setup
 from ccreid.engine.evaluator import evaluate_splits
 from ccreid.engine.features_io import TEST_FEATURES_NAME
-from ccreid.engine.hooks import HookBase, TrainState
-from ccreid.engine.resume import latest_checkpoint, load_checkpoint, set_rng_state
+from ccreid.engine.loop import Trainer
+from ccreid.engine.resume import same_config
 from ccreid.engine.outputs import refuse_results, run_lock, training_run_in
 from ccreid.engine.parsing_maps import ParsePlan, check_cre_labels, parse_planned, plan_parsing
 from ccreid.engine.runlog import RunLog, summary_writer_class
 from ccreid.engine.runtime import autocast, resolve_amp, seed_everything, write_json, write_text
-from ccreid.engine.step import check_finite
 from ccreid.engine.tester import trained_model
-from ccreid.engine.training import Training, build_training, check_model
+from ccreid.engine.training import build_training, check_model
 from ccreid.errors import CCReIDError
 from ccreid.methods import DataInfo, Method, Preset, resolve_preset
 from ccreid.models import summarize
@@ -133,122 +130,6 @@ def _train(cfg: Config, out: Path, info: DistInfo, progress: bool,
                              trainer.state.val_results, trainer.state.seconds, trainer.state.processed)
 
 
-class Trainer:
-    """The training loop: epochs of the method's step; everything else is a hook (:mod:`ccreid.engine.hooks`).
-
-    Hooks read and change the run through it: :attr:`state` (a :class:`TrainState`), :attr:`training` (method,
-    model, optimizers), :attr:`manager` (data), :attr:`log` (records), :attr:`terms` (the last step's terms).
-    """
-
-    def __init__(self, cfg: Config, out: Path, info: DistInfo, training: Training, manager: DataManager,
-                 config_yaml: str, progress: bool) -> None:
-        self.cfg, self.out, self.info, self.training, self.manager = cfg, out, info, training, manager
-        self.config_yaml, self.progress = config_yaml, progress
-        self.state = TrainState()
-        self.hooks: List[HookBase] = []
-        self.terms: Dict[str, float] = {}
-        self.saved_rng: Optional[dict] = None  # this rank's random state of a resumed checkpoint, until its replay
-        self.started = 0.0
-
-    @property
-    def batches_per_epoch(self) -> int:
-        return len(self.manager.train_loader)
-
-    def register_hooks(self, hooks: Sequence[HookBase]) -> None:
-        """Append ``hooks`` (called in list order); each gets ``hook.trainer``."""
-        for hook in hooks:
-            hook.trainer = weakref.proxy(self)
-        self.hooks.extend(hooks)
-        names = [hook.name for hook in self.hooks]
-        if len(set(names)) != len(names):
-            raise ValueError(f"training hooks need distinct names: {names}")
-
-    def train(self, log: RunLog) -> None:
-        """The remaining epochs of the run, writing records to ``log``."""
-        state, self.log = self.state, log
-        self.started = time.perf_counter() - state.seconds
-        with log:
-            self.step = self.training.start(self.info)
-            self._call("before_train")
-            while state.epoch < self.cfg.train.epochs:
-                self._call("before_epoch")
-                for batch in self._batches():
-                    self._call("before_step")
-                    self._step(batch)
-                    self._call("after_step")
-                state.batch = 0
-                self.info.broadcast_buffers(self.training.model)  # rank 0's BatchNorm statistics for evaluation
-                state.epoch += 1
-                self._call("after_epoch")
-            self._call("after_train")
-
-    def _call(self, event: str) -> None:
-        for hook in self.hooks:
-            getattr(hook, event)()
-
-    def _batches(self) -> Iterator[Dict[str, torch.Tensor]]:
-        """The epoch's batches; resumed mid-epoch, those already trained on are drawn and dropped, then
-        the checkpoint's random state is restored (the replay draws from the same generators)."""
-        self.step.net.train()
-        self.manager.set_epoch(self.state.epoch)
-        batches = iter(self.manager.train_loader)
-        for _ in range(self.state.batch):
-            next(batches)
-        if self.saved_rng is not None:
-            set_rng_state(self.saved_rng, self.training.generator)
-            self.saved_rng = None
-        return batches
-
-    def _step(self, batch: Dict[str, torch.Tensor]) -> None:
-        """One optimisation step; its terms (summed or averaged over processes) go to :attr:`terms`."""
-        terms = self.info.reduce_terms(self.step(batch), summed=("images", "num_erased", "num_without_map"))
-        self.state.iteration += 1
-        self.state.batch += 1
-        check_finite(terms, self.state.epoch + 1, self.state.iteration, self.out)
-        self.state.processed += terms.pop("images")
-        self.terms = terms
-
-    def elapsed(self) -> float:
-        """Training seconds so far (resumed runs: since the run started)."""
-        return time.perf_counter() - self.started
-
-    def images_per_second(self) -> float:
-        return self.state.processed / self.elapsed()
-
-    def state_dict(self) -> Dict[str, Any]:
-        """Everything a resumable checkpoint holds beyond the weights and random states."""
-        hooks = {hook.name: hook.state_dict() for hook in self.hooks}
-        return self.state.state_dict() | self.training.state_dict() | {"hooks": {k: v for k, v in hooks.items() if v}}
-
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`'s output (checkpoints from before hooks had state: none)."""
-        self.state = TrainState.from_state(state)
-        self.training.load_state_dict(state)
-        saved = state.get("hooks", {})
-        for hook in self.hooks:
-            if hook.name in saved:
-                hook.load_state_dict(saved[hook.name])
-
-    def resume(self) -> None:
-        """Load the newest checkpoint of the run folder (before :meth:`train`); its random states are
-        restored by the first epoch, after the replay."""
-        folder = latest_checkpoint(self.out)
-        if folder is None:
-            todo = ("train it again with --overwrite (without --resume)" if training_run_in(self.out)
-                    else "train without --resume to start")
-            raise CCReIDError(f"--resume: no checkpoint in {self.out / 'checkpoints'}; {todo}")
-        _same_config(self.out, self.config_yaml)
-        required = ("optimizers", "schedulers", "scaler", "method", "rng", *FINAL_STATE, "best_score", "best_state")
-        weights, state = load_checkpoint(folder, required=required)
-        rngs = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]  # one per rank (older: a dict)
-        if len(rngs) != self.info.world_size:
-            raise CCReIDError(f"--resume: {folder} was written by {len(rngs)} process(es), this run has "
-                              f"{self.info.world_size}; resume with the same torchrun --nnodes x --nproc_per_node")
-        restore_weights(self.training.model, weights, folder / WEIGHTS_NAME)
-        self.load_state_dict(state)
-        self.saved_rng = rngs[self.info.rank]
-
-
 def _check_before_work(cfg: Config, preset: Preset, needs_parsing: bool, checks_model: bool) -> Optional[ParsePlan]:
     """Everything that can fail before hours of parsing or training, in this order: the model and its
     ``model.pretrained`` weights (``checks_model``), the parsing checkpoint and label set, the dataset
@@ -278,19 +159,13 @@ def _final_evaluation(cfg: Config, out: Path, model: torch.nn.Module, manager: D
 def _evaluate_finished(cfg: Config, out: Path, config_yaml: str, manager: DataManager, device: torch.device,
                        progress: bool, rank: int) -> TrainResult:
     """``--resume`` of a run whose training finished (final weights saved) but whose evaluation did not."""
-    _same_config(out, config_yaml)
+    same_config(out, config_yaml)
     state = load_state(out / STATE_NAME)
     loaded = load_weights(out / WEIGHTS_NAME)
     model = trained_model(cfg, loaded, out / WEIGHTS_NAME).to(device)
     logger.info("%s: training had finished; evaluating its final weights", out)
     return _final_evaluation(cfg, out, model, manager, device, progress, rank, state.get("val_results", {}),
                              float(state.get("seconds", 0.0)), int(state.get("processed", 0)))
-
-
-def _same_config(out: Path, config_yaml: str) -> None:
-    saved_cfg = out / "config.yaml"
-    if saved_cfg.is_file() and saved_cfg.read_text() != config_yaml:
-        raise CCReIDError(f"--resume: the config differs from {saved_cfg}; resume with the same config and overrides")
 
 
 def _unreached_gates(method: Method, epochs: int) -> List[str]:
