@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -51,52 +51,22 @@ def test_hooks_are_called_in_order_with_the_state_of_each_moment(tmp_path, monke
     assert recorder.events == expected + [("after_train", 2, 0, 2 * per_epoch)]
 
 
-#: a plug-in whose hook changes training through its state: the main lr is scaled by 1, 1.5 or 2 by the
-#: number of steps it has seen, so a resume that lost the count would train other weights
-WOBBLE = '''
-from ccreid.engine.hooks import HookBase
-from ccreid.methods import Method, register_preset
-from ccreid.models.presets import PRESETS
-
-
-class LRWobble(HookBase):
-    def __init__(self):
-        self.steps = 0
-
-    def before_step(self):
-        group = self.trainer.training.main_optimizer.param_groups[0]
-        self.scheduled = group["lr"]
-        group["lr"] = self.scheduled * (1 + 0.5 * (self.steps % 3))
-
-    def after_step(self):
-        self.trainer.training.main_optimizer.param_groups[0]["lr"] = self.scheduled
-        self.steps += 1
-
-    def state_dict(self):
-        return {"steps": self.steps}
-
-    def load_state_dict(self, state):
-        self.steps = state["steps"]
-
-
-class WobbleMethod(Method):
-    def hooks(self):
-        return super().hooks() + [LRWobble()]
-
-
-register_preset("wobble", WobbleMethod, PRESETS["baseline"])
-'''
+def documented_plugin() -> str:
+    """The plug-in of docs/EXTENDING.md (the code block after its ``tested`` marker)."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "EXTENDING.md").read_text()
+    block = text.split("<!-- tested: tests/test_hooks.py -->", 1)[1]
+    return block.split("```python\n", 1)[1].split("```", 1)[0]
 
 
 @pytest.mark.timeout(300)
-def test_plugin_hook_state_resumes_bit_identically_mid_epoch(tmp_path):
-    plugin = tmp_path / "wobble.py"
-    plugin.write_text(textwrap.dedent(WOBBLE))
+def test_documented_plugin_hook_resumes_bit_identically_mid_epoch(tmp_path):
+    """docs/EXTENDING.md's weight EMA: its shadow weights are hook state, saved and restored."""
+    plugin = tmp_path / "ema.py"
+    plugin.write_text(documented_plugin())
     data = tmp_path / "synthetic"
-    extra = [f"plugins=[{plugin}]", "model.preset=wobble", "train.checkpoint_every=0",
-             "train.checkpoint_every_iters=2"]
+    extra = [f"plugins=[{plugin}]", "model.preset=ema", "train.checkpoint_every=0", "train.checkpoint_every_iters=2"]
     assert main(train_args(tmp_path / "full", data) + extra) == 0
     victim = tmp_path / "killed"
-    kill_once(victim, train_args(victim, data) + extra, "epoch-0001-iter")  # 4 steps: 4 % 3 != 0
+    kill_once(victim, train_args(victim, data) + extra, "epoch-0001-iter")
     assert main(train_args(victim, data) + extra + ["--resume"]) == 0
     assert_same_run(tmp_path / "full", victim)
