@@ -1,16 +1,23 @@
-"""Trainer hooks: the order of their calls, and a plug-in hook with state that resumes bit-identically."""
+"""Trainer hooks: the order of their calls, and a plug-in hook with state that resumes bit-identically
+(kill -9 mid-epoch; torchrun)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+import torch
+import torch.distributed as dist
 
 from ccreid.cli import main
 from ccreid.config import load_config
+from ccreid.engine.checkpoint import load_weights
 from ccreid.engine.hooks import HookBase
+from ccreid.engine.resume import latest_checkpoint
 from ccreid.engine.trainer import train
 from ccreid.methods import Method
+from test_distributed import _torchrun
 from test_resume import assert_same_run, kill_once, train_args
 from tiny_run import TINY
 
@@ -70,3 +77,25 @@ def test_documented_plugin_hook_resumes_bit_identically_mid_epoch(tmp_path):
     kill_once(victim, train_args(victim, data) + extra, "epoch-0001-iter")
     assert main(train_args(victim, data) + extra + ["--resume"]) == 0
     assert_same_run(tmp_path / "full", victim)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()), reason="no torch.distributed gloo backend")
+def test_documented_plugin_hook_resumes_mid_epoch_under_torchrun(tmp_path):
+    """Two processes, stopped after a mid-epoch checkpoint: each rank's RNG and the hook's state come back."""
+    plugin = tmp_path / "ema.py"
+    plugin.write_text(documented_plugin())
+    out, data = tmp_path / "run", tmp_path / "synthetic"
+    extra = [f"plugins=[{plugin}]", "model.preset=ema", "train.checkpoint_every_iters=2"]
+    _torchrun(out, data, *extra)  # 3 steps an epoch: the last checkpoint is at step 4, one batch into epoch 2
+    assert latest_checkpoint(out).name == "epoch-0001-iter-00000004"
+    first = load_weights(out / "model.safetensors").state_dict
+    losses = lambda: [json.loads(x).get("loss") for x in (out / "metrics.jsonl").read_text().splitlines()]
+    before = losses()
+    for name in ("model.safetensors", "state.pt", "results.json", "results.md", "report.html"):
+        (out / name).unlink(missing_ok=True)
+    _torchrun(out, data, *extra, "--resume")
+    resumed = load_weights(out / "model.safetensors").state_dict
+    for key, value in first.items():
+        assert torch.equal(value, resumed[key]), key
+    assert losses() == before
