@@ -16,12 +16,13 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
 from ccreid.config import Config, to_yaml
 from ccreid.data.manager import DataManager
+from ccreid.data.records import EvalSplit
 from ccreid.engine.checkpoint import STATE_NAME, WEIGHTS_NAME, load_state, load_weights
 from ccreid.engine.default_hooks import default_hooks
 from ccreid.engine.distributed import DistInfo, setup
@@ -97,20 +98,7 @@ def _train(cfg: Config, out: Path, info: DistInfo, progress: bool,
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
     finished = resume and (out / WEIGHTS_NAME).is_file() and (out / STATE_NAME).is_file()
-    preset = resolve_preset(cfg.model, cfg)
-    needs_parsing = preset.method.needs_parsing(preset)
-    plan = _check_before_work(cfg, preset, needs_parsing, checks_model=not finished)
-    if plan is not None:
-        if info.is_main:
-            parse_planned(plan, cfg.train.device, progress)
-        info.barrier()
-    seed_everything(cfg.seed + info.rank)  # after parsing: the run draws the same numbers with the maps there
-    manager = DataManager(cfg, need_parsing=needs_parsing)
-    preset.method.complete_config(cfg, manager.dataset)
-    config_yaml = to_yaml(cfg)  # after the data: a synthetic folder records the options it was made with
-    val_splits = manager.eval_splits("val") if cfg.train.select_on == "val" else {}
-    if cfg.train.select_on == "val" and not val_splits:
-        raise CCReIDError(f"config key 'train.select_on': dataset {cfg.data.name!r} has no validation split (use last)")
+    manager, config_yaml, val_splits = _prepare_data(cfg, info, progress, checks_model=not finished)
     if finished:
         return _evaluate_finished(cfg, out, config_yaml, manager, info.device, progress, info.rank)
     training = build_training(cfg, DataInfo.of(manager.dataset.train, manager.label_set), info.device, info)
@@ -128,6 +116,27 @@ def _train(cfg: Config, out: Path, info: DistInfo, progress: bool,
                          writer_class))
     return _final_evaluation(cfg, out, training.model, manager, info.device, progress, info.rank,
                              trainer.state.val_results, trainer.state.seconds, trainer.state.processed)
+
+
+def _prepare_data(cfg: Config, info: DistInfo, progress: bool,
+                  checks_model: bool) -> Tuple[DataManager, str, Dict[str, EvalSplit]]:
+    """Every check before work, the missing parsing maps, seeding, then the data: its manager, the run's
+    config completed from it (as YAML) and the validation splits of ``train.select_on=val``."""
+    preset = resolve_preset(cfg.model, cfg)
+    needs_parsing = preset.method.needs_parsing(preset)
+    plan = _check_before_work(cfg, preset, needs_parsing, checks_model)
+    if plan is not None:
+        if info.is_main:
+            parse_planned(plan, cfg.train.device, progress)
+        info.barrier()
+    seed_everything(cfg.seed + info.rank)  # after parsing: the run draws the same numbers with the maps there
+    manager = DataManager(cfg, need_parsing=needs_parsing)
+    preset.method.complete_config(cfg, manager.dataset)
+    config_yaml = to_yaml(cfg)  # after the data: a synthetic folder records the options it was made with
+    val_splits = manager.eval_splits("val") if cfg.train.select_on == "val" else {}
+    if cfg.train.select_on == "val" and not val_splits:
+        raise CCReIDError(f"config key 'train.select_on': dataset {cfg.data.name!r} has no validation split (use last)")
+    return manager, config_yaml, val_splits
 
 
 def _check_before_work(cfg: Config, preset: Preset, needs_parsing: bool, checks_model: bool) -> Optional[ParsePlan]:
