@@ -20,17 +20,13 @@ checkpoint and given back to :meth:`HookBase.load_state_dict` by ``--resume`` be
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Dict, Optional
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, ClassVar, Dict, Optional, Tuple
 
 import torch
 
 if TYPE_CHECKING:
     from ccreid.engine.loop import Trainer
-
-#: the events of :class:`HookBase`, in the order a run meets them
-EVENTS = ("before_train", "before_epoch", "before_step", "after_step", "after_epoch", "after_train")
-
 
 @dataclass
 class TrainState:
@@ -45,13 +41,18 @@ class TrainState:
     best_state: Optional[Dict[str, torch.Tensor]] = None  # ... and the model's state dict then
     val_results: Dict[str, Any] = field(default_factory=dict)  # ... and its results (with "epoch")
 
+    #: the fields a resumable checkpoint must hold (``batch`` is missing from older ones: 0)
+    REQUIRED: ClassVar[Tuple[str, ...]] = ("epoch", "iteration", "processed", "seconds", "best_score", "best_state",
+                                           "val_results")
+
     def state_dict(self) -> Dict[str, Any]:
-        return asdict(self)
+        """The fields by name (not copied)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
     def from_state(cls, state: Dict[str, Any]) -> "TrainState":
-        """From a checkpoint's state (``batch`` is 0 in checkpoints written at the end of an epoch)."""
-        return cls(**{name: state[name] for name in cls.__dataclass_fields__ if name in state})
+        """From a checkpoint's state (fields it lacks keep their defaults)."""
+        return cls(**{f.name: state[f.name] for f in fields(cls) if f.name in state})
 
 
 class HookBase:

@@ -13,13 +13,12 @@ import torch
 from ccreid.config import Config
 from ccreid.data.manager import DataManager
 from ccreid.engine.checkpoint import WEIGHTS_NAME, restore_weights
-from ccreid.engine.default_hooks import FINAL_STATE
 from ccreid.engine.distributed import DistInfo
 from ccreid.engine.hooks import HookBase, TrainState
 from ccreid.engine.outputs import training_run_in
 from ccreid.engine.resume import latest_checkpoint, load_checkpoint, same_config, set_rng_state
 from ccreid.engine.runlog import RunLog
-from ccreid.engine.step import check_finite
+from ccreid.engine.step import TrainStep, check_finite
 from ccreid.engine.training import Training
 from ccreid.errors import CCReIDError
 
@@ -39,7 +38,9 @@ class Trainer:
         self.hooks: List[HookBase] = []
         self.terms: Dict[str, float] = {}
         self.saved_rng: Optional[dict] = None  # this rank's random state of a resumed checkpoint, until its replay
-        self.started = 0.0
+        self.started = 0.0  # perf_counter() at the run's start (resumed: as if it had not stopped)
+        self.step: Optional[TrainStep] = None  # made by train(), after any resume
+        self.log: Optional[RunLog] = None  # given to train()
 
     @property
     def batches_per_epoch(self) -> int:
@@ -129,7 +130,7 @@ class Trainer:
                     else "train without --resume to start")
             raise CCReIDError(f"--resume: no checkpoint in {self.out / 'checkpoints'}; {todo}")
         same_config(self.out, self.config_yaml)
-        required = ("optimizers", "schedulers", "scaler", "method", "rng", *FINAL_STATE, "best_score", "best_state")
+        required = ("optimizers", "schedulers", "scaler", "method", "rng", *TrainState.REQUIRED)
         weights, state = load_checkpoint(folder, required=required)
         rngs = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]  # one per rank (older: a dict)
         if len(rngs) != self.info.world_size:
