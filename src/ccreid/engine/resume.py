@@ -113,3 +113,10 @@ def load_checkpoint(folder: Path, required: Sequence[str] = ()) -> tuple[Dict[st
     except CCReIDError as err:
         raise CCReIDError(f"{err}; {_fallback(folder)}") from None
     return weights.state_dict, state
+
+
+def same_config(out: Path, config_yaml: str) -> None:
+    """``--resume``: the run's config must be the one ``out/config.yaml`` saved."""
+    saved_cfg = out / "config.yaml"
+    if saved_cfg.is_file() and saved_cfg.read_text() != config_yaml:
+        raise CCReIDError(f"--resume: the config differs from {saved_cfg}; resume with the same config and overrides")

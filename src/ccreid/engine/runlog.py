@@ -39,15 +39,16 @@ class RunLog:
     are dropped from ``metrics.jsonl`` and from TensorBoard (``purge_step``).
     """
 
-    def __init__(self, out: Path, run: dict, on_log: Optional[Callable[[dict], None]], log_every: int,
-                 active: bool, writer_class: Optional[type]) -> None:
+    def __init__(self, out: Path, epoch: int, iteration: int, on_log: Optional[Callable[[dict], None]],
+                 log_every: int, active: bool, writer_class: Optional[type]) -> None:
+        """A run resumed after ``epoch`` epochs and ``iteration`` steps (0 and 0: a new run)."""
         self.on_log, self.log_every = on_log, log_every
         self.file, self.writer = None, None
         if active:
-            _truncate_log(out / "metrics.jsonl", run["epoch"], run["iteration"])
+            _truncate_log(out / "metrics.jsonl", epoch, iteration)
             self.file = open(out / "metrics.jsonl", "a")
             if writer_class is not None:
-                self.writer = writer_class(str(out / "tensorboard"), purge_step=run["iteration"] + 1)
+                self.writer = writer_class(str(out / "tensorboard"), purge_step=iteration + 1)
 
     def __enter__(self) -> "RunLog":
         return self

@@ -1,5 +1,7 @@
-"""The training loop of every method (``model.preset``, see :mod:`ccreid.methods`): epochs of the
-method's step, checkpoints and exact resume, validation and model selection, the final evaluation.
+"""``ccreid train``: every check before work, parsing, seeding, then :class:`Trainer`, the loop of every
+method (``model.preset``, see :mod:`ccreid.methods`): epochs of the method's step, everything else a hook
+(:mod:`ccreid.engine.hooks`; checkpoints and exact resume, validation and model selection, LR schedules,
+logging: :mod:`ccreid.engine.default_hooks`); then the final evaluation.
 
 Under ``torchrun`` (see :mod:`ccreid.engine.distributed`) the model is wrapped in
 DistributedDataParallel: each process trains on its own P x K batch (global batch
@@ -12,31 +14,29 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
-from tqdm import tqdm
 
 from ccreid.config import Config, to_yaml
 from ccreid.data.manager import DataManager
-from ccreid.engine.checkpoint import (STATE_NAME, WEIGHTS_NAME, load_state, load_weights, restore_weights, save_state,
-                                     save_weights)
+from ccreid.data.records import EvalSplit
+from ccreid.engine.checkpoint import STATE_NAME, WEIGHTS_NAME, load_state, load_weights
+from ccreid.engine.default_hooks import default_hooks
 from ccreid.engine.distributed import DistInfo, setup
 from ccreid.engine.evaluator import evaluate_splits
 from ccreid.engine.features_io import TEST_FEATURES_NAME
-from ccreid.engine.results import strip_curves
-from ccreid.engine.resume import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from ccreid.engine.loop import Trainer
+from ccreid.engine.resume import same_config
 from ccreid.engine.outputs import refuse_results, run_lock, training_run_in
 from ccreid.engine.parsing_maps import (ParsePlan, check_cre_labels, check_recorded_labels, parse_planned,
                                         plan_parsing)
 from ccreid.engine.runlog import RunLog, summary_writer_class
 from ccreid.engine.runtime import autocast, resolve_amp, seed_everything, write_json, write_text
-from ccreid.engine.step import check_finite
 from ccreid.engine.tester import trained_model
-from ccreid.engine.training import Training, build_training, check_model
+from ccreid.engine.training import build_training, check_model
 from ccreid.errors import CCReIDError
 from ccreid.methods import DataInfo, Method, Preset, resolve_preset
 from ccreid.models import summarize
@@ -59,12 +59,6 @@ class TrainResult:
 
 #: ``train.select_on``: the last epoch, or the best on the validation split (never the test split)
 SELECT_ON = ("last", "val")
-
-
-def _selection_score(results: Dict[str, dict]) -> float:
-    """Validation score used by ``train.select_on=val``: CC top-1 + mAP where defined."""
-    name = "cc" if "cc" in results else next(iter(results))
-    return results[name]["rank1"] + results[name]["mAP"]
 
 
 def train(
@@ -101,14 +95,37 @@ def train(
 def _train(cfg: Config, out: Path, info: DistInfo, progress: bool,
            on_log: Optional[Callable[[dict], None]], resume: bool) -> TrainResult:
     """:func:`train` in one process of the job ``info`` (process group already joined)."""
-    device = info.device
     writer_class = summary_writer_class() if cfg.train.tensorboard else None
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
     finished = resume and (out / WEIGHTS_NAME).is_file() and (out / STATE_NAME).is_file()
+    manager, config_yaml, val_splits = _prepare_data(cfg, info, progress, checks_model=not finished)
+    if finished:
+        return _evaluate_finished(cfg, out, config_yaml, manager, info.device, progress, info.rank)
+    training = build_training(cfg, DataInfo.of(manager.dataset.train, manager.label_set), info.device, info)
+    if info.is_main:
+        _report_pretrained(training.model, out)
+        for note in _unreached_gates(training.method, cfg.train.epochs):
+            logger.warning(note)
+    trainer = Trainer(cfg, out, info, training, manager, config_yaml, progress)
+    trainer.register_hooks(training.method.hooks() + default_hooks(val_splits))
+    if resume:
+        trainer.resume()
+    if info.is_main:
+        write_text(out / "config.yaml", config_yaml)
+    trainer.train(RunLog(out, trainer.state.epoch, trainer.state.iteration, on_log, cfg.train.log_every, info.is_main,
+                         writer_class))
+    return _final_evaluation(cfg, out, training.model, manager, info.device, progress, info.rank,
+                             trainer.state.val_results, trainer.state.seconds, trainer.state.processed)
+
+
+def _prepare_data(cfg: Config, info: DistInfo, progress: bool,
+                  checks_model: bool) -> Tuple[DataManager, str, Dict[str, EvalSplit]]:
+    """Every check before work, the missing parsing maps, seeding, then the data: its manager, the run's
+    config completed from it (as YAML) and the validation splits of ``train.select_on=val``."""
     preset = resolve_preset(cfg.model, cfg)
     needs_parsing = preset.method.needs_parsing(preset)
-    plan = _check_before_work(cfg, preset, needs_parsing, checks_model=not finished)
+    plan = _check_before_work(cfg, preset, needs_parsing, checks_model)
     if plan is not None:
         if info.is_main:
             parse_planned(plan, cfg.train.device, progress)
@@ -120,96 +137,7 @@ def _train(cfg: Config, out: Path, info: DistInfo, progress: bool,
     val_splits = manager.eval_splits("val") if cfg.train.select_on == "val" else {}
     if cfg.train.select_on == "val" and not val_splits:
         raise CCReIDError(f"config key 'train.select_on': dataset {cfg.data.name!r} has no validation split (use last)")
-    if finished:
-        return _evaluate_finished(cfg, out, config_yaml, manager, device, progress, info.rank)
-    training = build_training(cfg, DataInfo.of(manager.dataset.train, manager.label_set), device, info)
-    model, method, generator = training.model, training.method, training.generator
-    if info.is_main:
-        _report_pretrained(model, out)
-        for note in _unreached_gates(method, cfg.train.epochs):
-            logger.warning(note)
-    run = {"epoch": 0, "batch": 0, "iteration": 0, "processed": 0, "seconds": 0.0, "best_score": float("-inf"),
-           "best_state": None, "val_results": {}}
-    saved_rng = None
-    if resume:
-        run, saved_rng = _restore(out, config_yaml, info, training)
-    step = training.start(info)
-    if info.is_main:
-        write_text(out / "config.yaml", config_yaml)
-    start = time.perf_counter() - run["seconds"]
-
-    def checkpoint() -> None:
-        """A resumable checkpoint of the current state (all ranks take part, rank 0 writes)."""
-        run["seconds"] = time.perf_counter() - start
-        rngs = info.all_gather_object(rng_state(generator))
-        if info.is_main:
-            state = run | _training_state(training) | {"rng": rngs}
-            save_checkpoint(out, run["epoch"], model, config_yaml, manager.num_train_pids, state,
-                            cfg.train.keep_checkpoints)
-        info.barrier()
-
-    run_start_epoch = run["epoch"]
-    with RunLog(out, run, on_log, cfg.train.log_every, info.is_main, writer_class) as log:
-        for epoch in range(run["epoch"], cfg.train.epochs):
-            step.net.train()
-            manager.set_epoch(epoch)
-            method.set_epoch(epoch)
-            batches = iter(manager.train_loader)
-            for _ in range(run["batch"]):  # resumed mid-epoch: replay the data already trained on
-                next(batches)
-            if saved_rng is not None:  # after the replay, which draws from the same generators
-                set_rng_state(saved_rng[info.rank], generator)
-                saved_rng = None
-            bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", total=len(manager.train_loader),
-                       initial=run["batch"], disable=not (progress and info.is_main), leave=False, unit="batch")
-            for batch in bar:
-                terms = info.reduce_terms(step(batch), summed=("images", "num_erased", "num_without_map"))
-                run["iteration"] += 1
-                run["batch"] += 1
-                check_finite(terms, epoch + 1, run["iteration"], out)
-                run["processed"] += terms.pop("images")
-                rate = run["processed"] / (time.perf_counter() - start)
-                lr = training.main_optimizer.param_groups[0]["lr"]
-                record = {"epoch": epoch + 1, "iter": run["iteration"], "lr": lr,
-                          "images_per_s": round(rate, 2)} | terms
-                if device.type == "cuda":
-                    record["gpu_mem_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
-                log.step(record)
-                bar.set_postfix(loss=f"{terms['loss']:.3f}", img_s=f"{rate:.0f}")
-                every_iters = cfg.train.checkpoint_every_iters
-                if every_iters > 0 and run["iteration"] % every_iters == 0 and run["batch"] < len(bar):
-                    log.flush()
-                    checkpoint()
-            run["batch"] = 0
-            note = manager.foreign_labels_note() if epoch == run_start_epoch and info.is_main else None
-            if note:
-                logger.warning(note)
-            training.schedulers_step()
-            info.broadcast_buffers(model)  # rank 0's BatchNorm statistics for evaluation and checkpoints
-            run["epoch"] = epoch + 1
-            last_epoch = run["epoch"] == cfg.train.epochs
-            due = cfg.train.eval_every > 0 and run["epoch"] % cfg.train.eval_every == 0
-            if val_splits and (due or last_epoch):
-                res = evaluate_splits(model, val_splits, manager.loader, device, cfg.test, progress=progress)
-                score = _selection_score(res)
-                log.validation(run["epoch"], run["iteration"], strip_curves(res))
-                if score > run["best_score"]:
-                    run["best_score"], run["val_results"] = score, res | {"epoch": run["epoch"]}
-                    run["best_state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            log.flush()
-            every = cfg.train.checkpoint_every
-            if every > 0 and (run["epoch"] % every == 0) and not last_epoch:
-                checkpoint()
-    seconds = time.perf_counter() - start
-    if run["best_state"] is not None:
-        model.load_state_dict(run["best_state"])
-    if info.is_main:
-        save_weights(out / WEIGHTS_NAME, model, config_yaml, manager.num_train_pids, preset=cfg.model.preset)
-        save_state(out / STATE_NAME, {k: run[k] for k in ("epoch", "iteration", "processed", "val_results")}
-                   | {"seconds": seconds} | _training_state(training))
-    info.barrier()
-    return _final_evaluation(cfg, out, model, manager, device, progress, info.rank, run["val_results"], seconds,
-                             run["processed"])
+    return manager, config_yaml, val_splits
 
 
 def _check_before_work(cfg: Config, preset: Preset, needs_parsing: bool, checks_model: bool) -> Optional[ParsePlan]:
@@ -243,52 +171,13 @@ def _final_evaluation(cfg: Config, out: Path, model: torch.nn.Module, manager: D
 def _evaluate_finished(cfg: Config, out: Path, config_yaml: str, manager: DataManager, device: torch.device,
                        progress: bool, rank: int) -> TrainResult:
     """``--resume`` of a run whose training finished (final weights saved) but whose evaluation did not."""
-    _same_config(out, config_yaml)
+    same_config(out, config_yaml)
     state = load_state(out / STATE_NAME)
     loaded = load_weights(out / WEIGHTS_NAME)
     model = trained_model(cfg, loaded, out / WEIGHTS_NAME).to(device)
     logger.info("%s: training had finished; evaluating its final weights", out)
     return _final_evaluation(cfg, out, model, manager, device, progress, rank, state.get("val_results", {}),
                              float(state.get("seconds", 0.0)), int(state.get("processed", 0)))
-
-
-def _same_config(out: Path, config_yaml: str) -> None:
-    saved_cfg = out / "config.yaml"
-    if saved_cfg.is_file() and saved_cfg.read_text() != config_yaml:
-        raise CCReIDError(f"--resume: the config differs from {saved_cfg}; resume with the same config and overrides")
-
-
-def _training_state(training: Training) -> dict:
-    """What a checkpoint holds beyond the weights: every optimizer, schedule, the scaler, the method's state."""
-    return {"optimizers": {k: opt.state_dict() for k, (opt, _) in training.optimizers.items()},
-            "schedulers": {k: s.state_dict() for k, (_, s) in training.optimizers.items() if s is not None},
-            "scaler": training.scaler.state_dict(), "method": training.method.state_dict()}
-
-
-def _restore(out: Path, config_yaml: str, info: DistInfo, training: Training) -> tuple[dict, list]:
-    """Load the newest checkpoint of ``out`` into the training objects; return the run
-    counters and the RNG states of every rank (restored by the loop, after any replay)."""
-    folder = latest_checkpoint(out)
-    if folder is None:
-        todo = ("train it again with --overwrite (without --resume)" if training_run_in(out)
-                else "train without --resume to start")
-        raise CCReIDError(f"--resume: no checkpoint in {out / 'checkpoints'}; {todo}")
-    _same_config(out, config_yaml)
-    counters = ("epoch", "iteration", "processed", "seconds", "best_score", "best_state", "val_results")
-    required = ("optimizers", "schedulers", "scaler", "method", "rng", *counters)
-    weights, state = load_checkpoint(folder, required=required)
-    rngs = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]  # one per rank (older: a dict)
-    if len(rngs) != info.world_size:
-        raise CCReIDError(f"--resume: {folder} was written by {len(rngs)} process(es), this run has "
-                          f"{info.world_size}; resume with the same torchrun --nnodes x --nproc_per_node")
-    restore_weights(training.model, weights, folder / WEIGHTS_NAME)
-    for name, (optimizer, scheduler) in training.optimizers.items():
-        optimizer.load_state_dict(state["optimizers"][name])
-        if scheduler is not None:
-            scheduler.load_state_dict(state["schedulers"][name])
-    training.scaler.load_state_dict(state["scaler"])
-    training.method.load_state_dict(state["method"])
-    return {k: state[k] for k in counters} | {"batch": state.get("batch", 0)}, rngs
 
 
 def _unreached_gates(method: Method, epochs: int) -> List[str]:

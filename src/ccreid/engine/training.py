@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Dict, Optional
 
 import torch
 from torch import nn
@@ -38,11 +38,20 @@ class Training:
     def main_optimizer(self) -> torch.optim.Optimizer:
         return self.optimizers["main"][0]
 
-    def schedulers_step(self) -> None:
-        """End of an epoch: every per-epoch schedule advances."""
-        for _, scheduler in self.optimizers.values():
+    def state_dict(self) -> Dict[str, Any]:
+        """What a checkpoint holds beyond the weights: every optimizer, schedule, the scaler, the method's state."""
+        return {"optimizers": {k: opt.state_dict() for k, (opt, _) in self.optimizers.items()},
+                "schedulers": {k: s.state_dict() for k, (_, s) in self.optimizers.items() if s is not None},
+                "scaler": self.scaler.state_dict(), "method": self.method.state_dict()}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output."""
+        for name, (optimizer, scheduler) in self.optimizers.items():
+            optimizer.load_state_dict(state["optimizers"][name])
             if scheduler is not None:
-                scheduler.step()
+                scheduler.load_state_dict(state["schedulers"][name])
+        self.scaler.load_state_dict(state["scaler"])
+        self.method.load_state_dict(state["method"])
 
     def start(self, info: Optional[DistInfo] = None) -> TrainStep:
         """The training step over the model, DDP-wrapped under torchrun and compiled if asked."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Type
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type
 
 import torch
 from torch import nn
@@ -21,6 +21,7 @@ from torch import nn
 from ccreid.config import Config, ModelConfig
 from ccreid.data.labels import LabelSet
 from ccreid.data.records import ImageRecord, ReIDDataset
+from ccreid.engine.hooks import HookBase
 from ccreid.engine.pretrained import pretrained_backbone
 from ccreid.engine.step import TrainStep
 from ccreid.losses import ReIDObjective
@@ -90,8 +91,8 @@ class Method:
     """The paper's trainer: baseline (CE + triplet, BNNeck) with the CRE, BSGA and BCTri switches.
 
     The trainer calls, in order: :meth:`build_model`, :meth:`setup` (loss modules and extra
-    modules on the device), :meth:`optimizers`, :meth:`make_step`; then per epoch
-    :meth:`set_epoch` and the step; checkpoints hold :meth:`state_dict`.
+    modules on the device), :meth:`optimizers`, :meth:`hooks`, :meth:`make_step`; then the
+    step and the hooks (:meth:`set_epoch` before each epoch); checkpoints hold :meth:`state_dict`.
     """
 
     def __init__(self, cfg: Config, preset: Preset, data: DataInfo) -> None:
@@ -162,6 +163,11 @@ class Method:
                          uses_parsing=self.needs_parsing(self.preset),
                          uses_camids=getattr(self.model, "uses_camids", False))
 
+    def hooks(self) -> List[HookBase]:
+        """This method's own per-epoch and per-step work, called before the trainer's hooks (in list
+        order; see :mod:`ccreid.engine.hooks`). The base: :class:`EpochGates`."""
+        return [EpochGates(self)]
+
     def set_epoch(self, epoch: int) -> None:
         """Called before each epoch (0-based): epoch gates read :attr:`epoch`."""
         self.epoch = epoch
@@ -181,6 +187,16 @@ class Method:
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         """Restore :meth:`state_dict`'s output."""
+
+
+class EpochGates(HookBase):
+    """Before each epoch, :meth:`Method.set_epoch`: the method's epoch gates (CAL's start) open on time."""
+
+    def __init__(self, method: Method) -> None:
+        self.method = method
+
+    def before_epoch(self) -> None:
+        self.method.set_epoch(self.trainer.state.epoch)
 
 
 def build_model_from_config(cfg: Config, num_classes: int) -> nn.Module:
