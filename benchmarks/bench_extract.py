@@ -185,6 +185,8 @@ def main() -> None:
     torch_rows = {PLAIN: lambda: plain(batches[0].to(device))} | {
         name: (lambda net=net: net(batches[0])) for name, net in nets.items() if net.backend == "torch"}
     with torch.no_grad():
+        for fn in torch_rows.values():
+            fn()  # a first batch: bf16's one-time layer check (engine/precision.py) is not the per-batch work
         flops_per_batch = require_equal_flops({name: count_flops(fn) for name, fn in torch_rows.items()}, "batch")
     onnx_path = export_onnx(weights, tmp / "model.onnx")[0]
     session = onnxruntime_session(onnx_path, device, args.threads)
