@@ -140,10 +140,28 @@ def test_bad_plugins_are_one_line_errors(tmp_path, capsys):
     broken = tmp_path / "broken.py"
     broken.write_text("raise RuntimeError('boom')\n")
     for plugin, expected in ((tmp_path / "absent.py", "not found"), ("no_such_module_xyz", "no module"),
-                             (broken, "RuntimeError: boom")):
+                             (broken, f"RuntimeError: boom) at {broken}:1")):
         assert main(tiny_args(tmp_path / "run", tmp_path / "data", f"plugins=[{plugin}]")) == 2
         err = capsys.readouterr().err
         assert "config key 'plugins'" in err and expected in err and "Traceback" not in err
+
+
+def test_an_entry_point_plugin_that_fails_to_import_is_one_line(tmp_path, monkeypatch, capsys):
+    """An installed plug-in (group ccreid.plugins) that raises at import: its file and line, status 2."""
+    from importlib.metadata import EntryPoint
+
+    import ccreid.plugins as plugins
+
+    (tmp_path / "broken_pkg_xyz.py").write_text("x = 1\nraise ValueError('bad setting')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    point = EntryPoint("broken", "broken_pkg_xyz", plugins.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(plugins, "entry_points", lambda group: [point] if group == plugins.ENTRY_POINT_GROUP else [])
+    monkeypatch.setattr(plugins, "_entry_points_loaded", False)
+    assert main(tiny_args(tmp_path / "run", tmp_path / "data")) == 2
+    err = capsys.readouterr().err
+    assert "plug-in entry point broken (broken_pkg_xyz, group ccreid.plugins): importing it failed " \
+           f"(ValueError: bad setting) at {tmp_path / 'broken_pkg_xyz.py'}:2" in " ".join(err.split())
+    assert "Traceback" not in err
 
 
 def test_pcb_stripes_are_six_row_blocks_and_eval_concatenates_them():

@@ -11,6 +11,7 @@ import hashlib
 import importlib
 import importlib.util
 import sys
+import traceback
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import List, Sequence
@@ -42,6 +43,13 @@ def _exited(what: str, err: SystemExit) -> CCReIDError:
                        "and register things: remove that call")
 
 
+def _failed(what: str, err: BaseException) -> CCReIDError:
+    """One line for a plug-in whose import raised: the error and the file and line that raised it."""
+    frames = [f for f in traceback.extract_tb(err.__traceback__) if not f.filename.startswith("<frozen")]
+    place = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+    return CCReIDError(f"{what} failed ({type(err).__name__}: {first_line(err)}){place}")
+
+
 def import_plugins(names: Sequence[str]) -> List[str]:
     """Import every plug-in (files by absolute path, once) and the installed entry points;
     returns ``names`` with file paths made absolute (what a run's config records)."""
@@ -53,6 +61,9 @@ def import_plugins(names: Sequence[str]) -> List[str]:
                 point.load()
             except SystemExit as err:
                 raise _exited(f"plug-in entry point {point.name} ({point.value}, group {ENTRY_POINT_GROUP})", err)
+            except Exception as err:  # an installed package's code: any error, one line
+                raise _failed(f"plug-in entry point {point.name} ({point.value}, group {ENTRY_POINT_GROUP}): "
+                              "importing it", err) from None
     resolved = []
     for name in names:
         is_file = name.endswith(".py")
@@ -73,7 +84,6 @@ def import_plugins(names: Sequence[str]) -> List[str]:
                 raise CCReIDError(f"config key 'plugins': importing {name} failed ({err})")
             raise CCReIDError(f"config key 'plugins': no module {name!r} (a module name on the path or a .py file)")
         except Exception as err:
-            raise CCReIDError(f"config key 'plugins': importing {name} failed ({type(err).__name__}: "
-                              f"{first_line(err)})")
+            raise _failed(f"config key 'plugins': importing {name}", err) from None
         resolved.append(target)
     return resolved
