@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import textwrap
 
 import pytest
 import torch
+import ccreid
 
 from ccreid.cli import main
 from ccreid.engine.checkpoint import load_weights
@@ -134,6 +137,23 @@ def test_toy_plugin_from_a_file_trains_and_tests(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path / "elsewhere")  # the saved config names the plug-in by absolute path
     assert main(["test", "--weights", str(run / "model.safetensors"), "--out", str(tmp_path / "t"), "--quiet",
                  "--no-report"]) == 0
+
+    moved = tmp_path / "moved" / "toy_method.py"
+    moved.parent.mkdir()
+    plugin.rename(moved)
+    weights = run / "model.safetensors"
+    moved_hint = r"plugins.*not found.*plugins=\[NEW_PATH_OR_MODULE\].*--plugins.*ccreid.load"
+    with pytest.raises(CCReIDError, match=moved_hint):
+        ccreid.load(weights)
+    # a new process, as a user's would be (this one registered "toy" from the old path already)
+    load = (f"import ccreid, torch; ccreid.load({str(weights)!r}, plugins=[{str(moved)!r}])"
+            ".embed(torch.zeros(1, 3, 64, 32, dtype=torch.uint8))")
+    for argv in (["-c", load], ["-m", "ccreid", "test", "--weights", str(weights), "--out", str(tmp_path / "t2"),
+                                "--quiet", "--no-report", f"plugins=[{moved}]"],
+                 ["-m", "ccreid", "export", "onnx", "--weights", str(weights), "--out", str(tmp_path / "m.onnx"),
+                  "--plugins", str(moved)]):
+        done = subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_bad_plugins_are_one_line_errors(tmp_path, capsys):

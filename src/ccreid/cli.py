@@ -384,7 +384,8 @@ def cmd_export_onnx(args: argparse.Namespace) -> None:
     from ccreid.engine.outputs import refuse_file
 
     refuse_file(args.out, args.overwrite, "an ONNX model")
-    _print_written(export_onnx(args.weights, args.out, args.opset, normalize=not args.no_normalize))
+    _print_written(export_onnx(args.weights, args.out, args.opset, normalize=not args.no_normalize,
+                               plugins=args.plugins))
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -680,6 +681,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18; 13-17 use the legacy exporter)")
     p.add_argument("--no-normalize", action="store_true", help="leave out the final L2 normalisation")
+    p.add_argument("--plugins", nargs="+", default=(), metavar="PLUGIN",
+                   help="plug-in files or modules replacing those the checkpoint records (moved since training)")
 
     from ccreid.engine.runtime import AMP_MODES
     from ccreid.parsing.variants import VARIANTS

@@ -30,7 +30,7 @@ from ccreid.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_test_trans
 from ccreid.engine.inference import (DEFAULT_OPSET, INSTALL_EXPORT, check_backend, embed, prepare, uses_camids,
                                      write_onnx)
 from ccreid.engine.runtime import atomic_path, resolve_device
-from ccreid.engine.tester import load_checkpoint_config, trained_model
+from ccreid.engine.tester import load_checkpoint_config, plugins_override, trained_model
 from ccreid.errors import CCReIDError
 from ccreid.models import ReIDModel
 
@@ -125,9 +125,11 @@ class Embedder:
 
 
 def load(weights: Union[str, Path], device: str = "auto", flip: Optional[bool] = None,
-         batch_size: Optional[int] = None, backend: str = "auto", precision: str = "fp32") -> Embedder:
-    """``ccreid.load(weights).embed(images)``: see :class:`Embedder`."""
-    return Embedder.from_weights(weights, device, flip, batch_size, backend=backend, precision=precision)
+         batch_size: Optional[int] = None, backend: str = "auto", precision: str = "fp32",
+         plugins: Sequence[str] = ()) -> Embedder:
+    """``ccreid.load(weights).embed(images)``: see :class:`Embedder`. ``plugins`` replace the
+    plug-ins the checkpoint records (files that moved since training)."""
+    return Embedder.from_weights(weights, device, flip, batch_size, plugins_override(plugins), backend, precision)
 
 
 class _Normalized(nn.Module):
@@ -141,13 +143,14 @@ class _Normalized(nn.Module):
 
 
 def export_onnx(weights: Union[str, Path], out: Union[str, Path], opset: int = DEFAULT_OPSET,
-                normalize: bool = True) -> list[Path]:
+                normalize: bool = True, plugins: Sequence[str] = ()) -> list[Path]:
     """Write ``out`` (one ``.onnx`` file): ``images [batch,3,H,W] -> features [batch,D]`` (a ViT
     with camera embedding takes ``camids [batch]`` int64 as a second input).
 
     ``normalize`` appends the L2 normalisation (features then match ``embed`` without
     flip). Opsets >= 18 use torch's ``torch.export`` exporter; older ones (down to 13)
     the legacy TorchScript exporter, as long as the installed torch still ships it.
+    ``plugins`` replace the plug-ins the checkpoint records.
     """
     try:
         import onnx
@@ -159,7 +162,7 @@ def export_onnx(weights: Union[str, Path], out: Union[str, Path], opset: int = D
     if opset > newest:
         raise CCReIDError(f"option --opset: {opset} is newer than the installed onnx knows ({newest}); "
                           f"use 13..{newest} (default {DEFAULT_OPSET})")
-    model, cfg = load_model(weights, "cpu")
+    model, cfg = load_model(weights, "cpu", plugins_override(plugins))
     net = _Normalized(model) if normalize else model
     out = Path(out)
     with atomic_path(out) as tmp:

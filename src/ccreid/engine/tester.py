@@ -20,6 +20,16 @@ from ccreid.methods import build_model_from_config, resolve_preset
 from ccreid.models import ReIDModel
 
 
+#: where a checkpoint's plug-in that moved is given again
+PLUGINS_OVERRIDE = ("if its plug-in moved, name it again: plugins=[NEW_PATH_OR_MODULE] (ccreid test / extract), "
+                    "--plugins (ccreid export onnx) or ccreid.load(w, plugins=[...])")
+
+
+def plugins_override(plugins: Sequence[str]) -> list[str]:
+    """The ``key=value`` override that replaces a checkpoint's ``plugins`` (none when empty)."""
+    return [f"plugins=[{','.join(map(str, plugins))}]"] if plugins else []
+
+
 def load_checkpoint_config(weights, config: Optional[str], overrides: Sequence[str]):
     """The config a checkpoint was trained with (or ``config``), plus ``overrides``."""
     loaded = load_weights(weights)
@@ -33,7 +43,8 @@ def load_checkpoint_config(weights, config: Optional[str], overrides: Sequence[s
                 cfg = load_config(str(path), overrides)
             except CCReIDError as err:  # name the weights file, not the temporary copy of its config
                 message = str(err).replace(f"config file {path}", "its saved config").replace(str(path), "it")
-                raise CCReIDError(f"weights file {weights}: {message}; pass -c CONFIG or retrain") from None
+                todo = PLUGINS_OVERRIDE if "config key 'plugins'" in message else "pass -c CONFIG or retrain"
+                raise CCReIDError(f"weights file {weights}: {message}; {todo}") from None
     else:
         cfg = load_config(config, overrides)
     return cfg, loaded
