@@ -337,3 +337,22 @@ def test_vit_with_camera_embedding_trains_tests_embeds_and_exports(tmp_path):
     torch.testing.assert_close(torch.from_numpy(out), feats, atol=1e-4, rtol=1e-4)
     ort = load(run / "model.safetensors", device="cpu", flip=False, backend="onnxruntime")
     torch.testing.assert_close(ort.embed(images, camids=[0, 1]), feats, atol=1e-4, rtol=1e-4)
+
+
+def test_resume_says_which_plugin_changed_since_the_run_started(tmp_path, caplog):
+    import logging
+
+    from ccreid.config import load_config
+    from ccreid.engine.trainer import PLUGINS_NAME, _record_plugins
+
+    plugin = tmp_path / "hashed_plugin.py"
+    plugin.write_text("X = 1\n")
+    cfg = load_config(None, [f"plugins=[{plugin}]"])
+    _record_plugins(cfg, tmp_path, resume=False)
+    assert list(json.loads((tmp_path / PLUGINS_NAME).read_text())) == [str(plugin)]
+    with caplog.at_level(logging.WARNING):
+        _record_plugins(cfg, tmp_path, resume=True)
+        assert "changed" not in caplog.text
+        plugin.write_text("X = 2\n")
+        _record_plugins(cfg, tmp_path, resume=True)
+    assert f"--resume: plug-in {plugin} changed since the run started" in caplog.text

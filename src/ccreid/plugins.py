@@ -14,7 +14,7 @@ import sys
 import traceback
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from ccreid.errors import CCReIDError, first_line
 from ccreid.files import require_file
@@ -87,3 +87,18 @@ def import_plugins(names: Sequence[str]) -> List[str]:
             raise _failed(f"config key 'plugins': importing {name}", err) from None
         resolved.append(target)
     return resolved
+
+
+def _source_file(name: str) -> Optional[Path]:
+    """The file a plug-in was imported from: the ``.py`` path, or an importable module's origin."""
+    if name.endswith(".py"):
+        return Path(name)
+    spec = importlib.util.find_spec(name)
+    return Path(spec.origin) if spec is not None and spec.origin else None
+
+
+def plugin_hashes(names: Sequence[str]) -> Dict[str, str]:
+    """SHA-256 of each plug-in's source file (what ``--resume`` compares with the run's start)."""
+    files = {name: _source_file(name) for name in names}
+    return {name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in files.items()
+            if path is not None and path.is_file()}

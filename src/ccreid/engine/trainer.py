@@ -13,6 +13,7 @@ from all ranks.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,8 +41,11 @@ from ccreid.engine.training import build_training, check_model
 from ccreid.errors import CCReIDError
 from ccreid.methods import DataInfo, Method, Preset, resolve_preset
 from ccreid.models import summarize
+from ccreid.plugins import plugin_hashes
 
 logger = logging.getLogger(__name__)
+#: the hashes of a run's plug-in files (``--resume`` says which changed)
+PLUGINS_NAME = "plugins.json"
 
 
 @dataclass
@@ -107,6 +111,8 @@ def _train(cfg: Config, out: Path, info: DistInfo, progress: bool,
         _report_pretrained(training.model, out)
         for note in _unreached_gates(training.method, cfg.train.epochs):
             logger.warning(note)
+    if info.is_main:
+        _record_plugins(cfg, out, resume)
     trainer = Trainer(cfg, out, info, training, manager, config_yaml, progress)
     trainer.register_hooks(training.method.hooks() + default_hooks(val_splits))
     if resume:
@@ -117,6 +123,22 @@ def _train(cfg: Config, out: Path, info: DistInfo, progress: bool,
                          writer_class))
     return _final_evaluation(cfg, out, training.model, manager, info.device, progress, info.rank,
                              trainer.state.val_results, trainer.state.seconds, trainer.state.processed)
+
+
+def _record_plugins(cfg: Config, out: Path, resume: bool) -> None:
+    """A run with plug-ins records their files' hashes (``plugins.json``); ``--resume`` says which
+    changed since the run started (its result may then differ from an uninterrupted run's)."""
+    path = out / PLUGINS_NAME
+    hashes = plugin_hashes(cfg.plugins)
+    if resume and path.is_file():
+        recorded = json.loads(path.read_text())
+        for name in sorted(set(recorded) | set(hashes)):
+            if recorded.get(name) != hashes.get(name):
+                logger.warning("--resume: plug-in %s changed since the run started (sha256 %s, now %s); the "
+                               "resumed run may differ from an uninterrupted one", name,
+                               str(recorded.get(name))[:12], str(hashes.get(name))[:12])
+    elif hashes:
+        write_json(path, hashes)
 
 
 def _prepare_data(cfg: Config, info: DistInfo, progress: bool,
