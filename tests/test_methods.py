@@ -356,3 +356,7 @@ def test_resume_says_which_plugin_changed_since_the_run_started(tmp_path, caplog
         plugin.write_text("X = 2\n")
         _record_plugins(cfg, tmp_path, resume=True)
     assert f"--resume: plug-in {plugin} changed since the run started" in caplog.text
+    (tmp_path / PLUGINS_NAME).write_text("{damaged")
+    with caplog.at_level(logging.WARNING):
+        _record_plugins(cfg, tmp_path, resume=True)
+    assert "plugins.json is damaged; cannot tell whether the plug-ins changed" in caplog.text

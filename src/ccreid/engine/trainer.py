@@ -131,7 +131,11 @@ def _record_plugins(cfg: Config, out: Path, resume: bool) -> None:
     path = out / PLUGINS_NAME
     hashes = plugin_hashes(cfg.plugins)
     if resume and path.is_file():
-        recorded = json.loads(path.read_text())
+        try:
+            recorded = json.loads(path.read_text())
+        except ValueError:  # a damaged record must not stop the resume: it only warns
+            logger.warning("--resume: %s is damaged; cannot tell whether the plug-ins changed", path)
+            return
         for name in sorted(set(recorded) | set(hashes)):
             if recorded.get(name) != hashes.get(name):
                 logger.warning("--resume: plug-in %s changed since the run started (sha256 %s, now %s); the "
