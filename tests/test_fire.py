@@ -1,14 +1,23 @@
 """FIRe²'s parts against direct transcriptions of the official code (QizaoWang/FIRe-CCReID)."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 from ccreid.errors import CCReIDError
 from ccreid.evaluation.rerank import jaccard_distance
-from ccreid.methods.fire import (FARBranch, attribute_aware_loss, cluster_identities, far_donors, fine_classifier,
-                                 is_clustered_epoch, recompose)
+from ccreid.cli import main
+from ccreid.config import load_config
+from ccreid.methods import resolve_preset
+from ccreid.methods.fire import (FARBranch, FireMethod, attribute_aware_loss, cluster_identities, far_donors,
+                                 fine_classifier, recompose)
+from test_distributed import _torchrun
+from test_resume import assert_same_run, kill_once, train_args
+from tiny_run import TINY
 
 
 def official_jaccard(feats: np.ndarray, k1: int, k2: int, faiss_padding: bool = True) -> np.ndarray:
@@ -156,7 +165,13 @@ def test_fine_classifier_starts_at_centres():
 
 def test_clustered_epochs_follow_official_gate():
     # main.py calls train(epoch + 1) and train_fire.py clusters when epoch > fg_start_epoch
-    assert [e for e in range(30) if is_clustered_epoch(e, 25)] == [e for e in range(30) if e + 1 > 25]
+    cfg = load_config("synthetic", ["model.preset=fire", "loss.fire.start_epoch=25"])
+    method = FireMethod(cfg, resolve_preset(cfg.model, cfg), None)
+    clustered = []
+    for epoch in range(30):
+        method.set_epoch(epoch)
+        clustered += [epoch] if method.gate_open("loss.fire.start_epoch") else []
+    assert clustered == [e for e in range(30) if e + 1 > 25]
 
 
 def official_clusters(feats, pids, eps, min_samples, k1, k2):
@@ -220,3 +235,75 @@ def test_clustering_is_deterministic():
     feats, pids = _identities(2)
     first, second = cluster_identities(feats, pids), cluster_identities(feats.clone(), pids.clone())
     assert torch.equal(first.labels, second.labels) and torch.equal(first.centres, second.centres)
+
+
+# --- the preset: training, resume, torchrun -------------------------------------------------------------
+
+FIRE = ["model.preset=fire", "loss.fire.start_epoch=1", "model.pooling=avgmax", "model.last_stride=1"]
+
+
+def _clustered_steps(run) -> list:
+    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if "ffm" in x]
+
+
+@pytest.mark.timeout(300)
+def test_fire_trains_identity_loss_first_then_clusters(tmp_path):
+    """Epoch 1: the identity loss alone (FIRe²'s terms logged as 0); from epoch 2 on: triplet, FFM, FAR."""
+    run = tmp_path / "run"
+    assert main(train_args(run, tmp_path / "synthetic") + FIRE) == 0
+    steps = _clustered_steps(run)
+    first = [s for s in steps if s["epoch"] == 1]
+    later = [s for s in steps if s["epoch"] >= 2]
+    assert first and later
+    assert all(s["ffm"] == s["far"] == s["fire_tri"] == 0 for s in first)
+    assert all(s["ffm"] > 0 and s["far"] > 0 for s in later)
+    total = lambda s: s["ce_orig"] + s["fire_tri"] + s["ffm"] + 0.3 * s["far"]
+    assert all(s["loss"] == pytest.approx(total(s), rel=1e-4) for s in later)
+    state = torch.load(run / "state.pt", weights_only=False)["method"]
+    assert state["clustered_epoch"] == 3 and len(state["clusters"]["labels"]) > 0
+
+
+def test_fire_rebuilds_adam_at_each_clustered_epoch(tmp_path):
+    """Adam's moments are reset when the clusters change (official), kept with loss.fire.keep_moments."""
+    from ccreid.engine.training import build_training
+    from ccreid.methods import DataInfo
+    from ccreid.data.labels import get_label_set
+
+    for keep in (False, True):
+        cfg = load_config("synthetic", TINY + FIRE + [f"loss.fire.keep_moments={keep}"])
+        data = DataInfo(4, 8, torch.ones(4, 8, dtype=torch.bool), (), "lip")
+        training = build_training(cfg, data, torch.device("cpu"))
+        method, old = training.method, training.main_optimizer
+        p = next(training.model.parameters())
+        p.grad = torch.ones_like(p)
+        old.step()
+        lr = old.param_groups[0]["lr"]
+        clusters = cluster_identities(_unit(0, 8, 16), torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]))
+        method.use_clusters(clusters, 1)
+        new = training.main_optimizer
+        assert new is not old and new.param_groups[0]["lr"] == lr
+        fine = set(map(id, method.fine_classifier.parameters()))
+        assert fine <= {id(q) for q in new.param_groups[0]["params"]}
+        assert (p in new.state) == keep
+
+
+@pytest.mark.timeout(300)
+def test_fire_sigkill_then_resume_equals_uninterrupted(tmp_path):
+    """Killed mid-epoch after the clustering started: clusters, their classifier, FAR and Adam come back."""
+    data = tmp_path / "synthetic"
+    extra = FIRE + ["train.checkpoint_every=0", "train.checkpoint_every_iters=2"]
+    assert main(train_args(tmp_path / "full", data) + extra) == 0
+    victim = tmp_path / "killed"
+    kill_once(victim, train_args(victim, data) + extra, "epoch-0002-iter")
+    assert main(train_args(victim, data) + extra + ["--resume"]) == 0
+    assert_same_run(tmp_path / "full", victim)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()), reason="no torch.distributed gloo backend")
+def test_fire_under_torchrun_clusters_once_for_all_processes(tmp_path):
+    """Two processes: the clusters come from process 0 (the same on both), training ends and resumes."""
+    out, data = tmp_path / "run", tmp_path / "synthetic"
+    _torchrun(out, data, *FIRE, "train.epochs=3")
+    assert [s["iter"] for s in _clustered_steps(out)] == list(range(1, 10))
+    assert all(s["ffm"] > 0 for s in _clustered_steps(out) if s["epoch"] >= 2)

@@ -127,6 +127,21 @@ class CALConfig:
 
 
 @dataclass
+class FireConfig:
+    """FIRe² (preset ``fire``; the official code's defaults, ``utils/arguments.py``)."""
+
+    start_epoch: int = 25  # first clustered epoch (0-based; official fg_start_epoch: 1-based epochs after it)
+    far_weight: float = 0.3  # weight of FAR's identity loss
+    eps: float = 0.4  # DBSCAN radius on the Jaccard distance
+    min_samples: int = 1  # DBSCAN core-point size
+    k1: int = 20  # k-reciprocal neighbours of the Jaccard distance
+    k2: int = 6  # its query-expansion neighbours
+    scale: float = 16.0  # cosine-logit scale of the classifier of the clusters
+    epsilon: float = 0.1  # attribute-aware loss: target mass spread over the identity's clusters
+    keep_moments: bool = False  # keep Adam's moments when clustering rebuilds it (official: reset)
+
+
+@dataclass
 class LossConfig:
     label_smoothing: float = 0.1
     triplet_margin: float = 0.3
@@ -136,6 +151,7 @@ class LossConfig:
     w_bsga: float = 1.0
     bctri: BCTriConfig = field(default_factory=BCTriConfig)
     cal: CALConfig = field(default_factory=CALConfig)
+    fire: FireConfig = field(default_factory=FireConfig)
 
 
 @dataclass

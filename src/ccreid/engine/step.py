@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from ccreid.engine.resume import latest_checkpoint
@@ -23,7 +24,8 @@ class TrainStep:
 
     ``net`` runs the forward: the model itself, its DistributedDataParallel wrapper
     (gradients all-reduced in backward) or its ``torch.compile`` form. A method that adds
-    loss terms or updates other modules overrides :meth:`extra_terms`.
+    loss terms or updates other modules overrides :meth:`extra_terms`; one whose own modules
+    take part in the loss (outside ``net``) averages their gradients in :meth:`after_backward`.
     """
 
     net: nn.Module
@@ -38,6 +40,7 @@ class TrainStep:
     channels_last: bool = False
     uses_parsing: bool = True  # CRE or BSGA need the parsing maps on the device
     uses_camids: bool = False  # the network takes the camera ids (``net(images, camids=...)``)
+    index: Optional[torch.Tensor] = field(default=None, init=False)  # the current rows' training-set positions
 
     def __call__(self, batch: Dict[str, torch.Tensor]) -> Dict[str, float]:
         """The loss and its terms as floats (possibly NaN: the caller checks), the CRE
@@ -47,6 +50,7 @@ class TrainStep:
         parsing = batch["parsing"].to(device, non_blocking=True) if self.uses_parsing else None
         pids = batch["pid"].to(device)
         clothes = batch["clothes"].to(device)
+        index = batch["index"].to(device)
         camids = batch["camid"].to(device) if self.uses_camids else None
         is_erased = torch.zeros(len(pids), dtype=torch.bool, device=device)
         counts: Dict[str, torch.Tensor] = {}
@@ -56,6 +60,7 @@ class TrainStep:
             images, pids, clothes, parsing, is_erased = (erased.images, erased.pids, erased.clothes,
                                                          erased.parsing, erased.is_erased)
             camids = camids[erased.source] if camids is not None else None
+            index = index[erased.source]
             counts = {"num_erased": erased.num_erased, "num_without_map": erased.num_without_map}
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -64,12 +69,14 @@ class TrainStep:
             outputs = self.net(images, camids=camids) if self.uses_camids else self.net(images)
         outputs = {k: (v.float() if torch.is_tensor(v) else [a.float() for a in v]) for k, v in outputs.items()}
         loss, terms = self.objective(outputs, pids, clothes, is_erased, body_mask, has_mask)
+        self.index = index
         for name, (weight, value) in self.extra_terms(outputs, pids, clothes).items():
             if weight != 0:  # a weight-0 term is only logged (its graph may be spent already)
                 loss = loss + weight * value
             terms[name] = value.detach().float()
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        self.after_backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         named = {"loss": loss.detach()} | terms | counts
@@ -79,12 +86,30 @@ class TrainStep:
 
     def fields(self) -> Dict[str, object]:
         """This step's settings by name: ``MyStep(**base.fields(), extra=...)`` extends a built step."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
 
     def extra_terms(self, outputs: Dict[str, torch.Tensor], pids: torch.Tensor,
                     clothes: torch.Tensor) -> Dict[str, Tuple[float, torch.Tensor]]:
-        """Name -> (weight, loss term) added to the objective and logged (after CRE: copies included)."""
+        """Name -> (weight, loss term) added to the objective and logged. One row per image after the
+        batch transforms (CRE's copies included); :attr:`index` holds each row's position in the
+        training set."""
         return {}
+
+    def after_backward(self) -> None:
+        """Between backward and the optimizer step: e.g. average the gradients of modules outside
+        ``net`` over the processes (:func:`average_gradients`)."""
+
+
+def average_gradients(modules: Sequence[nn.Module]) -> None:
+    """Average the gradients of ``modules`` over the processes of a distributed job (nothing in a
+    single process): modules that take part in the loss but are not inside the DDP-wrapped model."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    for module in modules:
+        for p in module.parameters():
+            if p.grad is not None:
+                dist.all_reduce(p.grad)
+                p.grad /= dist.get_world_size()
 
 
 def check_finite(terms: Dict[str, float], epoch: int, iteration: int, out: Path) -> None:

@@ -45,13 +45,14 @@ class Training:
                 "scaler": self.scaler.state_dict(), "method": self.method.state_dict()}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`'s output."""
+        """Restore :meth:`state_dict`'s output: the method's state first (it may rebuild an optimizer
+        whose parameters depend on it, as FIRe²'s classifier of the clusters), then the optimizers."""
+        self.method.load_state_dict(state["method"])
         for name, (optimizer, scheduler) in self.optimizers.items():
             optimizer.load_state_dict(state["optimizers"][name])
             if scheduler is not None:
                 scheduler.load_state_dict(state["schedulers"][name])
         self.scaler.load_state_dict(state["scaler"])
-        self.method.load_state_dict(state["method"])
 
     def start(self, info: Optional[DistInfo] = None) -> TrainStep:
         """The training step over the model, DDP-wrapped under torchrun and compiled if asked."""

@@ -3,7 +3,7 @@ more from the config key ``plugins`` (see docs/EXTENDING.md)."""
 
 from ccreid.methods.base import (PRESETS, DataInfo, Method, Preset, build_model_from_config, lr_factor,
                                  register_preset, resolve_preset)
-from ccreid.methods import cal, paper, pcb, ps, vit  # noqa: F401  (register the built-in presets)
+from ccreid.methods import cal, fire, paper, pcb, ps, vit  # noqa: F401  (register the built-in presets)
 
 __all__ = ["PRESETS", "DataInfo", "Method", "Preset", "build_model_from_config", "lr_factor", "register_preset",
            "resolve_preset"]

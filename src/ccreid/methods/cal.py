@@ -21,7 +21,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from ccreid.engine.step import TrainStep
+from ccreid.engine.step import TrainStep, average_gradients
 from ccreid.methods.base import Method, Optimizers, register_preset
 from ccreid.models.presets import PRESETS as PAPER_PRESETS
 
@@ -74,10 +74,7 @@ class CALStep(TrainStep):
             return {"cal_clothes_ce": (0.0, clothes_ce), "cal_adv": (0.0, clothes_ce.new_zeros(()))}
         self.classifier_optimizer.zero_grad(set_to_none=True)
         clothes_ce.backward()
-        if dist.is_available() and dist.is_initialized():  # one classifier for all processes
-            for p in self.classifier.parameters():
-                dist.all_reduce(p.grad)
-                p.grad /= dist.get_world_size()
+        average_gradients([self.classifier])  # one classifier for all processes
         self.classifier_optimizer.step()
         adv = clothes_adversarial_loss(self.scale * self.classifier(feats), clothes, self.pid2clothes[pids],
                                        self.epsilon)

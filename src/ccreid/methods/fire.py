@@ -10,35 +10,42 @@
   Jaccard distance), a cosine classifier starts from the cluster centres
   (:func:`fine_classifier`) and is trained with :func:`attribute_aware_loss`.
 
-These are pure parts: the trainer hooks that run them per epoch are not wired yet, so no
-``fire`` preset is registered (docs/METHOD.md, "FIRe²").
+The preset ``fire`` (:class:`FireMethod`) trains them as ``train_fire.py`` does: the identity
+loss alone before ``loss.fire.start_epoch``; from it on, at the start of every epoch the
+training set is clustered afresh (:class:`FineClustering`, a trainer hook), a new classifier of
+the clusters joins, Adam is rebuilt (its moments reset unless ``loss.fire.keep_moments``) and
+the triplet loss (on the BNNeck feature), FFM and FAR join the identity loss.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ccreid.engine.evaluator import extract_all
+from ccreid.engine.hooks import HookBase
+from ccreid.engine.step import TrainStep, average_gradients
 from ccreid.errors import CCReIDError
 from ccreid.evaluation.rerank import jaccard_distance
+from ccreid.losses.triplet import batch_hard_triplet_loss
+from ccreid.methods.base import Method, Optimizers, register_preset
 from ccreid.methods.cal import CosineClassifier
+from ccreid.models import ReIDModel
 from ccreid.models.heads import BNNeckHead
+from ccreid.models.presets import PRESETS as PAPER_PRESETS
+
+logger = logging.getLogger(__name__)
 
 #: Horizontal parts of the feature map recomposed by FAR (official ``P_parts``); one donor per part (``K_times``).
 PARTS = 2
 #: Added to the variance before its square root (official ``var + 1e-6``).
 STAT_EPS = 1e-6
-
-
-def is_clustered_epoch(epoch: int, start_epoch: int = 25) -> bool:
-    """Whether 0-based ``epoch`` clusters and trains FFM, FAR and the triplet loss. The official
-    ``train(args, epoch + 1, ...)`` tests ``epoch + 1 > fg_start_epoch``: 0-based ``epoch >= start``."""
-    return epoch >= start_epoch
 
 
 def far_donors(fine_labels: torch.Tensor, parts: int = PARTS,
@@ -152,3 +159,163 @@ def attribute_aware_loss(cosine: torch.Tensor, fine_labels: torch.Tensor, positi
     own = F.one_hot(fine_labels, cosine.shape[1]).to(cosine.dtype)
     target = (1 - epsilon) * own + epsilon * positive / positive.sum(1, keepdim=True)
     return -(target * F.log_softmax(scale * cosine, dim=1)).sum(1).mean()
+
+
+class FireModel(ReIDModel):
+    """The baseline network whose training outputs also hold the last feature map ``fmap`` (FAR's
+    input); in eval mode it is :class:`~ccreid.models.ReIDModel` (same weights, same features)."""
+
+    def forward(self, images: torch.Tensor, return_attention: bool = False):
+        if not self.training:
+            return super().forward(images, return_attention)
+        fmap, attention = self.feature_map(images)
+        return dict(self.head(fmap)) | {"attention": attention, "fmap": fmap}
+
+
+@dataclass(kw_only=True)
+class FireStep(TrainStep):
+    """The trainer's step plus FIRe²'s terms in the clustered epochs: the triplet loss on the BNNeck
+    feature, FFM's attribute-aware loss and FAR's identity loss (logged as 0 before)."""
+
+    method: "FireMethod"
+
+    def extra_terms(self, outputs: Dict[str, torch.Tensor], pids: torch.Tensor,
+                    clothes: torch.Tensor) -> Dict[str, Tuple[float, torch.Tensor]]:
+        method, fire = self.method, self.method.cfg.loss.fire
+        if method.clusters is None:
+            zero = outputs["bn_feat"].new_zeros(())
+            return {"fire_tri": (0.0, zero), "ffm": (0.0, zero), "far": (0.0, zero)}
+        fine = method.clusters.labels.to(pids.device)[self.index]
+        bn_feat = outputs["bn_feat"]
+        tri = batch_hard_triplet_loss(bn_feat, pids, method.cfg.loss.triplet_margin)
+        ffm = attribute_aware_loss(method.fine_classifier(bn_feat), fine, method.clusters.positive(pids),
+                                   fire.scale, fire.epsilon)
+        far = self.objective.ce(method.far(outputs["fmap"], fine, self.generator), pids)
+        return {"fire_tri": (method.cfg.loss.w_tri, tri), "ffm": (1.0, ffm), "far": (fire.far_weight, far)}
+
+    def after_backward(self) -> None:
+        if self.method.clusters is not None:
+            average_gradients([self.method.far, self.method.fine_classifier])
+
+
+class FireMethod(Method):
+    """FIRe² (docs/METHOD.md): the baseline network with average+max pooling, the identity loss,
+    and from ``loss.fire.start_epoch`` on the per-epoch clustering, FFM, FAR and the triplet loss."""
+
+    @classmethod
+    def build_network(cls, cfg, preset, num_classes: int) -> nn.Module:
+        base = super().build_network(cfg, preset, num_classes)
+        return FireModel(base.backbone, num_classes, pooling=cfg.model.pooling)
+
+    def setup(self, model: nn.Module, device: torch.device) -> None:
+        super().setup(model, device)
+        self.device = device
+        self._check_map_size(model, device)
+        self.far = FARBranch(model.backbone.out_channels, self.data.num_pids, self.cfg.model.pooling).to(device)
+        self.clusters: Optional[FineClusters] = None
+        self.fine_classifier: Optional[CosineClassifier] = None
+        self.clustered_epoch: Optional[int] = None  # the epoch the clusters were made for
+        self.step: Optional[FireStep] = None
+
+    def _check_map_size(self, model: nn.Module, device: torch.device) -> None:
+        """FAR needs two cells or more in each of its parts of the last feature map (a standard deviation)."""
+        data, was_training = self.cfg.data, model.training
+        model.eval()
+        with torch.no_grad():
+            height, width = model.feature_map(torch.zeros(1, 3, data.height, data.width, device=device))[0].shape[2:]
+        model.train(was_training)
+        if (height // PARTS) * width < 2:
+            raise CCReIDError(f"preset fire: the last feature map is {height}x{width} at data.height={data.height}, "
+                              f"data.width={data.width}: FAR needs 2 cells or more in each of its {PARTS} parts; "
+                              "use larger images or model.last_stride=1")
+
+    def build_objective(self) -> nn.Module:
+        objective = super().build_objective()
+        objective.weights["tri"] = 0.0  # FIRe²'s triplet loss: on the BNNeck feature, clustered epochs only
+        return objective
+
+    def _parameters(self) -> List[nn.Parameter]:
+        modules = [self.model, self.objective, self.far] + ([self.fine_classifier] if self.fine_classifier else [])
+        return [p for m in modules for p in m.parameters()]
+
+    def optimizers(self) -> Optimizers:
+        self._optimizers = super().optimizers()  # kept: clustering replaces its main optimizer
+        self._optimizers["main"] = self._adam(self._optimizers["main"])
+        return self._optimizers
+
+    def _adam(self, old: Tuple[torch.optim.Optimizer, Any]) -> Tuple[torch.optim.Optimizer, Any]:
+        """A new Adam over every parameter (the classifier of the clusters included) at the old one's
+        learning rate, its schedule continued; Adam's moments carried over with ``keep_moments``."""
+        train, (previous, schedule) = self.cfg.train, old
+        optimizer = torch.optim.Adam(self._parameters(), lr=train.lr, weight_decay=train.weight_decay, foreach=True)
+        if self.cfg.loss.fire.keep_moments:
+            optimizer.state.update({p: s for p, s in previous.state.items()})
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.lr_lambdas[0])
+        scheduler.load_state_dict(schedule.state_dict())
+        for group in optimizer.param_groups:
+            group["lr"] = previous.param_groups[0]["lr"]
+        return optimizer, scheduler
+
+    def use_clusters(self, clusters: FineClusters, epoch: int) -> None:
+        """Train on ``clusters`` from now on: a classifier of their centres and a new Adam."""
+        self.clusters, self.clustered_epoch = clusters, epoch
+        self.fine_classifier = fine_classifier(clusters.centres).to(self.device)
+        self._optimizers["main"] = self._adam(self._optimizers["main"])
+        if self.step is not None:
+            self.step.optimizer = self._optimizers["main"][0]
+
+    def make_step(self, net: nn.Module, optimizers: Optimizers, *args: Any, **kwargs: Any) -> TrainStep:
+        base = super().make_step(net, optimizers, *args, **kwargs)
+        self.step = FireStep(**base.fields(), method=self)
+        return self.step
+
+    def hooks(self) -> List[HookBase]:
+        return super().hooks() + [FineClustering(self)]
+
+    def epoch_gates(self) -> Dict[str, Tuple[int, str]]:
+        start = (self.cfg.loss.fire.start_epoch, "FIRe²'s clustering, FFM, FAR and the triplet loss start")
+        return super().epoch_gates() | {"loss.fire.start_epoch": start}
+
+    def state_dict(self) -> Dict[str, Any]:
+        if self.clusters is None:
+            return {"far": self.far.state_dict()}
+        c = self.clusters
+        return {"far": self.far.state_dict(), "clustered_epoch": self.clustered_epoch,
+                "clusters": {"labels": c.labels, "centres": c.centres, "pids": c.pids},
+                "fine_classifier": self.fine_classifier.state_dict()}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.far.load_state_dict(state["far"])
+        if "clusters" in state:
+            self.use_clusters(FineClusters(**state["clusters"]), state["clustered_epoch"])
+            self.fine_classifier.load_state_dict(state["fine_classifier"])
+
+
+class FineClustering(HookBase):
+    """Before every epoch from ``loss.fire.start_epoch`` on: the training set's features (test
+    transform, no flip, the BNNeck feature) clustered per identity (process 0, sent to the others),
+    then :meth:`FireMethod.use_clusters`. A run resumed inside an epoch keeps that epoch's clusters."""
+
+    def __init__(self, method: FireMethod) -> None:
+        self.method = method
+
+    def before_epoch(self) -> None:
+        t, method = self.trainer, self.method
+        epoch = t.state.epoch
+        if not method.gate_open("loss.fire.start_epoch") or method.clustered_epoch == epoch:
+            return
+        fire, records = method.cfg.loss.fire, t.manager.dataset.train
+        with torch.random.fork_rng(devices=[]):  # the training's random numbers as without clustering
+            features = extract_all(t.training.model, records, t.manager.loader, t.info.device, flip=False)
+        clusters = None
+        if t.info.is_main:
+            pids = torch.tensor([r.pid for r in records])
+            clusters = cluster_identities(features, pids, fire.eps, fire.min_samples, fire.k1, fire.k2)
+        clusters = t.info.all_gather_object(clusters)[0]  # process 0's clusters on every process
+        method.use_clusters(clusters, epoch)
+        if t.info.is_main:
+            logger.info("epoch %d: FIRe² clustered %d images of %d identities into %d fine-grained classes",
+                        epoch + 1, len(records), len(clusters.pids.unique()), len(clusters.centres))
+
+
+register_preset("fire", FireMethod, PAPER_PRESETS["baseline"])
