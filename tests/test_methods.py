@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -154,6 +155,27 @@ def test_toy_plugin_from_a_file_trains_and_tests(tmp_path, monkeypatch):
                   "--plugins", str(moved)]):
         done = subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_a_moved_plugin_file_is_found_by_its_module_name(tmp_path, monkeypatch):
+    """A plug-in file importable as a module (here from a folder on sys.path, as an installed package's
+    file) is recorded by module name too: after the file moves, ccreid test imports the module."""
+    site_a, site_b = tmp_path / "site_a", tmp_path / "site_b"
+    site_a.mkdir()
+    site_b.mkdir()
+    plugin = (site_a / "toy_moving.py").resolve()
+    plugin.write_text(textwrap.dedent(TOY).replace('"toy"', '"toy_moving"'))
+    monkeypatch.syspath_prepend(str(site_a))
+    run = tmp_path / "run"
+    assert main(tiny_args(run, tmp_path / "data", f"plugins=[{plugin}]", "model.preset=toy_moving")) == 0
+    assert load_weights(run / "model.safetensors").extra["plugin_modules"] == {str(plugin): "toy_moving"}
+    plugin.rename(site_b / "toy_moving.py")  # the package installed elsewhere: the module still imports
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site_b), os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, "-m", "ccreid", "test", "--weights", str(run / "model.safetensors"),
+                           "--out", str(tmp_path / "t"), "--no-report"], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "importing them by module name: toy_moving" in " ".join(done.stderr.split())
 
 
 def test_bad_plugins_are_one_line_errors(tmp_path, capsys):

@@ -102,3 +102,42 @@ def plugin_hashes(names: Sequence[str]) -> Dict[str, str]:
     files = {name: _source_file(name) for name in names}
     return {name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in files.items()
             if path is not None and path.is_file()}
+
+
+def module_name(path: Path) -> Optional[str]:
+    """The name under which the plug-in file ``path`` is importable as a module from ``sys.path``
+    (e.g. an installed package's file), or None."""
+    path = path.resolve()
+    for entry in sys.path:
+        root = Path(entry or ".").resolve()
+        if root in path.parents:
+            name = ".".join(path.relative_to(root).with_suffix("").parts)
+            try:
+                spec = importlib.util.find_spec(name)
+            except (ImportError, ValueError):
+                continue
+            if spec is not None and spec.origin and Path(spec.origin).resolve() == path:
+                return name
+    return None
+
+
+def plugin_modules(names: Sequence[str]) -> Dict[str, str]:
+    """Each plug-in file of ``names`` -> the module name it is importable as (recorded with the
+    weights, so a checkpoint finds its plug-in by module name when the file has moved)."""
+    found = {name: module_name(Path(name)) for name in names if name.endswith(".py")}
+    return {name: module for name, module in found.items() if module}
+
+
+def moved_plugins(names: Sequence[str], modules: Dict[str, str]) -> Optional[List[str]]:
+    """``names`` with each plug-in file that no longer exists replaced by the module recorded for it
+    in ``modules`` when that module is importable; None when nothing is replaced."""
+    replaced = list(names)
+    for i, name in enumerate(names):
+        module = modules.get(name)
+        if name.endswith(".py") and not Path(name).is_file() and module:
+            try:
+                importable = importlib.util.find_spec(module) is not None
+            except (ImportError, ValueError):
+                importable = False
+            replaced[i] = module if importable else name
+    return replaced if replaced != list(names) else None

@@ -15,6 +15,7 @@ from ccreid.engine.evaluator import evaluate_splits
 from ccreid.engine.hooks import HookBase
 from ccreid.engine.results import strip_curves
 from ccreid.engine.resume import rng_state, save_checkpoint
+from ccreid.plugins import plugin_modules
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ class Checkpointer(HookBase):
         t.state.seconds = t.elapsed()
         if t.info.is_main:
             save_weights(t.out / WEIGHTS_NAME, t.training.model, t.config_yaml, t.manager.num_train_pids,
-                         preset=t.cfg.model.preset)
+                         preset=t.cfg.model.preset, plugin_modules=plugin_modules(t.cfg.plugins))
             state = t.state.state_dict()
             save_state(t.out / STATE_NAME, {k: state[k] for k in FINAL_STATE} | t.training.state_dict())
         t.info.barrier()

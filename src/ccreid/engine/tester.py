@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import time
 from pathlib import Path
 from typing import Dict, Optional, Sequence
+
+from omegaconf import OmegaConf
 
 from ccreid.config import Config, load_config, to_yaml
 from ccreid.data.manager import DataManager
@@ -18,6 +21,9 @@ from ccreid.engine.runtime import machine_info, resolve_device, write_text
 from ccreid.errors import CCReIDError
 from ccreid.methods import build_model_from_config, resolve_preset
 from ccreid.models import ReIDModel
+from ccreid.plugins import moved_plugins
+
+logger = logging.getLogger(__name__)
 
 
 #: where a checkpoint's plug-in that moved is given again
@@ -36,6 +42,7 @@ def load_checkpoint_config(weights, config: Optional[str], overrides: Sequence[s
     if config is None:
         if loaded.config_yaml is None:
             raise CCReIDError(f"weights file {weights} carries no config; pass -c CONFIG")
+        overrides = [*_moved_plugins(loaded, weights, overrides), *overrides]
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "config.yaml"
             path.write_text(loaded.config_yaml)
@@ -48,6 +55,20 @@ def load_checkpoint_config(weights, config: Optional[str], overrides: Sequence[s
     else:
         cfg = load_config(config, overrides)
     return cfg, loaded
+
+
+def _moved_plugins(loaded: LoadedWeights, weights, overrides: Sequence[str]) -> list[str]:
+    """The override that imports, by the module name recorded with the weights, each plug-in file
+    of the checkpoint that has moved (none when the user names the plug-ins, or nothing moved)."""
+    if any(item.partition("=")[0].strip() == "plugins" for item in overrides):
+        return []
+    recorded = OmegaConf.create(loaded.config_yaml).get("plugins") or []
+    replaced = moved_plugins(list(recorded), loaded.extra.get("plugin_modules", {}))
+    if replaced is None:
+        return []
+    logger.info("weights file %s: its plug-in file(s) moved; importing them by module name: %s", weights,
+                ", ".join(m for m in replaced if m not in recorded))
+    return plugins_override(replaced)
 
 
 def trained_model(cfg: Config, loaded: LoadedWeights, weights) -> ReIDModel:
