@@ -307,3 +307,14 @@ def test_fire_under_torchrun_clusters_once_for_all_processes(tmp_path):
     _torchrun(out, data, *FIRE, "train.epochs=3")
     assert [s["iter"] for s in _clustered_steps(out)] == list(range(1, 10))
     assert all(s["ffm"] > 0 for s in _clustered_steps(out) if s["epoch"] >= 2)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.pooling=avg", "FAR needs max pooling"),
+    ("model.last_stride=2", "FAR needs 2 cells or more"),
+])
+def test_fire_refuses_settings_where_far_cannot_work(tmp_path, capsys, override, message):
+    """Average pooling (a recomposed part pools to its donor's mean) or a map too small for a standard deviation."""
+    assert main(train_args(tmp_path / "run", tmp_path / "synthetic") + FIRE + [override]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

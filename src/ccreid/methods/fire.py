@@ -218,7 +218,12 @@ class FireMethod(Method):
         self.step: Optional[FireStep] = None
 
     def _check_map_size(self, model: nn.Module, device: torch.device) -> None:
-        """FAR needs two cells or more in each of its parts of the last feature map (a standard deviation)."""
+        """FAR needs max pooling (averaged, a recomposed part is its donor's mean: no trace of the sample)
+        and two cells or more in each of its parts of the last feature map (a standard deviation)."""
+        if "max" not in self.cfg.model.pooling:
+            raise CCReIDError(f"preset fire: config key 'model.pooling' is {self.cfg.model.pooling!r}; FAR needs max "
+                              "pooling (average pooling of a recomposed part gives its donor's mean): use "
+                              "model.pooling=avgmax, as FIRe² does")
         data, was_training = self.cfg.data, model.training
         model.eval()
         with torch.no_grad():
