@@ -15,6 +15,7 @@ import ccreid
 
 from ccreid.cli import main
 from ccreid.engine.checkpoint import load_weights
+from ccreid.engine.step import TrainBatch
 from ccreid.errors import CCReIDError
 from ccreid.methods import PRESETS, Method
 from ccreid.methods.cal import CosineClassifier, clothes_adversarial_loss
@@ -249,11 +250,14 @@ def test_ps_changes_exactly_the_shared_garment_pixels_and_takes_them_from_anothe
     assert changed[:, 1:4].all()  # the upper clothes of all four images are shared and replaced
     assert torch.equal(changed[0, 5:7], torch.ones(2, 4, dtype=torch.bool))  # 0's pants lie inside 2's skirt
     assert not changed[1, 4:].any() and not changed[3, 4:].any()  # no lower clothes in images 1 and 3
-    result = PixelSampling(GARMENT_GROUPS["lip"])(images, parsing, torch.tensor([True, True, False, True]),
-                                                   torch.arange(4), torch.arange(4), 4, gen)
-    assert result.images.shape[0] == 7 and result.is_erased.tolist() == [False] * 4 + [True] * 3
+    batch = TrainBatch(images=images, pids=torch.arange(4), clothes=torch.arange(4), index=torch.arange(10, 14),
+                       has_parsing=torch.tensor([True, True, False, True]), is_copy=torch.zeros(4, dtype=torch.bool),
+                       parsing=parsing)
+    result = PixelSampling(GARMENT_GROUPS["lip"])(batch, gen)
+    assert result.images.shape[0] == 7 and result.is_copy.tolist() == [False] * 4 + [True] * 3
     assert result.pids.tolist() == [0, 1, 2, 3, 0, 1, 3] and result.clothes.tolist() == [0, 1, 2, 3, 0, 1, 3]
-    assert result.source.tolist() == [0, 1, 2, 3, 0, 1, 3]
+    assert result.index.tolist() == [10, 11, 12, 13, 10, 11, 13]
+    assert result.counts == {"num_erased": 3, "num_without_map": 1}
 
 
 def test_ablation_takes_comma_separated_presets_and_checks_them_first(tmp_path, capsys):

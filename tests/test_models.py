@@ -133,11 +133,11 @@ def test_config_builders_follow_preset_and_overrides() -> None:
     assert list(build_model_from_config(Config(model=cfg), 7).bsga) == ["layer3", "layer4"]
     cfg.bsga.enabled = False
     assert len(build_model_from_config(Config(model=cfg), 7).bsga) == 0
-    cre = _method(cfg, [5, 9]).build_cre()
-    assert isinstance(cre, ClothesErasure) and cre.clothes_labels == (5, 9)
+    [cre] = _method(cfg, [5, 9]).batch_transforms()
+    assert isinstance(cre.erasure, ClothesErasure) and cre.erasure.clothes_labels == (5, 9)
     cfg.cre.clothes_labels, cfg.cre.p, cfg.cre.fill = [9], 0.5, "noise"
-    cre = _method(cfg, [5, 9]).build_cre()
-    assert (cre.clothes_labels, cre.p, cre.fill) == ((9,), 0.5, "noise")
+    [cre] = _method(cfg, [5, 9]).batch_transforms()
+    assert (cre.erasure.clothes_labels, cre.erasure.p, cre.erasure.fill) == ((9,), 0.5, "noise")
     baseline = ModelConfig(preset="baseline", pretrained="none", **TINY)
-    assert _method(baseline, [5]).build_cre() is None
+    assert _method(baseline, [5]).batch_transforms() == []
     assert len(build_model_from_config(Config(model=baseline), 7).bsga) == 0

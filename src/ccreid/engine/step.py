@@ -1,4 +1,4 @@
-"""One optimisation step of the METHOD.md objective, and the NaN/inf guard."""
+"""One optimisation step (batch transforms, forward, objective, backward, update), and the NaN/inf guard."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
@@ -15,12 +15,44 @@ from torch import nn
 from ccreid.engine.resume import latest_checkpoint
 from ccreid.engine.runtime import autocast
 from ccreid.errors import CCReIDError
-from ccreid.models.cre import ClothesErasure
+
+
+@dataclass
+class TrainBatch:
+    """A training batch on the device, one row per image, as the batch transforms hand it on.
+
+    A batch transform (:attr:`TrainStep.batch_transforms`) is a callable
+    ``transform(batch, generator) -> TrainBatch``: it may change the images or append rows
+    (:meth:`with_copies`: CRE's erased copies, PS's sampled copies); the transforms run in order.
+    """
+
+    images: torch.Tensor  # [B, 3, H, W], normalised
+    pids: torch.Tensor
+    clothes: torch.Tensor
+    index: torch.Tensor  # each row's position in the training set
+    has_parsing: torch.Tensor  # bool: the row has a parsing map
+    is_copy: torch.Tensor  # bool: the row was appended by a batch transform
+    parsing: Optional[torch.Tensor] = None  # [B, H, W] labels (-1: no map), when the step uses maps
+    camids: Optional[torch.Tensor] = None  # when the network takes camera ids
+    counts: Dict[str, int] = field(default_factory=dict)  # logged with the loss terms (a later transform's win)
+
+    def with_copies(self, rows: torch.Tensor, images: torch.Tensor, clothes: Optional[torch.Tensor] = None,
+                    **counts: int) -> "TrainBatch":
+        """This batch followed by copies of ``rows`` showing ``images``: every label follows its row
+        (``clothes`` may be given instead), ``is_copy`` marks them; ``counts`` join :attr:`counts`."""
+        cat = lambda x, extra=None: None if x is None else torch.cat([x, x[rows] if extra is None else extra])
+        return TrainBatch(images=torch.cat([self.images, images]), pids=cat(self.pids), clothes=cat(self.clothes, clothes),
+                          index=cat(self.index), has_parsing=cat(self.has_parsing),
+                          is_copy=cat(self.is_copy, torch.ones_like(rows, dtype=torch.bool)),
+                          parsing=cat(self.parsing), camids=cat(self.camids), counts=self.counts | counts)
+
+
+BatchTransform = Callable[[TrainBatch, Optional[torch.Generator]], TrainBatch]
 
 
 @dataclass(kw_only=True)
 class TrainStep:
-    """One optimisation step: CRE on the batch, forward, the objective, backward, update.
+    """One optimisation step: the batch transforms, forward, the objective, backward, update.
 
     ``net`` runs the forward: the model itself, its DistributedDataParallel wrapper
     (gradients all-reduced in backward) or its ``torch.compile`` form. A method that adds
@@ -34,42 +66,39 @@ class TrainStep:
     scaler: torch.amp.GradScaler
     device: torch.device
     amp: str = "off"
-    cre: Optional[ClothesErasure] = None
-    num_clothes: int = 0
+    batch_transforms: Sequence[BatchTransform] = ()  # applied in order (the method's, then plug-ins')
     generator: Optional[torch.Generator] = None
     channels_last: bool = False
-    uses_parsing: bool = True  # CRE or BSGA need the parsing maps on the device
+    uses_parsing: bool = True  # a batch transform or the objective needs the parsing maps on the device
     uses_camids: bool = False  # the network takes the camera ids (``net(images, camids=...)``)
     index: Optional[torch.Tensor] = field(default=None, init=False)  # the current rows' training-set positions
 
-    def __call__(self, batch: Dict[str, torch.Tensor]) -> Dict[str, float]:
-        """The loss and its terms as floats (possibly NaN: the caller checks), the CRE
-        counts, and ``images`` (the batch size after CRE). One host read per step."""
+    def load(self, batch: Dict[str, torch.Tensor]) -> TrainBatch:
+        """The loader's batch on the device."""
         device = self.device
         images = batch["image"].to(device, non_blocking=True)
-        parsing = batch["parsing"].to(device, non_blocking=True) if self.uses_parsing else None
-        pids = batch["pid"].to(device)
-        clothes = batch["clothes"].to(device)
-        index = batch["index"].to(device)
-        camids = batch["camid"].to(device) if self.uses_camids else None
-        is_erased = torch.zeros(len(pids), dtype=torch.bool, device=device)
-        counts: Dict[str, torch.Tensor] = {}
-        if self.cre is not None:
-            erased = self.cre(images, parsing, batch["has_parsing"].to(device), pids, clothes, self.num_clothes,
-                              generator=self.generator)
-            images, pids, clothes, parsing, is_erased = (erased.images, erased.pids, erased.clothes,
-                                                         erased.parsing, erased.is_erased)
-            camids = camids[erased.source] if camids is not None else None
-            index = index[erased.source]
-            counts = {"num_erased": erased.num_erased, "num_without_map": erased.num_without_map}
+        return TrainBatch(images=images, pids=batch["pid"].to(device), clothes=batch["clothes"].to(device),
+                          index=batch["index"].to(device), has_parsing=batch["has_parsing"].to(device, torch.bool),
+                          is_copy=torch.zeros(len(images), dtype=torch.bool, device=device),
+                          parsing=batch["parsing"].to(device, non_blocking=True) if self.uses_parsing else None,
+                          camids=batch["camid"].to(device) if self.uses_camids else None)
+
+    def __call__(self, loaded: Dict[str, torch.Tensor]) -> Dict[str, float]:
+        """The loss and its terms as floats (possibly NaN: the caller checks), the batch transforms'
+        counts, and ``images`` (the batch size after them). One host read per step."""
+        device = self.device
+        batch = self.load(loaded)
+        for transform in self.batch_transforms:
+            batch = transform(batch, self.generator)
+        images, pids, clothes, parsing, camids = batch.images, batch.pids, batch.clothes, batch.parsing, batch.camids
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         body_mask, has_mask = (parsing > 0, (parsing >= 0).flatten(1).any(1)) if parsing is not None else (None, None)
         with autocast(device, self.amp):
             outputs = self.net(images, camids=camids) if self.uses_camids else self.net(images)
         outputs = {k: (v.float() if torch.is_tensor(v) else [a.float() for a in v]) for k, v in outputs.items()}
-        loss, terms = self.objective(outputs, pids, clothes, is_erased, body_mask, has_mask)
-        self.index = index
+        loss, terms = self.objective(outputs, pids, clothes, batch.is_copy, body_mask, has_mask)
+        self.index = batch.index
         for name, (weight, value) in self.extra_terms(outputs, pids, clothes).items():
             if weight != 0:  # a weight-0 term is only logged (its graph may be spent already)
                 loss = loss + weight * value
@@ -79,7 +108,7 @@ class TrainStep:
         self.after_backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        named = {"loss": loss.detach()} | terms | counts
+        named = {"loss": loss.detach()} | terms | batch.counts
         values = torch.stack([torch.as_tensor(v, device=device).float().reshape(()) for v in named.values()]).tolist()
         floats = {k: int(v) if k.startswith("num_") else v for k, v in zip(named, values)}
         return floats | {"images": len(pids)}

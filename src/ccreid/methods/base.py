@@ -23,7 +23,7 @@ from ccreid.data.labels import LabelSet
 from ccreid.data.records import ImageRecord, ReIDDataset
 from ccreid.engine.hooks import HookBase
 from ccreid.engine.pretrained import pretrained_backbone
-from ccreid.engine.step import TrainStep
+from ccreid.engine.step import BatchTransform, TrainBatch, TrainStep
 from ccreid.losses import ReIDObjective
 from ccreid.models import ReIDModel
 from ccreid.models.bsga import bsga_loss
@@ -125,15 +125,17 @@ class Method:
     def setup(self, model: nn.Module, device: torch.device) -> None:
         """Loss modules and batch transforms, on ``device``."""
         self.model = model
-        self.cre = self.build_cre()
+        self.transforms = self.batch_transforms()
         self.objective = self.build_objective().to(device)
 
-    def build_cre(self) -> Optional[ClothesErasure]:
+    def batch_transforms(self) -> List[BatchTransform]:
+        """What the step does to each batch before the forward, in order (see
+        :class:`~ccreid.engine.step.TrainBatch`); a subclass or plug-in extends the list. Here: CRE."""
         if not self.components.cre:
-            return None
+            return []
         cre = self.cfg.model.cre
         labels = cre.clothes_labels if cre.clothes_labels is not None else self.data.clothes_labels
-        return ClothesErasure(labels, p=cre.p, fill=cre.fill)
+        return [ErasedCopies(ClothesErasure(labels, p=cre.p, fill=cre.fill), self.data.num_clothes)]
 
     def build_objective(self) -> nn.Module:
         """METHOD.md's total loss; BCTri and BSGA's supervision follow the switches."""
@@ -158,7 +160,7 @@ class Method:
                   amp: str, generator: torch.Generator, channels_last: bool) -> TrainStep:
         """The optimisation step; ``net`` is the model or its DDP / compiled wrapper."""
         return TrainStep(net=net, objective=self.objective, optimizer=optimizers["main"][0], scaler=scaler,
-                         device=device, amp=amp, cre=self.cre, num_clothes=self.data.num_clothes,
+                         device=device, amp=amp, batch_transforms=self.transforms,
                          generator=generator, channels_last=channels_last,
                          uses_parsing=self.needs_parsing(self.preset),
                          uses_camids=getattr(self.model, "uses_camids", False))
@@ -187,6 +189,22 @@ class Method:
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         """Restore :meth:`state_dict`'s output."""
+
+
+class ErasedCopies:
+    """CRE as a batch transform: appends the erased copies of :class:`ClothesErasure` (clothes id
+    ``c + num_clothes``: another outfit of the same identity), counted as ``num_erased``."""
+
+    def __init__(self, erasure: ClothesErasure, num_clothes: int) -> None:
+        self.erasure, self.num_clothes = erasure, num_clothes
+
+    def __call__(self, batch: TrainBatch, generator: Optional[torch.Generator] = None) -> TrainBatch:
+        counts = {"num_without_map": int((~batch.has_parsing).sum())}
+        if self.erasure.p == 0.0:
+            return replace(batch, counts=batch.counts | {"num_erased": 0} | counts)
+        index, copies = self.erasure.copies(batch.images, batch.parsing, batch.has_parsing, generator)
+        return batch.with_copies(index, copies, batch.clothes[index] + self.num_clothes,
+                                 num_erased=int(index.numel()), **counts)
 
 
 class EpochGates(HookBase):

@@ -87,7 +87,7 @@ class CALMethod(Method):
     def setup(self, model: nn.Module, device: torch.device) -> None:
         super().setup(model, device)
         mask = self.data.pid2clothes
-        if self.cre is not None:  # erased copies carry clothes id c + C: outfits of the same identity
+        if self.components.cre:  # erased copies carry clothes id c + C: outfits of the same identity
             mask = torch.cat([mask, mask], dim=1)
         self.pid2clothes = mask.to(device)
         self.classifier = CosineClassifier(model.out_dim, mask.shape[1]).to(device)

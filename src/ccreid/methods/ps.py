@@ -10,14 +10,13 @@ Preset ``ps``; LIP or ATR maps.
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
-from torch import nn
 
+from ccreid.engine.step import BatchTransform, TrainBatch
 from ccreid.errors import CCReIDError
 from ccreid.methods.base import Method, Preset, register_preset
-from ccreid.models.cre import CREOutput
 from ccreid.models.presets import PRESETS as PAPER_PRESETS
 
 #: label set -> (upper-clothes labels, lower-clothes labels)
@@ -45,23 +44,18 @@ def sample_pixels(images: torch.Tensor, parsing: torch.Tensor, groups: Sequence[
     return out
 
 
-class PixelSampling(nn.Module):
-    """Appends pixel-sampled copies of the images with a map (the batch transform of PS)."""
+class PixelSampling:
+    """PS's batch transform: appends a pixel-sampled copy of every image with a map (copies keep
+    their original's labels; counted as ``num_erased``, originals without a map as ``num_without_map``)."""
 
     def __init__(self, groups: Sequence[Sequence[int]]) -> None:
-        super().__init__()
         self.groups = [tuple(g) for g in groups]
 
-    def forward(self, images: torch.Tensor, parsing: torch.Tensor, has_parsing: torch.Tensor, pids: torch.Tensor,
-                clothes: torch.Tensor, num_clothes: int, generator: Optional[torch.Generator] = None) -> CREOutput:
-        has_parsing = has_parsing.to(torch.bool)
-        index = has_parsing.nonzero().squeeze(1)
-        copies = sample_pixels(images, parsing, self.groups, generator)[index]
-        return CREOutput(images=torch.cat([images, copies]), pids=torch.cat([pids, pids[index]]),
-                         clothes=torch.cat([clothes, clothes[index]]), parsing=torch.cat([parsing, parsing[index]]),
-                         is_erased=torch.cat([torch.zeros_like(has_parsing), torch.ones_like(index, dtype=torch.bool)]),
-                         num_erased=int(index.numel()), num_without_map=int((~has_parsing).sum()),
-                         source=torch.cat([torch.arange(len(images), device=images.device), index]))
+    def __call__(self, batch: TrainBatch, generator: Optional[torch.Generator] = None) -> TrainBatch:
+        index = batch.has_parsing.nonzero().squeeze(1)
+        copies = sample_pixels(batch.images, batch.parsing, self.groups, generator)[index]
+        return batch.with_copies(index, copies, num_erased=int(index.numel()),
+                                 num_without_map=int((~batch.has_parsing).sum()))
 
 
 class PSMethod(Method):
@@ -71,11 +65,11 @@ class PSMethod(Method):
     def needs_parsing(cls, preset: Preset) -> bool:
         return True
 
-    def build_cre(self) -> nn.Module:
+    def batch_transforms(self) -> List[BatchTransform]:
         if self.data.label_set not in GARMENT_GROUPS:
             raise CCReIDError(f"model.preset=ps needs LIP or ATR parsing maps (data.parsing.labels="
                               f"{self.data.label_set} has no upper / lower clothes groups)")
-        return PixelSampling(GARMENT_GROUPS[self.data.label_set])
+        return [PixelSampling(GARMENT_GROUPS[self.data.label_set])]
 
 
 register_preset("ps", PSMethod, PAPER_PRESETS["baseline"])

@@ -123,6 +123,16 @@ class ClothesErasure(nn.Module):
         mask = self.clothes_mask(parsing).unsqueeze(1)
         return torch.where(mask, self.fill_values(images, parsing, generator), images)
 
+    def copies(self, images: torch.Tensor, parsing: torch.Tensor, has_parsing: torch.Tensor,
+               generator: Optional[torch.Generator] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rows chosen (a map, then probability ``p``) and their erased copies."""
+        chosen = has_parsing.to(torch.bool)
+        if self.p < 1.0:
+            draw = torch.rand(images.shape[0], generator=generator, device=images.device)
+            chosen = chosen & (draw < self.p)
+        index = chosen.nonzero().squeeze(1)
+        return index, self.erase(images[index], parsing[index], generator)
+
     def forward(
         self,
         images: torch.Tensor,
@@ -140,12 +150,7 @@ class ClothesErasure(nn.Module):
             not_erased = torch.zeros(images.shape[0], dtype=torch.bool, device=images.device)
             source = torch.arange(images.shape[0], device=images.device)
             return CREOutput(images, pids, clothes, parsing, not_erased, 0, num_without_map, source)
-        chosen = has_parsing
-        if self.p < 1.0:
-            draw = torch.rand(images.shape[0], generator=generator, device=images.device)
-            chosen = chosen & (draw < self.p)
-        index = chosen.nonzero().squeeze(1)
-        copies = self.erase(images[index], parsing[index], generator)
+        index, copies = self.copies(images, parsing, has_parsing, generator)
         is_erased = torch.cat([torch.zeros_like(has_parsing), torch.ones_like(index, dtype=torch.bool)])
         return CREOutput(
             images=torch.cat([images, copies]),
