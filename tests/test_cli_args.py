@@ -16,6 +16,7 @@ from rich.console import Console
 
 from ccreid import cli
 from ccreid.cli import build_parser, main, parse_args
+from ccreid.methods.paper import ABLATION
 from tiny_run import TINY
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -204,7 +205,7 @@ def test_tables_fit_120_columns(tmp_path, monkeypatch, capsys):
     row = {"rank1": 97.04, "rank5": 99.0, "mAP": 91.2, "mINP": 60.1, "rank1_std": 0.61, "rank5_std": 0.2,
            "mAP_std": 1.1, "mINP_std": 10.0}
     protocols = ("general", "sc", "cc", "sc_clothes", "cc_clothes")  # VC-Clothes' five
-    cli.print_results({preset: {p: row for p in protocols} for preset in cli.ABLATION_PRESETS},
+    cli.print_results({preset: {p: row for p in protocols} for preset in ABLATION},
                       "ablation on configs/synthetic.yaml (3 seeds, mean ± std)")
     feats = _features(tmp_path / "f.npz", queries=20)
     assert main(["eval", "--features", str(feats), "--roc", "--rerank", "--aqe", "--single-gallery-shot", "3"]) == 0

@@ -21,8 +21,6 @@ from ccreid.errors import CCReIDError
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 
-DEMO_PRESETS = ("baseline", "ours")
-ABLATION_PRESETS = ("baseline", "baseline+bsga", "baseline+cre", "baseline+bctri", "ours-wo-bsga", "ours")
 #: Overrides that turn the demo config into a sub-minute smoke run.
 QUICK_OVERRIDES = ["data.synthetic.ids=40", "data.synthetic.extra_test_ids=0", "data.synthetic.images_per_outfit=4",
                    "train.epochs=2", "train.warmup_epochs=1", "train.milestones=[]", "data.root=data/synthetic-quick"]
@@ -197,7 +195,9 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
     refuse_results(args.out, args.overwrite)
     overrides = (QUICK_OVERRIDES if args.quick else []) + args.overrides
-    presets = ABLATION_PRESETS if args.all else DEMO_PRESETS
+    from ccreid.methods import paper
+
+    presets = paper.ABLATION if args.all else paper.DEMO
     _run_experiment(args, presets, [0], overrides, "ccreid demo: synthetic clothes-changing benchmark")
 
 
@@ -206,7 +206,9 @@ def cmd_ablation(args: argparse.Namespace) -> None:
 
     refuse_results(args.out, args.overwrite)
     seeds = list(range(args.seeds))
-    presets = [name for item in args.presets for name in item.split(",") if name]
+    from ccreid.methods import paper
+
+    presets = [name for item in args.presets or paper.ABLATION for name in item.split(",") if name]
     _run_experiment(args, presets, seeds, args.overrides,
                     f"ablation on {args.config} ({args.seeds} seeds, mean ± std)", args.jobs)
 
@@ -560,7 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ablation_p = p = add("ablation", "train the ablation presets over several seeds; paper-style table", cmd_ablation)
     p.add_argument("-c", "--config", default="synthetic", help="YAML config file or packaged config name")
-    p.add_argument("--presets", nargs="+", default=list(ABLATION_PRESETS), metavar="PRESET",
+    p.add_argument("--presets", nargs="+", default=None, metavar="PRESET",
                    help="presets to train, space- or comma-separated (default: the paper's six)")
     add_number(p, "--seeds", int, 1, 100, 3, "number of seeds (0..N-1)")
     p.add_argument("--out", default="outputs/ablation", help="output folder")

@@ -5,5 +5,10 @@
 from ccreid.methods.base import Method, register_preset
 from ccreid.models.presets import PRESETS as PAPER_PRESETS
 
+#: the paper's ablation, in its table's order (``ccreid ablation``'s default presets)
+ABLATION = tuple(PAPER_PRESETS)
+#: the demo's pair: the baseline and the full method (``ccreid demo``)
+DEMO = ("baseline", "ours")
+
 for _name, _components in PAPER_PRESETS.items():
     register_preset(_name, Method, _components)
