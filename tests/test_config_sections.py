@@ -161,8 +161,10 @@ def test_registration_errors(registry) -> None:
         register_section("loss.required", Required)
     with pytest.raises(TypeError, match="unknown constraint"):
         setting(1, maximum=3)
+    before = load_config(None, ["loss.cal.scale=2"])
     assert "loss.other" not in registry and register_section("loss.other")(Other) is Other
     assert load_config(None, ["loss.other.x=3"]).loss.other.x == 3
+    assert before.loss.other.x == 1 and "  other:\n    x: 1\n" in to_yaml(before)  # loaded before: the default
 
 
 def test_registered_checks_run_after_the_field_checks(registry, monkeypatch) -> None:

@@ -16,6 +16,7 @@ first loaded.
 
 from __future__ import annotations
 
+import functools
 import typing
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass, make_dataclass
 from pathlib import Path
@@ -195,6 +196,7 @@ def _join(place: str, name: str) -> str:
     return f"{place}.{name}" if place else name
 
 
+@functools.lru_cache(maxsize=None)
 def _hints(cls: type) -> Dict[str, Any]:
     """Field name -> type (``Optional`` removed) of a dataclass."""
     return {name: _expected(hint) for name, hint in typing.get_type_hints(cls).items()}
@@ -315,8 +317,9 @@ def schema() -> type:
 
 
 def _default_section(cls: type, name: str) -> Any:
-    """The default of the section registered as ``name`` inside the core section ``cls``, if any."""
-    place = CORE_PLACES.get(cls)
+    """The default of the section registered as ``name`` inside the section class ``cls`` (a core
+    class, or a schema class built before ``name`` was registered), if any."""
+    place = getattr(cls, "_place", CORE_PLACES.get(cls))
     if place is None:
         return None
     _setup()
