@@ -9,6 +9,7 @@ import os
 import pickle
 import subprocess
 import sys
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -180,8 +181,21 @@ def test_a_fresh_interpreter_checks_presets_from_ccreid_config() -> None:
     code = ("from ccreid.config import load_config\n"
             "try:\n    load_config(None, ['model.preset=nope'])\nexcept Exception as err:\n    print(err)\n"
             "print(load_config(None, ['loss.cal.w_tri=1']).loss.cal.w_tri)\n")
+    first = textwrap.dedent("""
+        from dataclasses import dataclass
+        from ccreid.config import load_config, register_section
+
+        @register_section("model.cre.extra")  # a plug-in's section inside a method's, before any config
+        @dataclass
+        class Extra:
+            k: int = 1
+
+        print(load_config(None, ["model.cre.extra.k=3"]).model.cre.extra.k)
+    """)
     env_path = str(Path(ccreid.__file__).parents[1])
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": env_path}).stdout
     assert out.startswith("config key 'model.preset': unknown preset 'nope'; choose one of: baseline") and \
         out.endswith("\n1.0\n")
+    assert subprocess.run([sys.executable, "-c", first], capture_output=True, text=True, check=True,
+                          env={**os.environ, "PYTHONPATH": env_path}).stdout == "3\n"

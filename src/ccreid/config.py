@@ -238,6 +238,7 @@ def register_section(place: str, section: Optional[type] = None) -> Any:
     ``@register_section("loss.center")``."""
     if section is None:
         return lambda cls: register_section(place, cls)
+    _setup()  # the built-in sections first, whoever registers first (a no-op while they register)
     parent, _, name = place.rpartition(".")
     if not isinstance(section, type) or not is_dataclass(section):
         raise CCReIDError(f"config section {place!r}: {section!r} is not a dataclass; decorate the class with "
@@ -288,7 +289,7 @@ def _schema_at(cls: type, place: str) -> type:
             extra.append((sub_place.rpartition(".")[2], sub, field(default_factory=sub)))
     schema_cls = cls
     if extra:
-        schema_cls = make_dataclass(cls.__name__, extra, bases=(cls,),
+        schema_cls = make_dataclass(cls.__name__, extra, bases=(cls,), frozen=cls.__dataclass_params__.frozen,
                                     namespace={"__reduce__": _reduce, "_place": place, "__doc__": cls.__doc__})
         schema_cls.__module__ = cls.__module__
     _schemas[place] = schema_cls
