@@ -39,7 +39,7 @@ def setting(default: Any = MISSING, *, default_factory: Any = MISSING, **constra
     """A config field and the checks of its value, in one place: ``choices`` (allowed values),
     ``items`` (allowed items of a list), ``min`` (lowest value; ``meaning``: what it means, e.g.
     ``"0: off"``), ``above`` (values must be greater), ``range`` (``(low, high)``, inclusive).
-    ``None`` passes the bounds (optional keys)."""
+    ``None`` passes them all (optional keys left unset)."""
     unknown = sorted(set(constraints) - set(CONSTRAINTS))
     if unknown:
         raise TypeError(f"setting(): unknown constraint(s) {unknown}; use {', '.join(CONSTRAINTS)}")
@@ -508,7 +508,10 @@ def _override_layer(item: str) -> DictConfig:
 
 
 def _check_value(owner: Any, name: str, key: str, value: Any, rules: Any) -> None:
-    """One value against its field's constraints (:func:`setting`)."""
+    """One value against its field's constraints (:func:`setting`); ``None`` (an optional key
+    left unset) passes them all."""
+    if value is None:
+        return
     choices = rules.get("choices")
     if choices is not None:
         if value == "False" and "off" in choices:  # YAML 1.1 reads a bare `off` as false
@@ -517,11 +520,9 @@ def _check_value(owner: Any, name: str, key: str, value: Any, rules: Any) -> Non
         if value not in choices:
             raise CCReIDError(f"config key {key!r}: {value!r} is not one of {', '.join(choices)}")
     items = rules.get("items")
-    bad = set(value or ()) - set(items) if items is not None else ()
+    bad = set(value) - set(items) if items is not None else ()
     if bad:
         raise CCReIDError(f"config key {key!r}: unknown terms {sorted(bad)} (use {', '.join(items)})")
-    if value is None:
-        return
     if "min" in rules and value < rules["min"]:
         meaning = f" ({rules['meaning']})" if rules.get("meaning") else ""
         raise CCReIDError(f"config key {key!r}: {value} must be >= {rules['min']}{meaning}")
