@@ -498,7 +498,7 @@ def _print_check(report: dict, data) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from ccreid.data.records import RULES
     from ccreid.evaluation.distance import METRICS as DISTANCES
-    from ccreid.evaluation.ranking import AP_MODES
+    from ccreid.choices import AP_MODES
     from ccreid.evaluation.rerank import DENSE_LIMIT as RERANK_DENSE_LIMIT, IMPLS as RERANK_IMPLS
     from ccreid.engine.inference import BACKENDS, PRECISIONS
 
@@ -686,7 +686,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plugins", nargs="+", default=(), metavar="PLUGIN",
                    help="plug-in files or modules replacing those the checkpoint records (moved since training)")
 
-    from ccreid.engine.runtime import AMP_MODES
+    from ccreid.choices import AMP_MODES
     from ccreid.parsing.variants import VARIANTS
 
     p = add("parse", "human-parsing maps with an SCHP checkpoint (LIP, ATR, Pascal) for CRE and BSGA", cmd_parse)

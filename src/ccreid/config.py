@@ -4,173 +4,148 @@
 dataclass defaults (METHOD.md's paper settings), the YAML file and the overrides, and
 checks keys and types (omegaconf structured configs). No global state: every run gets
 its own :class:`Config` object.
+
+The core sections are below; a method's own options are a section its file registers
+(``register_section("loss.cal", CALConfig)``), a plug-in's too. Value checks live with the
+fields (:func:`setting`: choices, bounds), read by :func:`validate` over every section;
+checks that need other registries are registered from outside (:func:`register_check`).
+This module imports no other part of ccreid but its leaves (``errors``, ``choices``) and
+the package root, whose ``_setup_config`` imports the built-in methods before a config is
+first loaded.
 """
 
 from __future__ import annotations
 
+import functools
 import typing
-from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass, make_dataclass
 from pathlib import Path
-from typing import Any, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+import ccreid
+from ccreid.choices import AMP_MODES, AP_MODES, FEATURES, MISSING_MODES, POOLINGS, SELECT_ON
 from ccreid.errors import CCReIDError, first_line
 
 PACKAGED_CONFIGS = Path(__file__).parent / "configs"
 
+#: what a field's ``metadata`` may say about its values (:func:`setting`; checked by :func:`validate`)
+CONSTRAINTS = ("choices", "items", "min", "meaning", "above", "range")
+
+
+def setting(default: Any = MISSING, *, default_factory: Any = MISSING, **constraints: Any) -> Any:
+    """A config field and the checks of its value, in one place: ``choices`` (allowed values),
+    ``items`` (allowed items of a list), ``min`` (lowest value; ``meaning``: what it means, e.g.
+    ``"0: off"``), ``above`` (values must be greater), ``range`` (``(low, high)``, inclusive).
+    ``None`` passes them all (optional keys left unset)."""
+    unknown = sorted(set(constraints) - set(CONSTRAINTS))
+    if unknown:
+        raise TypeError(f"setting(): unknown constraint(s) {unknown}; use {', '.join(CONSTRAINTS)}")
+    return field(default=default, default_factory=default_factory, metadata=constraints)
+
+
+class _Sections:
+    """Core sections built directly (``ModelConfig(...)``, ``Config()``) still have the sections
+    registered inside them, with their defaults, as attributes (``cfg.model.vit.name``)."""
+
+    def __getattr__(self, name: str) -> Any:
+        section = None if name.startswith("_") else _default_section(type(self), name)
+        if section is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        self.__dict__[name] = section
+        return section
+
 
 @dataclass
-class SyntheticConfig:
+class SyntheticConfig(_Sections):
     """Options of the procedural dataset (used when ``data.name=synthetic``)."""
 
-    ids: int = 120
-    extra_test_ids: int = 0
-    outfits: int = 3
-    images_per_outfit: int = 6
-    height: int = 128
-    width: int = 64
+    ids: int = setting(120, min=1)
+    extra_test_ids: int = setting(0, min=0, meaning="0: none")
+    outfits: int = setting(3, min=1)
+    images_per_outfit: int = setting(6, min=1)
+    height: int = setting(128, min=1)
+    width: int = setting(64, min=1)
     seed: int = 0
 
 
 @dataclass
-class ParsingConfig:
+class ParsingConfig(_Sections):
     """Human-parsing maps: tree root (mirrors the image tree), label set, and the SCHP
     checkpoint that makes the missing maps before training."""
 
     root: Optional[str] = None
     labels: str = "lip"  # lip | atr | pascal | path to a table
-    missing: str = "auto"  # auto (error when CRE/BSGA need maps) | error | skip
+    missing: str = setting("auto", choices=MISSING_MODES)  # auto (error when CRE/BSGA need maps) | error | skip
     weights: Optional[str] = None  # SCHP .pth: `ccreid train` parses missing maps into `root` first
 
 
 @dataclass
-class DataConfig:
+class DataConfig(_Sections):
     name: str = "synthetic"
     root: str = "data/synthetic"
-    height: int = 384
-    width: int = 192
-    ids_per_batch: int = 8  # P
-    images_per_id: int = 8  # K
-    workers: int = 2
-    flip_p: float = 0.5
-    pad: int = 10
-    erasing_p: float = 0.5
-    cache_mb: int = 0  # decoded training images + maps kept in memory when all fit in this many MB; 0: off
+    height: int = setting(384, min=1)
+    width: int = setting(192, min=1)
+    ids_per_batch: int = setting(8, min=1)  # P
+    images_per_id: int = setting(8, min=1)  # K
+    workers: int = setting(2, min=0, meaning="0: load in the main process")
+    flip_p: float = setting(0.5, range=(0, 1))
+    pad: int = setting(10, min=0, meaning="0: no padding")
+    erasing_p: float = setting(0.5, range=(0, 1))
+    # decoded training images + maps kept in memory when all fit in this many MB; 0: off
+    cache_mb: int = setting(0, min=0, meaning="0: off")
     parsing: ParsingConfig = field(default_factory=ParsingConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 
 @dataclass
-class CREConfig:
-    """Clothes-Relevant information Erasure (METHOD.md)."""
+class ModelConfig(_Sections):
+    """The network; methods register their own sections here (``model.cre``, ``model.bsga``,
+    ``model.vit``: ``ccreid.methods.paper`` and ``ccreid.methods.vit``)."""
 
-    enabled: Optional[bool] = None  # None: follow model.preset
-    p: float = 1.0
-    fill: str = "mean"  # mean | noise | random_color | black
-    clothes_labels: Optional[List[int]] = None  # None: from data.parsing.labels
-    losses: List[str] = field(default_factory=lambda: ["ce", "tri", "bctri"])
-
-
-@dataclass
-class BSGAConfig:
-    """Body Shape-Guided Attention (METHOD.md)."""
-
-    enabled: Optional[bool] = None  # None: follow model.preset
-    stages: List[str] = field(default_factory=lambda: ["layer4"])
-    loss: str = "bce"  # bce | mse
-
-
-@dataclass
-class ViTConfig:
-    """The transformer of preset ``vit`` (TransReID-style)."""
-
-    name: str = "vit_base_patch16_224"  # any timm vit_* model
-    patch_stride: Optional[int] = None  # None: the patch size; smaller: overlapping patches (TransReID: 12)
-    sie: bool = False  # TransReID's camera embedding (side information embedding) added to every token
-    sie_coef: float = 3.0  # its weight (TransReID's SIE_COE)
-    sie_cameras: int = 0  # rows of the camera table; 0: from the data (max camera id + 1), saved in config.yaml
-
-
-@dataclass
-class ModelConfig:
     preset: str = "baseline"
     backbone: str = "resnet50"  # resnet18 | resnet34 | resnet50 | resnet101 | timm:<timm model name>
     pretrained: str = "imagenet"  # imagenet | none | path to a local .safetensors/.pth weight file
     width_mult: float = 1.0
     last_stride: int = 1
-    pooling: str = "avg"  # avg | max | gem | avgmax
-    cre: CREConfig = field(default_factory=CREConfig)
-    bsga: BSGAConfig = field(default_factory=BSGAConfig)
-    vit: ViTConfig = field(default_factory=ViTConfig)
+    pooling: str = setting("avg", choices=POOLINGS)
 
 
 @dataclass
-class BCTriConfig:
-    """Batch cross-clothes triplet loss (METHOD.md)."""
+class LossConfig(_Sections):
+    """Loss weights; methods register their own sections here (``loss.bctri``, ``loss.cal``)."""
 
-    enabled: Optional[bool] = None  # None: follow model.preset
-    margin: float = 0.3
-    metric: str = "euclidean"  # euclidean | cosine
-    reduction: str = "mean"  # mean | sum
-
-
-@dataclass
-class CALConfig:
-    """Clothes-based Adversarial Loss (presets ``cal`` and ``ours+cal``; Simple-CCReID's defaults)."""
-
-    start_epoch: int = 25  # first epoch (0-based) with classifier updates and the adversarial loss
-    scale: float = 16.0  # cosine-logit scale of the clothes classifier (margin 0)
-    epsilon: float = 0.1  # target mass spread over the identity's outfits
-    w_tri: float = 0.0  # triplet weight of preset `cal` (Simple-CCReID trains CAL without it)
-
-
-@dataclass
-class FireConfig:
-    """FIRe² (preset ``fire``; the official code's defaults, ``utils/arguments.py``)."""
-
-    start_epoch: int = 25  # first clustered epoch (0-based; official fg_start_epoch: 1-based epochs after it)
-    far_weight: float = 0.3  # weight of FAR's identity loss
-    eps: float = 0.4  # DBSCAN radius on the Jaccard distance
-    min_samples: int = 1  # DBSCAN core-point size
-    k1: int = 20  # k-reciprocal neighbours of the Jaccard distance
-    k2: int = 6  # its query-expansion neighbours
-    scale: float = 16.0  # cosine-logit scale of the classifier of the clusters
-    epsilon: float = 0.1  # attribute-aware loss: target mass spread over the identity's clusters
-    keep_moments: bool = False  # keep Adam's moments when clustering rebuilds it (official: reset)
-
-
-@dataclass
-class LossConfig:
     label_smoothing: float = 0.1
     triplet_margin: float = 0.3
     w_ce: float = 1.0
     w_tri: float = 1.0
     w_bctri: float = 1.0
     w_bsga: float = 1.0
-    bctri: BCTriConfig = field(default_factory=BCTriConfig)
-    cal: CALConfig = field(default_factory=CALConfig)
-    fire: FireConfig = field(default_factory=FireConfig)
 
 
 @dataclass
-class TrainConfig:
-    epochs: int = 60
-    lr: float = 3.5e-4
+class TrainConfig(_Sections):
+    epochs: int = setting(60, min=1)
+    lr: float = setting(3.5e-4, above=0)
     weight_decay: float = 5e-4
     milestones: List[int] = field(default_factory=lambda: [20, 40])
     gamma: float = 0.1
-    warmup_epochs: int = 10
+    warmup_epochs: int = setting(10, min=0, meaning="0: no warm-up")
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    amp: str = "auto"  # auto (bf16 on CUDA, and on bf16 CPUs where engine/precision.py passes) | off | bf16 | fp16
-    log_every: int = 20
-    eval_every: int = 0  # 0: evaluate only at the end
-    checkpoint_every: int = 1  # epochs between resumable checkpoints (0: only the final weights)
-    checkpoint_every_iters: int = 0  # also every N iterations, mid-epoch (0: off); --resume continues exactly
-    keep_checkpoints: int = 1  # the last N resumable checkpoints are kept (each holds weights + optimizer state)
-    select_on: str = "last"  # last | val (never the test split)
-    threads: int = 0  # CPU threads for torch (0: torch default)
+    # auto (bf16 on CUDA, and on bf16 CPUs where engine/precision.py passes) | off | bf16 | fp16
+    amp: str = setting("auto", choices=AMP_MODES)
+    log_every: int = setting(20, min=1)
+    eval_every: int = setting(0, min=0, meaning="0: only at the end")
+    # epochs between resumable checkpoints (0: only the final weights)
+    checkpoint_every: int = setting(1, min=0, meaning="0: only the final weights")
+    # also every N iterations, mid-epoch (0: off); --resume continues exactly
+    checkpoint_every_iters: int = setting(0, min=0, meaning="0: off")
+    # the last N resumable checkpoints are kept (each holds weights + optimizer state)
+    keep_checkpoints: int = setting(1, min=1)
+    select_on: str = setting("last", choices=SELECT_ON)  # last | val (never the test split)
+    threads: int = setting(0, min=0, meaning="0: torch's default")  # CPU threads for torch
     sync_bn: bool = False  # SyncBatchNorm across torchrun processes (CUDA only)
     tensorboard: bool = False  # scalars to <out>/tensorboard (needs `pip install tensorboard`)
     channels_last: Optional[bool] = None  # None: on for CUDA and CPU, off elsewhere (mps)
@@ -178,19 +153,20 @@ class TrainConfig:
 
 
 @dataclass
-class TestConfig:
+class TestConfig(_Sections):
     flip: bool = True
-    batch_size: int = 128
-    feature: str = "bn"  # bn (after BNNeck) | pre (before BNNeck)
-    ap_mode: str = "noninterp"  # noninterp | market1501
+    batch_size: int = setting(128, min=1)
+    feature: str = setting("bn", choices=FEATURES)  # bn (after BNNeck) | pre (before BNNeck)
+    ap_mode: str = setting("noninterp", choices=AP_MODES)  # noninterp | market1501
     protocols: Optional[List[str]] = None  # None: all the dataset defines
     rerank: bool = False  # k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3)
     aqe: bool = False  # alpha query expansion first (fast-reid's defaults: one round, k 5, alpha 3)
-    single_shot: int = 0  # N > 0: mean over N one-image-per-identity galleries (PRCC single-shot: 10)
+    # N > 0: mean over N one-image-per-identity galleries (PRCC single-shot: 10)
+    single_shot: int = setting(0, min=0, meaning="0: the whole gallery")
 
 
 @dataclass
-class Config:
+class Config(_Sections):
     seed: int = 0
     plugins: List[str] = field(default_factory=list)  # modules or .py files imported first (methods, datasets, ...)
     data: DataConfig = field(default_factory=DataConfig)
@@ -198,6 +174,158 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     test: TestConfig = field(default_factory=TestConfig)
+
+
+# -- sections registered by methods and plug-ins -------------------------------------------
+
+#: place (``loss.cal``) -> the dataclass of the section registered there
+SECTIONS: Dict[str, type] = {}
+#: value checks that need more than a field's constraints (registries): ``fn(cfg)`` raises CCReIDError
+CHECKS: List[Callable[[Any], None]] = []
+_schemas: Dict[str, type] = {}  # place -> its class with the registered sections (cleared on registration)
+_setup_state = {"done": False}
+
+
+def _expected(hint: Any) -> Any:
+    """The type of a config field, ``Optional`` removed."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if typing.get_origin(hint) is typing.Union and len(args) == 1 else hint
+
+
+def _join(place: str, name: str) -> str:
+    return f"{place}.{name}" if place else name
+
+
+@functools.lru_cache(maxsize=None)
+def _hints(cls: type) -> Dict[str, Any]:
+    """Field name -> type (``Optional`` removed) of a dataclass."""
+    return {name: _expected(hint) for name, hint in typing.get_type_hints(cls).items()}
+
+
+def _core_places(cls: type = Config, place: str = "") -> Dict[type, str]:
+    places = {cls: place}
+    for f in fields(cls):
+        hint = _hints(cls)[f.name]
+        if is_dataclass(hint):
+            places.update(_core_places(hint, _join(place, f.name)))
+    return places
+
+
+#: core section class -> its place (``ModelConfig`` -> ``model``; ``Config`` -> "")
+CORE_PLACES = _core_places()
+
+
+def _setup() -> None:
+    """The built-in methods register their sections and checks (once, before a config is used)."""
+    if not _setup_state["done"]:
+        _setup_state["done"] = True  # first: the methods' import may build configs
+        try:
+            ccreid._setup_config()
+        except BaseException:
+            _setup_state["done"] = False
+            raise
+
+
+def _name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def register_section(place: str, section: Optional[type] = None) -> Any:
+    """Register the dataclass ``section`` as the config section at ``place`` (``"loss.cal"``):
+    its fields become config keys (``loss.cal.scale=8``: YAML, overrides, ``config.yaml``), checked
+    by type and by their :func:`setting` constraints. Called when a method's file (or a plug-in)
+    is imported; registering a place again with the same class is a no-op. Usable as a decorator:
+    ``@register_section("loss.center")``."""
+    if section is None:
+        return lambda cls: register_section(place, cls)
+    _setup()  # the built-in sections first, whoever registers first (a no-op while they register)
+    parent, _, name = place.rpartition(".")
+    if not isinstance(section, type) or not is_dataclass(section):
+        raise CCReIDError(f"config section {place!r}: {section!r} is not a dataclass; decorate the class with "
+                          "@dataclass")
+    if not parent or not name.isidentifier() or name.startswith("_"):
+        raise CCReIDError(f"config section {place!r}: name a new key inside a section, e.g. loss.center")
+    parent_cls = {p: c for c, p in CORE_PLACES.items()}.get(parent) or SECTIONS.get(parent)
+    if parent_cls is None:
+        known = ", ".join(sorted(p for p in (*CORE_PLACES.values(), *SECTIONS) if p))
+        raise CCReIDError(f"config section {place!r}: no section {parent!r} to put it in (sections: {known})")
+    if name in {f.name for f in fields(parent_cls)}:
+        raise CCReIDError(f"config section {place!r}: {parent} already has a key {name!r}; choose another name")
+    required = [f.name for f in fields(section) if f.default is MISSING and f.default_factory is MISSING]
+    if required:
+        raise CCReIDError(f"config section {place!r}: fields {required} of {_name(section)} need defaults")
+    old = SECTIONS.get(place)
+    if old is not None and old is not section and _name(old) != _name(section):
+        raise CCReIDError(f"config section {place!r} is registered twice: by {_name(old)} and by "
+                          f"{_name(section)}; register each place once (rename one of them)")
+    SECTIONS[place] = section
+    _schemas.clear()
+    return section
+
+
+def register_check(check: Callable[[Any], None]) -> Callable[[Any], None]:
+    """Run ``check(cfg)`` after the field checks of every loaded config (it raises CCReIDError);
+    for checks that need registries (``ccreid.methods``: presets, backbones). Once per function."""
+    if check not in CHECKS:
+        CHECKS.append(check)
+    return check
+
+
+def _schema_at(cls: type, place: str) -> type:
+    """``cls``, the section at ``place``, with the sections registered inside it and inside its
+    sections: a dataclass subclass of the same name (``cls`` itself when nothing is registered)."""
+    if place in _schemas:
+        return _schemas[place]
+    hints = _hints(cls)
+    extra = []
+    for f in fields(cls):
+        if is_dataclass(hints[f.name]):
+            sub = _schema_at(hints[f.name], _join(place, f.name))
+            if sub is not hints[f.name]:
+                extra.append((f.name, sub, field(default_factory=sub)))
+    for sub_place, section in SECTIONS.items():
+        if sub_place.rpartition(".")[0] == place:
+            sub = _schema_at(section, sub_place)
+            extra.append((sub_place.rpartition(".")[2], sub, field(default_factory=sub)))
+    schema_cls = cls
+    if extra:
+        schema_cls = make_dataclass(cls.__name__, extra, bases=(cls,), frozen=cls.__dataclass_params__.frozen,
+                                    namespace={"__reduce__": _reduce, "_place": place, "__doc__": cls.__doc__})
+        schema_cls.__module__ = cls.__module__
+    _schemas[place] = schema_cls
+    return schema_cls
+
+
+def _reduce(self: Any) -> tuple:
+    """Pickling (spawned workers): rebuilt from the sections registered where it is loaded."""
+    return _rebuild, (self._place, {f.name: getattr(self, f.name) for f in fields(self)})
+
+
+def _rebuild(place: str, values: dict) -> Any:
+    _setup()
+    cls = _schema_at(Config, "")
+    for part in place.split(".") if place else ():
+        cls = _hints(cls)[part]
+    obj = cls.__new__(cls)
+    obj.__dict__.update(values)
+    return obj
+
+
+def schema() -> type:
+    """The :class:`Config` class with every registered section: what :func:`load_config` fills."""
+    _setup()
+    return _schema_at(Config, "")
+
+
+def _default_section(cls: type, name: str) -> Any:
+    """The default of the section registered as ``name`` inside the section class ``cls`` (a core
+    class, or a schema class built before ``name`` was registered), if any."""
+    place = getattr(cls, "_place", CORE_PLACES.get(cls))
+    if place is None:
+        return None
+    _setup()
+    section = SECTIONS.get(_join(place, name))
+    return None if section is None else _schema_at(section, _join(place, name))()
 
 
 def _packaged(name: str) -> Optional[Path]:
@@ -226,9 +354,14 @@ def resolve_config_path(path: str) -> Path:
 BASE_KEY = "_base_"
 
 
-def yaml_layers(path: Path, children: tuple = ()) -> list:
+def yaml_layers(path: Path) -> list:
     """The YAML file at ``path`` after the files it inherits from: ``_base_: FILE`` (relative to
     its folder, or a packaged config name), so a config says only what differs."""
+    return [layer for layer, _ in _yaml_layers(path)]
+
+
+def _yaml_layers(path: Path, children: tuple = ()) -> list:
+    """:func:`yaml_layers`, each with the path of its file."""
     try:
         layer = OmegaConf.load(path)
     except UnicodeDecodeError as err:
@@ -244,11 +377,11 @@ def yaml_layers(path: Path, children: tuple = ()) -> list:
     base = layer.pop(BASE_KEY, None)
     check_shapes(OmegaConf.to_container(layer), f"config file {path}: ")
     if base is None:
-        return [layer]
+        return [(layer, path)]
     base_path = _base_path(path, base)
     if base_path.resolve() in (*children, path.resolve()):
         raise CCReIDError(f"config file {path}: {BASE_KEY} {base} inherits from itself")
-    return yaml_layers(base_path, (*children, path.resolve())) + [layer]
+    return _yaml_layers(base_path, (*children, path.resolve())) + [(layer, path)]
 
 
 #: keys renamed since: old name -> new name (configs saved with earlier runs still load)
@@ -284,26 +417,22 @@ def _base_path(path: Path, base: Any) -> Path:
     return found
 
 
-def _expected(hint: Any) -> Any:
-    """The type of a config field, ``Optional`` removed."""
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    return args[0] if typing.get_origin(hint) is typing.Union and len(args) == 1 else hint
-
-
 def _kind(value: Any) -> str:
     return "a list" if isinstance(value, list) else "a mapping" if isinstance(value, dict) else "one value"
 
 
-def check_shapes(values: Any, where: str, schema: Optional[type] = None, prefix: str = "") -> None:
+def check_shapes(values: Any, where: str, section: Optional[type] = None, prefix: str = "") -> None:
     """Lists where the schema has lists, single values where it has values, sections where it
     has sections: one-line errors (``where`` names the file or override) instead of omegaconf's
     ("AnyNode is not a ListConfig", "Cannot merge incompatible container types", nested lists
-    taken as numbers). Unknown keys are left to omegaconf, which names them."""
-    hints = typing.get_type_hints(schema or Config)
+    taken as numbers). Unknown keys are left to omegaconf, which names them. ``section``: the
+    class checked (default: the whole schema, registered sections included)."""
+    section = section or schema()
+    hints = _hints(section)
     for name, value in (values.items() if isinstance(values, dict) else ()):
         if name not in hints or value is None:
             continue
-        key, expected = f"{prefix}{name}", _expected(hints[name])
+        key, expected = f"{prefix}{name}", hints[name]
         if is_dataclass(expected):
             if not isinstance(value, dict):
                 raise CCReIDError(f"{where}config key {key!r} is a section of keys, got {_kind(value)} ({value!r}); "
@@ -314,35 +443,47 @@ def check_shapes(values: Any, where: str, schema: Optional[type] = None, prefix:
             nested = [v for v in value if isinstance(v, (list, dict))] if isinstance(value, list) else [value]
             if nested:
                 raise CCReIDError(f"{where}config key {key!r} takes a list of {item}, got {value!r}; write a list "
-                                  f"as [a,b] (e.g. {key}=[{_list_example(schema or Config, name, item)}])")
+                                  f"as [a,b] (e.g. {key}=[{_list_example(section, name, item)}])")
         elif isinstance(value, (list, dict)):
             quote = "; quote text holding ': ', brackets or braces" if expected is str else ""
             raise CCReIDError(f"{where}config key {key!r} takes one {expected.__name__} value, "
                               f"got {_kind(value)} ({value!r}){quote}")
 
 
-def _list_example(schema: type, name: str, item: str) -> str:
+def _list_example(section: type, name: str, item: str) -> str:
     """``a,b``: the field's default list, or two items of its type (messages)."""
-    default = next(f for f in fields(schema) if f.name == name).default_factory
+    default = next(f for f in fields(section) if f.name == name).default_factory
     values = default() if default is not MISSING else None
     return ",".join(map(str, values or {"int": (1, 2), "float": (0.5, 1.0)}.get(item, ("a", "b"))))
 
 
-def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Config:
-    """Defaults, then the YAML file (if any), then ``key=value`` overrides."""
-    schema = OmegaConf.structured(Config)
-    layers = [] if path is None else yaml_layers(resolve_config_path(path))
-    layers += [_override_layer(item) for item in overrides]
+def _merged(*layers: DictConfig, schema_cls: type) -> Any:
+    """``layers`` merged into ``schema_cls``, as objects; omegaconf's errors in one line."""
     try:
-        merged = OmegaConf.merge(schema, *map(_renamed, layers))
-        cfg: Config = OmegaConf.to_object(merged)  # type: ignore[assignment]
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema_cls), *layers))
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or ""
         msg = first_line(err, 200)
         raise CCReIDError(f"config key {key!r}: {msg}" if key else f"config: {msg}")
+
+
+def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Config:
+    """Defaults, then the YAML file (if any), then ``key=value`` overrides. The plug-ins the
+    layers name are imported first, so the sections they register take values in the same
+    command."""
     from ccreid.plugins import import_plugins  # here: plug-ins may import this module
 
-    cfg.plugins = import_plugins(cfg.plugins)
+    sources = [] if path is None else [(layer, f"config file {where}: ") for layer, where in
+                                       _yaml_layers(resolve_config_path(path))]
+    sources += [(_override_layer(item), f"override {item!r}: ") for item in overrides]
+    layers = [_renamed(layer) for layer, _ in sources]
+    plugins = import_plugins(_merged(*(OmegaConf.masked_copy(layer, ["plugins"]) for layer in layers),
+                                     schema_cls=Config).plugins)
+    full = schema()
+    for layer, where in sources:  # again: the sections the plug-ins registered are known now
+        check_shapes(OmegaConf.to_container(layer), where, full)
+    cfg = _merged(*layers, schema_cls=full)
+    cfg.plugins = plugins
     validate(cfg)
     return cfg
 
@@ -366,86 +507,63 @@ def _override_layer(item: str) -> DictConfig:
     return layer
 
 
-def _choices() -> dict:
-    """Config key -> its allowed values, read from the modules that use them (imported here:
-    they import this module)."""
-    from ccreid.data.manager import MISSING_MODES
-    from ccreid.engine.runtime import AMP_MODES
-    from ccreid.engine.trainer import SELECT_ON
-    from ccreid.evaluation.ranking import AP_MODES
-    from ccreid.losses.bctri import REDUCTIONS
-    from ccreid.losses.triplet import METRICS
-    from ccreid.models.bsga import LOSS_KINDS
-    from ccreid.models.cre import FILLS
-    from ccreid.models.heads import POOLINGS
-    from ccreid.models.reid import FEATURES
-
-    return {
-        "data.parsing.missing": MISSING_MODES, "model.cre.fill": FILLS, "model.bsga.loss": LOSS_KINDS,
-        "model.pooling": POOLINGS, "loss.bctri.metric": METRICS, "loss.bctri.reduction": REDUCTIONS,
-        "train.amp": AMP_MODES, "train.select_on": SELECT_ON, "test.feature": FEATURES, "test.ap_mode": AP_MODES,
-    }
-
-
-#: counts and sizes that must be positive, or non-negative (with what 0 means), and probabilities
-AT_LEAST_ONE = ("data.ids_per_batch", "data.images_per_id", "data.height", "data.width", "train.epochs",
-                "train.log_every", "train.keep_checkpoints", "test.batch_size", "data.synthetic.ids",
-                "data.synthetic.outfits", "data.synthetic.images_per_outfit", "data.synthetic.height",
-                "data.synthetic.width")
-AT_LEAST_ZERO = {"data.workers": "0: load in the main process", "data.pad": "0: no padding", "data.cache_mb": "0: off",
-                 "train.warmup_epochs": "0: no warm-up", "train.eval_every": "0: only at the end",
-                 "train.checkpoint_every": "0: only the final weights", "train.checkpoint_every_iters": "0: off",
-                 "train.threads": "0: torch's default", "test.single_shot": "0: the whole gallery",
-                 "data.synthetic.extra_test_ids": "0: none", "loss.cal.start_epoch": "0: from the start",
-                 "model.vit.sie_cameras": "0: from the data"}
-PROBABILITIES = ("model.cre.p", "data.flip_p", "data.erasing_p")
+def _check_value(owner: Any, name: str, key: str, value: Any, rules: Any) -> None:
+    """One value against its field's constraints (:func:`setting`); ``None`` (an optional key
+    left unset) passes them all."""
+    if value is None:
+        return
+    choices = rules.get("choices")
+    if choices is not None:
+        if value == "False" and "off" in choices:  # YAML 1.1 reads a bare `off` as false
+            value = "off"
+            setattr(owner, name, value)
+        if value not in choices:
+            raise CCReIDError(f"config key {key!r}: {value!r} is not one of {', '.join(choices)}")
+    items = rules.get("items")
+    bad = set(value) - set(items) if items is not None else ()
+    if bad:
+        raise CCReIDError(f"config key {key!r}: unknown terms {sorted(bad)} (use {', '.join(items)})")
+    if "min" in rules and value < rules["min"]:
+        meaning = f" ({rules['meaning']})" if rules.get("meaning") else ""
+        raise CCReIDError(f"config key {key!r}: {value} must be >= {rules['min']}{meaning}")
+    if "above" in rules and not value > rules["above"]:
+        raise CCReIDError(f"config key {key!r}: {value} must be > {rules['above']}")
+    if "range" in rules:
+        low, high = rules["range"]
+        if not low <= value <= high:
+            raise CCReIDError(f"config key {key!r}: {value} must be in [{low}, {high}]")
 
 
-def _get(cfg: Config, dotted: str):
-    obj = cfg
-    for part in dotted.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
-def _set(cfg: Config, dotted: str, value) -> None:
-    *parents, last = dotted.split(".")
-    setattr(_get(cfg, ".".join(parents)), last, value)
+def _check_section(obj: Any, cls: type, prefix: str) -> None:
+    hints = _hints(cls)
+    for f in fields(cls):
+        value, key = getattr(obj, f.name), _join(prefix, f.name)
+        if is_dataclass(hints[f.name]) and value is not None:
+            _check_section(value, hints[f.name], key)
+        elif f.metadata:
+            _check_value(obj, f.name, key, value, f.metadata)
 
 
 def validate(cfg: Config) -> None:
-    """Value checks that types alone cannot express; one-line errors naming the key."""
-    for key, choices in _choices().items():
-        value = _get(cfg, key)
-        if value == "False" and "off" in choices:  # YAML 1.1 reads a bare `off` as false
-            value = "off"
-            _set(cfg, key, value)
-        if value not in choices:
-            raise CCReIDError(f"config key {key!r}: {value!r} is not one of {', '.join(choices)}")
-    bad = set(cfg.model.cre.losses) - {"ce", "tri", "bctri"}
-    if bad:
-        raise CCReIDError(f"config key 'model.cre.losses': unknown terms {sorted(bad)} (use ce, tri, bctri)")
-    from ccreid.models.backbones import check_backbone_name  # here: ccreid.models imports this module
+    """Value checks that types alone cannot express, one-line errors naming the key: every
+    field's constraints (:func:`setting`), registered sections included, then the registered
+    checks (:func:`register_check`)."""
+    _check_section(cfg, schema(), "")
+    for check in CHECKS:
+        check(cfg)
 
-    check_backbone_name(cfg.model.backbone)
-    from ccreid.methods import PRESETS
 
-    if cfg.model.preset not in PRESETS:
-        raise CCReIDError(f"config key 'model.preset': unknown preset {cfg.model.preset!r}; "
-                          f"choose one of: {', '.join(PRESETS)}")
-    for key in AT_LEAST_ONE:
-        if _get(cfg, key) < 1:
-            raise CCReIDError(f"config key {key!r}: {_get(cfg, key)} must be >= 1")
-    for key, meaning in AT_LEAST_ZERO.items():
-        if _get(cfg, key) < 0:
-            raise CCReIDError(f"config key {key!r}: {_get(cfg, key)} must be >= 0 ({meaning})")
-    for key in PROBABILITIES:
-        if not 0.0 <= _get(cfg, key) <= 1.0:
-            raise CCReIDError(f"config key {key!r}: {_get(cfg, key)} must be in [0, 1]")
-    if not cfg.train.lr > 0:
-        raise CCReIDError(f"config key 'train.lr': {cfg.train.lr} must be > 0")
+def _as_schema(obj: Any, cls: type) -> Any:
+    """``obj`` (a core section built directly, or a config loaded before more sections were
+    registered) as an instance of the schema class ``cls``."""
+    if type(obj) is cls:
+        return obj
+    hints = _hints(cls)
+    return cls(**{f.name: _as_schema(getattr(obj, f.name), hints[f.name])
+                  if is_dataclass(hints[f.name]) and getattr(obj, f.name) is not None else getattr(obj, f.name)
+                  for f in fields(cls)})
 
 
 def to_yaml(cfg: Config) -> str:
-    """The resolved config as YAML (saved beside every run's outputs)."""
-    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+    """The resolved config as YAML (saved beside every run's outputs), registered sections included."""
+    return OmegaConf.to_yaml(OmegaConf.structured(_as_schema(cfg, schema())))

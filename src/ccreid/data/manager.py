@@ -43,9 +43,6 @@ def seed_worker(worker_id: int) -> None:
     np.random.seed(seed)
 
 
-#: ``data.parsing.missing`` settings
-MISSING_MODES = ("auto", "error", "skip")
-
 
 def missing_mode(setting: str, need_parsing: bool) -> str:
     """``data.parsing.missing``: ``auto`` is ``error`` when maps are needed, else ``skip``."""

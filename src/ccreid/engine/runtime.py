@@ -71,9 +71,6 @@ def cpuinfo_has_bf16(cpuinfo: str) -> bool:
     return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
-#: precision settings (``train.amp``, ``ccreid parse --amp``)
-AMP_MODES = ("auto", "off", "bf16", "fp16")
-
 
 def resolve_amp(device: torch.device, amp: str) -> str:
     """``train.amp=auto``: bf16 on CUDA devices that support it and on CPUs with bf16

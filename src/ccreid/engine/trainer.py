@@ -61,9 +61,6 @@ class TrainResult:
     rank: int = 0  # the process's rank under torchrun; only rank 0 should write results
 
 
-#: ``train.select_on``: the last epoch, or the best on the validation split (never the test split)
-SELECT_ON = ("last", "val")
-
 
 def train(
     cfg: Config,

@@ -43,6 +43,7 @@ from typing import Callable, Iterable, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from ccreid.choices import AP_MODES
 from ccreid.errors import CCReIDError
 from ccreid.evaluation.distance import (as_tensor, check_metric, chunk_distance, fast_cosine, fast_cosine_bound,
                                        paired_distance, prepare)
@@ -52,7 +53,6 @@ RULES = ("general", "sc", "cc")
 REMOVED_BY = {"general": "those from the query's camera",
               "cc": "those from the query's camera or in the query's clothes",
               "sc": "those from the query's camera or in other clothes"}
-AP_MODES = ("noninterp", "market1501")
 #: Bytes per distance of a chunk counted against ``memory_mb``: the float32 chunk (float64
 #: product for euclidean), its mask, and index/key tensors for entries ranking before a
 #: positive (all of them only when features barely separate identities).

@@ -21,9 +21,25 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from ccreid.config import register_section, setting
 from ccreid.engine.step import TrainStep, average_gradients
 from ccreid.methods.base import Method, Optimizers, register_preset
 from ccreid.models.presets import PRESETS as PAPER_PRESETS
+
+
+@dataclass
+class CALConfig:
+    """Clothes-based Adversarial Loss (presets ``cal`` and ``ours+cal``; Simple-CCReID's defaults):
+    the config section ``loss.cal``."""
+
+    # first epoch (0-based) with classifier updates and the adversarial loss
+    start_epoch: int = setting(25, min=0, meaning="0: from the start")
+    scale: float = 16.0  # cosine-logit scale of the clothes classifier (margin 0)
+    epsilon: float = 0.1  # target mass spread over the identity's outfits
+    w_tri: float = 0.0  # triplet weight of preset `cal` (Simple-CCReID trains CAL without it)
+
+
+register_section("loss.cal", CALConfig)
 
 
 class CosineClassifier(nn.Module):

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ccreid.config import register_section, setting
 from ccreid.engine.evaluator import extract_all
 from ccreid.engine.hooks import HookBase
 from ccreid.engine.step import TrainStep, average_gradients
@@ -41,6 +42,24 @@ from ccreid.models.heads import BNNeckHead
 from ccreid.models.presets import PRESETS as PAPER_PRESETS
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class FireConfig:
+    """FIRe² (preset ``fire``; the official code's defaults, ``utils/arguments.py``)."""
+
+    start_epoch: int = setting(25, min=0, meaning="0: from the start")  # first clustered epoch (0-based)
+    far_weight: float = setting(0.3, min=0, meaning="0: no FAR")  # weight of FAR's identity loss
+    eps: float = setting(0.4, above=0.0)  # DBSCAN radius on the Jaccard distance
+    min_samples: int = setting(1, min=1)  # DBSCAN core-point size
+    k1: int = setting(20, min=1)  # k-reciprocal neighbours of the Jaccard distance
+    k2: int = setting(6, min=1)  # its query-expansion neighbours
+    scale: float = setting(16.0, above=0.0)  # cosine-logit scale of the classifier of the clusters
+    epsilon: float = setting(0.1, range=(0, 1))  # attribute-aware loss: mass spread over the identity's clusters
+    keep_moments: bool = False  # keep Adam's moments when clustering rebuilds it (official: reset)
+
+
+register_section("loss.fire", FireConfig)
 
 #: Horizontal parts of the feature map recomposed by FAR (official ``P_parts``); one donor per part (``K_times``).
 PARTS = 2

@@ -14,12 +14,13 @@ TransReID's jigsaw branch.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
 
-from ccreid.config import Config, ModelConfig
+from ccreid.config import Config, ModelConfig, register_section, setting
 from ccreid.data.records import ReIDDataset
 from ccreid.engine.inference import CAMIDS_REQUIRED
 from ccreid.engine.pretrained import load_vit_pretrained
@@ -28,6 +29,21 @@ from ccreid.methods.base import Method, Preset, register_preset
 from ccreid.models.heads import BNNeckHead
 from ccreid.models.presets import PRESETS as PAPER_PRESETS
 from ccreid.models.timm_backbone import import_timm
+
+
+@dataclass
+class ViTConfig:
+    """The transformer of preset ``vit`` (TransReID-style): the config section ``model.vit``."""
+
+    name: str = "vit_base_patch16_224"  # any timm vit_* model
+    patch_stride: Optional[int] = None  # None: the patch size; smaller: overlapping patches (TransReID: 12)
+    sie: bool = False  # TransReID's camera embedding (side information embedding) added to every token
+    sie_coef: float = 3.0  # its weight (TransReID's SIE_COE)
+    # rows of the camera table; 0: from the data (max camera id + 1), saved in config.yaml
+    sie_cameras: int = setting(0, min=0, meaning="0: from the data")
+
+
+register_section("model.vit", ViTConfig)
 
 
 class ViTReID(nn.Module):

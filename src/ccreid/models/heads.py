@@ -8,9 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ccreid.choices import POOLINGS
 from ccreid.errors import CCReIDError
-
-POOLINGS = ("avg", "max", "gem", "avgmax")
 
 
 class GeM(nn.Module):

@@ -14,12 +14,11 @@ from typing import Dict, List, Sequence, Union
 import torch
 from torch import nn
 
+from ccreid.choices import FEATURES
 from ccreid.errors import CCReIDError
 from ccreid.models.backbones import STAGES, Backbone
 from ccreid.models.bsga import build_bsga
 from ccreid.models.heads import BNNeckHead
-
-FEATURES = ("bn", "pre")
 
 
 class ReIDModel(nn.Module):
