@@ -1,12 +1,13 @@
 """The comparison table (issue 14): several `ccreid ablation` folders merged into one file.
 
     python benchmarks/comparison.py outputs/comparison outputs/comparison_vit [--presets baseline pcb ...]
-        [--out benchmarks/results/comparison]
+        [--carry benchmarks/results/comparison.json] [--out benchmarks/results/comparison]
 
 Each folder is the output of one `ccreid ablation` command (its results.json holds the
 per-preset mean and std over seeds, the config, machine and time). The commands are
 recorded as given with --commands (one per folder, same order). ``--presets`` keeps those
-presets, in that order (a folder may hold more, e.g. an ablation's).
+presets, in that order (a folder may hold more, e.g. an ablation's). ``--carry`` keeps the rows
+and commands of an earlier comparison.json (rows not trained again).
 """
 
 from __future__ import annotations
@@ -25,11 +26,15 @@ def main() -> None:
     parser.add_argument("--commands", nargs="+", required=True, help="the command that made each folder")
     parser.add_argument("--notes", default=None, help="a Markdown file appended to the table (what holds, what not)")
     parser.add_argument("--presets", nargs="+", default=None, help="presets to keep, in table order")
+    parser.add_argument("--carry", default=None, help="an earlier comparison.json whose rows are kept")
     parser.add_argument("--out", default="benchmarks/results/comparison")
     args = parser.parse_args()
     if len(args.commands) != len(args.folders):
         parser.error("one --commands entry per folder")
     presets, runs = {}, []
+    if args.carry:
+        carried = json.loads(Path(args.carry).read_text())
+        presets, runs = dict(carried["presets"]), list(carried["runs"])
     for folder, command in zip(args.folders, args.commands):
         results = json.loads((Path(folder) / "results.json").read_text())
         presets.update(results["presets"])
