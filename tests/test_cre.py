@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from ccreid.data.labels import LIP
-from ccreid.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from ccreid.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from ccreid.errors import CCReIDError
 from ccreid.models.cre import FILLS, ClothesErasure
 

@@ -27,7 +27,7 @@ from typing import Iterable, Optional, Sequence
 import torch
 from torch import nn
 
-from ccreid.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from ccreid.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from ccreid.errors import CCReIDError
 
 FILLS = ("mean", "noise", "random_color", "black")
