@@ -51,7 +51,8 @@ from ccreid.deploy import Embedder, export_onnx
 from ccreid.engine.checkpoint import save_weights
 from ccreid.engine.evaluator import evaluate_splits, extract_features
 from ccreid.engine.inference import embed, prepare
-from ccreid.engine.runtime import machine_info, write_json, write_text
+from ccreid.runtime.device import machine_info
+from ccreid.runtime.io import write_json, write_text
 from ccreid.engine.tester import load_checkpoint_config, trained_model
 from ccreid.engine.onnx_cache import CACHE_ENV
 from ccreid.methods import build_model_from_config

@@ -34,7 +34,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ccreid.data.synthetic import generate
-from ccreid.engine.runtime import cpu_has_native_bf16, machine_info, write_json, write_text
+from ccreid.runtime.device import cpu_has_native_bf16, machine_info
+from ccreid.runtime.io import write_json, write_text
 from ccreid.parsing import HumanParser, folder_items, load_schp, run_parse
 from ccreid.parsing.job import default_workers
 from ccreid.parsing.parser import to_labels

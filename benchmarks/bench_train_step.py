@@ -51,8 +51,9 @@ from torch import nn
 
 from ccreid.config import load_config
 from ccreid.data.manager import DataManager
-from ccreid.engine.runtime import (machine_info, resolve_amp, resolve_device, seed_everything,
-                                  write_json, write_text)
+from ccreid.runtime.amp import resolve_amp
+from ccreid.runtime.device import machine_info, resolve_device, seed_everything
+from ccreid.runtime.io import write_json, write_text
 from ccreid.engine.step import TrainStep
 from ccreid.engine.training import build_training
 from ccreid.methods import DataInfo

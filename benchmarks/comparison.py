@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from ccreid.engine.results import markdown_table
-from ccreid.engine.runtime import write_json, write_text
+from ccreid.runtime.io import write_json, write_text
 
 
 def main() -> None:

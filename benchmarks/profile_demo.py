@@ -31,7 +31,8 @@ import ccreid.cli as cli
 import ccreid.data.synthetic as synthetic
 import ccreid.engine.evaluator as evaluator
 import ccreid.engine.trainer as trainer
-from ccreid.engine.runtime import machine_info, write_json, write_text
+from ccreid.runtime.device import machine_info
+from ccreid.runtime.io import write_json, write_text
 from ccreid.engine.step import TrainStep
 from ccreid.models.cre import ClothesErasure
 from ccreid.models.reid import ReIDModel

@@ -16,7 +16,7 @@ from pathlib import Path
 from ccreid.config import load_config
 from ccreid.engine.experiments import run_presets
 from ccreid.engine.results import aggregate_seeds
-from ccreid.engine.runtime import write_json, write_text
+from ccreid.runtime.io import write_json, write_text
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ import torch
 
 from ccreid.cli import main
 from ccreid.engine import tester
+from ccreid.methods.restore import load_checkpoint_config
 from test_viz_common import make_checkpoint, write_dataset
 
 
@@ -173,7 +174,7 @@ def test_test_rerank_and_single_shot_match_stored_feature_evaluation(checkpoint,
     assert json.loads((tmp_path / "ss" / "results.json").read_text())["presets"]["ours"]["cc"]["single_shot"] == 3
     assert "single-shot x3" in (tmp_path / "ss" / "results.md").read_text().splitlines()[0]
     arrays = load_features(feats, "cc")[1]
-    cfg, _ = tester.load_checkpoint_config(weights, None, [])
+    cfg, _ = load_checkpoint_config(weights, None, [])
     split = DataManager(cfg, need_parsing=False).eval_splits("test")["cc"]
     row = {str(p): i for i, p in enumerate(arrays["g_paths"])}
     expected = []

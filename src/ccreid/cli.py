@@ -142,7 +142,7 @@ def cmd_synth(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     from ccreid.config import load_config
     from ccreid.engine.results import strip_curves, write_results
-    from ccreid.engine.runtime import machine_info, resolve_device
+    from ccreid.runtime.device import machine_info, resolve_device
     from ccreid.engine.trainer import train
 
     cfg = load_config(args.config, args.overrides)
@@ -212,7 +212,7 @@ def cmd_ablation(args: argparse.Namespace) -> None:
 
 
 def cmd_parse(args: argparse.Namespace) -> None:
-    from ccreid.engine.runtime import resolve_device
+    from ccreid.runtime.device import resolve_device
     from ccreid.parsing import dataset_items, folder_items, inspect_checkpoint, parse_with
     from ccreid.parsing.parser import resolve_parse_amp
 
@@ -317,7 +317,7 @@ def cmd_search(args: argparse.Namespace) -> None:
 
 
 def _device(args: argparse.Namespace):
-    from ccreid.engine.runtime import resolve_device
+    from ccreid.runtime.device import resolve_device
 
     return resolve_device(args.device)
 
@@ -684,7 +684,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plugins", nargs="+", default=(), metavar="PLUGIN",
                    help="plug-in files or modules replacing those the checkpoint records (moved since training)")
 
-    from ccreid.engine.runtime import AMP_MODES
+    from ccreid.runtime.amp import AMP_MODES
     from ccreid.parsing.variants import VARIANTS
 
     p = add("parse", "human-parsing maps with an SCHP checkpoint (LIP, ATR, Pascal) for CRE and BSGA", cmd_parse)
@@ -765,7 +765,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 def _check_device(args: argparse.Namespace) -> None:
     """``--device`` is checked before any work, and its errors name ``--device``."""
     if getattr(args, "device", None) is not None:
-        from ccreid.engine.runtime import resolve_device
+        from ccreid.runtime.device import resolve_device
 
         resolve_device(args.device, option="--device")
 
@@ -804,7 +804,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except OSError as err:  # a file operation outside the atomic writers: still one line
-        from ccreid.engine.runtime import WRITE_ERRORS, write_failure
+        from ccreid.runtime.io import WRITE_ERRORS, write_failure
 
         if err.errno in WRITE_ERRORS:
             return _fail(str(write_failure(err.filename or "a file", err)))

@@ -29,8 +29,9 @@ from ccreid.data.dataset import read_image
 from ccreid.data.transforms import build_test_transform
 from ccreid.engine.inference import (DEFAULT_OPSET, INSTALL_EXPORT, check_backend, embed, prepare, uses_camids,
                                      write_onnx)
-from ccreid.engine.runtime import atomic_path, resolve_device
-from ccreid.engine.tester import load_checkpoint_config, plugins_override, trained_model
+from ccreid.runtime.device import resolve_device
+from ccreid.runtime.io import atomic_path
+from ccreid.methods.restore import load_checkpoint_config, plugins_override, trained_model
 from ccreid.errors import CCReIDError
 from ccreid.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from ccreid.models import ReIDModel

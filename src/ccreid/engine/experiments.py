@@ -15,7 +15,7 @@ from ccreid.config import Config, to_yaml
 from ccreid.data.registry import DATASETS
 from ccreid.engine.outputs import run_lock
 from ccreid.engine.results import aggregate_seeds, strip_curves, write_results
-from ccreid.engine.runtime import machine_info, resolve_device
+from ccreid.runtime.device import machine_info, resolve_device
 from ccreid.engine.trainer import TrainResult, train
 from ccreid.errors import CCReIDError
 from ccreid.methods import PRESETS

@@ -33,7 +33,7 @@ from ccreid.deploy import load_model
 from ccreid.engine.evaluator import extract_features
 from ccreid.engine.features_io import PROTOCOL_KEY, save_features
 from ccreid.engine.inference import check_backend, prepare
-from ccreid.engine.runtime import resolve_device
+from ccreid.runtime.device import resolve_device
 from ccreid.errors import CCReIDError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")

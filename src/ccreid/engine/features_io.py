@@ -20,7 +20,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from ccreid.engine.runtime import atomic_path, write_json
+from ccreid.runtime.io import atomic_path, write_json
 from ccreid.errors import CCReIDError, first_line
 from ccreid.files import require_file
 from ccreid.evaluation.search import FaissIndex, TorchIndex, import_faiss

@@ -35,7 +35,7 @@ from torch import nn
 
 from ccreid.engine.onnx_cache import cached_file, export_key
 from ccreid.engine.precision import require_right_bf16
-from ccreid.engine.runtime import autocast
+from ccreid.runtime.amp import autocast
 from ccreid.errors import CCReIDError, first_line
 from ccreid.models.fuse import fold_batchnorm
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ccreid.engine.resume import latest_checkpoint
-from ccreid.engine.runtime import autocast
+from ccreid.runtime.amp import autocast
 from ccreid.errors import CCReIDError
 from ccreid.models.cre import ClothesErasure
 

@@ -35,8 +35,10 @@ from ccreid.engine.outputs import refuse_results, run_lock, training_run_in
 from ccreid.engine.parsing_maps import (ParsePlan, check_cre_labels, check_recorded_labels, parse_planned,
                                         plan_parsing)
 from ccreid.engine.runlog import RunLog, summary_writer_class
-from ccreid.engine.runtime import autocast, resolve_amp, seed_everything, write_json, write_text
-from ccreid.engine.tester import trained_model
+from ccreid.runtime.amp import autocast, resolve_amp
+from ccreid.runtime.device import seed_everything
+from ccreid.runtime.io import write_json, write_text
+from ccreid.methods.restore import trained_model
 from ccreid.engine.training import build_training, check_model
 from ccreid.errors import CCReIDError
 from ccreid.methods import DataInfo, Method, Preset, resolve_preset

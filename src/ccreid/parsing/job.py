@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from ccreid.config import DataConfig, ParsingConfig
 from ccreid.data.datasets.common import IMAGE_EXTENSIONS
-from ccreid.engine.runtime import write_text
+from ccreid.runtime.io import write_text
 from ccreid.errors import CCReIDError
 from ccreid.parsing.checkpoint import CheckpointInfo
 from ccreid.parsing.parser import HumanParser

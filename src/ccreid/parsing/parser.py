@@ -10,7 +10,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ccreid.engine.runtime import AMP_MODES, autocast, cpu_has_native_bf16, resolve_device
+from ccreid.runtime.amp import AMP_MODES, autocast
+from ccreid.runtime.device import cpu_has_native_bf16, resolve_device
 from ccreid.errors import CCReIDError
 from ccreid.parsing.checkpoint import CheckpointInfo, inspect_checkpoint, load_schp
 from ccreid.parsing.network import SCHPNetwork

@@ -13,7 +13,7 @@ from typing import Dict, List, Mapping, Sequence, Tuple
 
 from ccreid.engine.results import ordered_protocols
 from ccreid.engine.runlog import loss_terms
-from ccreid.engine.runtime import atomic_path
+from ccreid.runtime.io import atomic_path
 from ccreid.errors import CCReIDError
 
 

@@ -25,7 +25,8 @@ from ccreid import __version__
 from ccreid.deploy import load_model
 from ccreid.engine.checkpoint import WEIGHTS_NAME
 from ccreid.engine.features_io import TEST_FEATURES_NAME, load_test_features
-from ccreid.engine.runtime import resolve_device, write_text
+from ccreid.runtime.device import resolve_device
+from ccreid.runtime.io import write_text
 from ccreid.errors import CCReIDError, first_line
 from ccreid.viz import page
 from ccreid.viz.canvas import save_png, tile_size
