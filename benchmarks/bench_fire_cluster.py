@@ -29,9 +29,9 @@ from pathlib import Path
 
 import torch
 
+from ccreid.methods.fire import cluster_identities
 from ccreid.runtime.device import machine_info
 from ccreid.runtime.io import write_json, write_text
-from ccreid.methods.fire import cluster_identities
 
 OUTFITS = 3
 

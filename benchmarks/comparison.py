@@ -15,7 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ccreid.engine.results import markdown_table
+from ccreid.runs.results import markdown_table
 from ccreid.runtime.io import write_json, write_text
 
 

@@ -21,15 +21,15 @@ from torch import nn
 from ccreid.config import Config, ModelConfig
 from ccreid.data.labels import LabelSet
 from ccreid.data.records import ImageRecord, ReIDDataset
-from ccreid.engine.hooks import HookBase
-from ccreid.engine.pretrained import pretrained_backbone
-from ccreid.engine.step import TrainStep
 from ccreid.losses import ReIDObjective
 from ccreid.models import ReIDModel
 from ccreid.models.bsga import bsga_loss
 from ccreid.models.cre import ClothesErasure
 from ccreid.models.presets import Components
 from ccreid.registry import Registry
+from ccreid.training.hooks import HookBase
+from ccreid.training.pretrained import pretrained_backbone
+from ccreid.training.step import TrainStep
 
 Optimizers = Dict[str, Tuple[torch.optim.Optimizer, Optional[torch.optim.lr_scheduler.LRScheduler]]]
 
@@ -165,7 +165,7 @@ class Method:
 
     def hooks(self) -> List[HookBase]:
         """This method's own per-epoch and per-step work, called before the trainer's hooks (in list
-        order; see :mod:`ccreid.engine.hooks`). The base: :class:`EpochGates`."""
+        order; see :mod:`ccreid.training.hooks`). The base: :class:`EpochGates`."""
         return [EpochGates(self)]
 
     def set_epoch(self, epoch: int) -> None:

@@ -21,9 +21,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from ccreid.engine.step import TrainStep
 from ccreid.methods.base import Method, Optimizers, register_preset
 from ccreid.models.presets import PRESETS as PAPER_PRESETS
+from ccreid.training.step import TrainStep
 
 
 class CosineClassifier(nn.Module):

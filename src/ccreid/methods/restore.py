@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ccreid.config import Config, load_config
-from ccreid.engine.checkpoint import LoadedWeights, load_weights, restore_weights
 from ccreid.errors import CCReIDError
 from ccreid.methods.base import build_model_from_config
 from ccreid.models import ReIDModel
+from ccreid.runs.checkpoint import LoadedWeights, load_weights, restore_weights
 
 
 #: where a checkpoint's plug-in that moved is given again

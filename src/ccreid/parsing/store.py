@@ -22,11 +22,11 @@ from typing import Iterator, List, Optional, Sequence, Set, Tuple
 import numpy as np
 from PIL import Image, PngImagePlugin
 
-from ccreid.engine.outputs import run_lock
-from ccreid.runtime.io import atomic_path, write_json
 from ccreid.errors import CCReIDError
 from ccreid.parsing.checkpoint import CheckpointInfo
 from ccreid.parsing.parser import to_labels
+from ccreid.runs.outputs import run_lock
+from ccreid.runtime.io import atomic_path, write_json
 
 MANIFEST_NAME = "parse_manifest.json"
 ERRORS_NAME = "parse_errors.txt"

@@ -17,7 +17,7 @@ AMP_MODES = ("auto", "off", "bf16", "fp16")
 def resolve_amp(device: torch.device, amp: str) -> str:
     """``train.amp=auto``: bf16 on CUDA devices that support it and on CPUs with bf16
     instructions, off elsewhere; other values pass through. Training then checks the model's
-    layers on a CPU before using bf16 (:func:`ccreid.engine.precision.checked_amp`)."""
+    layers on a CPU before using bf16 (:func:`ccreid.runtime.precision.checked_amp`)."""
     if amp != "auto":
         return amp
     if device.type == "cuda":

@@ -11,10 +11,10 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch import nn
 
-from ccreid.engine.resume import latest_checkpoint
-from ccreid.runtime.amp import autocast
 from ccreid.errors import CCReIDError
 from ccreid.models.cre import ClothesErasure
+from ccreid.runs.resume import latest_checkpoint
+from ccreid.runtime.amp import autocast
 
 
 @dataclass(kw_only=True)

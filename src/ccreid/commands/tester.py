@@ -8,15 +8,15 @@ from typing import Dict, Optional, Sequence
 
 from ccreid.config import to_yaml
 from ccreid.data.manager import DataManager
-from ccreid.engine.evaluator import evaluate_splits
-from ccreid.engine.inference import check_backend, prepare
-from ccreid.engine.outputs import refuse_results, run_lock, training_run_in
-from ccreid.engine.results import strip_curves, write_results
-from ccreid.runtime.device import machine_info, resolve_device
-from ccreid.runtime.io import write_text
 from ccreid.errors import CCReIDError
+from ccreid.inference.backends import check_backend, prepare
+from ccreid.inference.evaluator import evaluate_splits
 from ccreid.methods import resolve_preset
 from ccreid.methods.restore import load_checkpoint_config, trained_model
+from ccreid.runs.outputs import refuse_results, run_lock, training_run_in
+from ccreid.runs.results import strip_curves, write_results
+from ccreid.runtime.device import machine_info, resolve_device
+from ccreid.runtime.io import write_text
 
 
 def test_checkpoint(
@@ -32,7 +32,7 @@ def test_checkpoint(
     """Evaluate ``weights`` on the configured dataset's test protocols; writes ``results.json``,
     ``results.md`` and ``config.yaml`` into ``out_dir``: never a training run's folder, and an
     earlier test there only with ``overwrite``. ``backend`` / ``precision``: how the network
-    runs (:func:`ccreid.engine.inference.prepare`)."""
+    runs (:func:`ccreid.inference.backends.prepare`)."""
     check_backend(backend, precision)
     out = Path(out_dir)
     if training_run_in(out):
