@@ -21,7 +21,8 @@ from pathlib import Path
 
 import torch
 
-from ccreid.engine.runtime import machine_info, write_json, write_text
+from ccreid.runtime.device import machine_info
+from ccreid.runtime.io import write_json, write_text
 
 
 def timed(args: list[str], cwd: Path) -> tuple[float, dict]:

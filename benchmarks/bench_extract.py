@@ -44,17 +44,18 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ccreid.commands.tester import load_checkpoint_config, trained_model
 from ccreid.config import load_config, to_yaml
 from ccreid.data.manager import DataManager
 from ccreid.data.synthetic import generate
 from ccreid.deploy import Embedder, export_onnx
-from ccreid.engine.checkpoint import save_weights
-from ccreid.engine.evaluator import evaluate_splits, extract_features
-from ccreid.engine.inference import embed, prepare
-from ccreid.engine.runtime import machine_info, write_json, write_text
-from ccreid.engine.tester import load_checkpoint_config, trained_model
-from ccreid.engine.onnx_cache import CACHE_ENV
+from ccreid.inference.backends import embed, prepare
+from ccreid.inference.evaluator import evaluate_splits, extract_features
+from ccreid.inference.onnx_cache import CACHE_ENV
 from ccreid.methods import build_model_from_config
+from ccreid.runs.checkpoint import save_weights
+from ccreid.runtime.device import machine_info
+from ccreid.runtime.io import write_json, write_text
 from equal_work import count_flops, model_config, model_settings, require_equal_flops
 
 REFERENCE = "onnxruntime session (reference)"
@@ -186,7 +187,7 @@ def main() -> None:
         name: (lambda net=net: net(batches[0])) for name, net in nets.items() if net.backend == "torch"}
     with torch.no_grad():
         for fn in torch_rows.values():
-            fn()  # a first batch: bf16's one-time layer check (engine/precision.py) is not the per-batch work
+            fn()  # a first batch: bf16's one-time layer check (runtime/precision.py) is not the per-batch work
         flops_per_batch = require_equal_flops({name: count_flops(fn) for name, fn in torch_rows.items()}, "batch")
     onnx_path = export_onnx(weights, tmp / "model.onnx")[0]
     session = onnxruntime_session(onnx_path, device, args.threads)

@@ -29,8 +29,9 @@ from pathlib import Path
 
 import torch
 
-from ccreid.engine.runtime import machine_info, write_json, write_text
 from ccreid.methods.fire import cluster_identities
+from ccreid.runtime.device import machine_info
+from ccreid.runtime.io import write_json, write_text
 
 OUTFITS = 3
 

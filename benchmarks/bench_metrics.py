@@ -51,8 +51,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ccreid.engine.runtime import machine_info, write_json, write_text
 from ccreid.evaluation import evaluate, evaluate_distmat, pairwise_distance
+from ccreid.runtime.device import machine_info
+from ccreid.runtime.io import write_json, write_text
 
 KEYS = ("rank1", "rank5", "rank10", "mAP", "queries", "queries_without_match")
 FASTREID_KEYS = ("rank1", "rank5", "rank10", "mAP", "mINP", "queries")

@@ -34,12 +34,13 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ccreid.data.synthetic import generate
-from ccreid.engine.runtime import cpu_has_native_bf16, machine_info, write_json, write_text
 from ccreid.parsing import HumanParser, folder_items, load_schp, run_parse
 from ccreid.parsing.job import default_workers
 from ccreid.parsing.parser import to_labels
 from ccreid.parsing.store import PALETTE
 from ccreid.parsing.warp import preprocess, read_bgr, warp_back
+from ccreid.runtime.device import cpu_has_native_bf16, machine_info
+from ccreid.runtime.io import write_json, write_text
 from equal_work import count_flops, require_equal_flops
 
 SCHP_DATA = Path(__file__).resolve().parents[2] / "shared" / "schp"

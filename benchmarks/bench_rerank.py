@@ -28,9 +28,10 @@ import numpy as np
 import torch
 
 from bench_metrics import make_split
-from ccreid.engine.runtime import machine_info, write_json, write_text
 from ccreid.evaluation import evaluate_distmat, pairwise_distance, rerank_features
 from ccreid.evaluation.search import import_faiss
+from ccreid.runtime.device import machine_info
+from ccreid.runtime.io import write_json, write_text
 
 KEYS = ("rank1", "mAP")
 

@@ -26,9 +26,10 @@ import numpy as np
 import torch
 
 from bench_metrics import make_split
-from ccreid.engine.runtime import machine_info, write_json, write_text
 from ccreid.evaluation import build_index
 from ccreid.evaluation.search import TorchIndex, import_faiss
+from ccreid.runtime.device import machine_info
+from ccreid.runtime.io import write_json, write_text
 
 
 def recall_at(found: np.ndarray, truth: np.ndarray) -> float:

@@ -29,9 +29,10 @@ from pathlib import Path
 import torch
 
 from bench_metrics import KEYS, distance_matrix, loop_evaluate, make_split
-from ccreid.engine.runtime import machine_info, write_json, write_text
 from ccreid.evaluation import evaluate
 from ccreid.evaluation.ranking import chunk_sizes
+from ccreid.runtime.device import machine_info
+from ccreid.runtime.io import write_json, write_text
 
 
 def current_rss_mb() -> float:

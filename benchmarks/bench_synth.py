@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 from ccreid.data.synthetic import generate
-from ccreid.engine.runtime import machine_info, write_json, write_text
+from ccreid.runtime.device import machine_info
+from ccreid.runtime.io import write_json, write_text
 
 
 def main() -> None:

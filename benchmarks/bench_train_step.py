@@ -11,7 +11,7 @@ same pre-loaded batches (from ``DataManager``'s train loader on the synthetic da
 kept in host memory as the loader hands them over; each step copies its batch to the
 device), timed in interleaved rounds whose order rotates every round:
 
-- ``ccreid``: the trainer's :class:`ccreid.engine.trainer.TrainStep` for preset ``baseline``
+- ``ccreid``: the trainer's :class:`ccreid.training.step.TrainStep` for preset ``baseline``
   (model, objective, Adam built from the config exactly as ``ccreid train`` builds them); its model
   settings are spelled out here (``--backbone``, ``--last-stride``, width 1, average pooling:
   benchmarks/equal_work.py), not taken from configs/synthetic.yaml, which only supplies the data;
@@ -51,11 +51,12 @@ from torch import nn
 
 from ccreid.config import load_config
 from ccreid.data.manager import DataManager
-from ccreid.engine.runtime import (machine_info, resolve_amp, resolve_device, seed_everything,
-                                  write_json, write_text)
-from ccreid.engine.step import TrainStep
 from ccreid.engine.training import build_training
 from ccreid.methods import DataInfo
+from ccreid.runtime.amp import resolve_amp
+from ccreid.runtime.device import machine_info, resolve_device, seed_everything
+from ccreid.runtime.io import write_json, write_text
+from ccreid.training.step import TrainStep
 from equal_work import count_flops, model_config, model_settings, require_equal_flops
 
 TARGET = 0.95

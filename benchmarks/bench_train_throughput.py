@@ -3,7 +3,7 @@
     python benchmarks/bench_train_throughput.py [--config synthetic] [--steps 4] [--repeats 5] [--threads 1]
                                                 [--presets baseline,ours] [--shared] [key=value ...]
 
-Each preset gets its own model / CRE / objective / Adam / :class:`ccreid.engine.trainer.TrainStep`
+Each preset gets its own model / CRE / objective / Adam / :class:`ccreid.training.step.TrainStep`
 (the step ``ccreid train`` runs), built from the config exactly as the trainer builds
 them. All presets train on the same pre-loaded batches (data loading excluded, so every
 preset sees identical inputs; parsing maps are loaded for all of them). Timing: after a
@@ -32,11 +32,12 @@ import torch
 
 from ccreid.config import load_config
 from ccreid.data.manager import DataManager
-from ccreid.engine.runtime import (machine_info, resolve_amp, resolve_device, seed_everything,
-                                  write_json, write_text)
-from ccreid.engine.step import TrainStep
 from ccreid.engine.training import build_training
 from ccreid.methods import DataInfo
+from ccreid.runtime.amp import resolve_amp
+from ccreid.runtime.device import machine_info, resolve_device, seed_everything
+from ccreid.runtime.io import write_json, write_text
+from ccreid.training.step import TrainStep
 from equal_work import count_flops, model_settings
 
 PRESETS = ("baseline", "baseline+bsga", "baseline+cre", "baseline+bctri", "ours-wo-bsga", "ours")

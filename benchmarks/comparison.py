@@ -16,8 +16,8 @@ import argparse
 import json
 from pathlib import Path
 
-from ccreid.engine.results import markdown_table
-from ccreid.engine.runtime import write_json, write_text
+from ccreid.runs.results import markdown_table
+from ccreid.runtime.io import write_json, write_text
 
 
 def main() -> None:

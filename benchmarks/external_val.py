@@ -27,11 +27,11 @@ import os
 from pathlib import Path
 from typing import List
 
+from ccreid.commands.tester import test_checkpoint
 from ccreid.config import load_config
 from ccreid.data.synthetic import generate, read_manifest, split_identities
-from ccreid.engine.results import aggregate_seeds, markdown_table
-from ccreid.engine.runtime import atomic_path, write_json, write_text
-from ccreid.engine.tester import test_checkpoint
+from ccreid.runs.results import aggregate_seeds, markdown_table
+from ccreid.runtime.io import atomic_path, write_json, write_text
 
 
 def holdout_overrides(extra: int) -> List[str]:

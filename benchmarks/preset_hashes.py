@@ -27,7 +27,7 @@ from tiny_run import TINY  # noqa: E402
 import torch  # noqa: E402
 
 from ccreid.cli import main  # noqa: E402
-from ccreid.engine.checkpoint import load_weights  # noqa: E402
+from ccreid.runs.checkpoint import load_weights
 
 PRESETS = ("baseline", "baseline+bsga", "baseline+cre", "baseline+bctri", "ours-wo-bsga", "ours", "cal", "ours+cal",
            "pcb", "ps", "vit")

@@ -29,12 +29,13 @@ import torch.utils.data.dataloader as dataloader
 
 import ccreid.cli as cli
 import ccreid.data.synthetic as synthetic
-import ccreid.engine.evaluator as evaluator
+import ccreid.inference.evaluator as evaluator
 import ccreid.engine.trainer as trainer
-from ccreid.engine.runtime import machine_info, write_json, write_text
-from ccreid.engine.step import TrainStep
 from ccreid.models.cre import ClothesErasure
 from ccreid.models.reid import ReIDModel
+from ccreid.runtime.device import machine_info
+from ccreid.runtime.io import write_json, write_text
+from ccreid.training.step import TrainStep
 
 #: (label, owner, attribute, phase it must run in or None, phase it opens), in table order
 PARTS: List[Tuple[str, Any, str, Optional[str], Optional[str]]] = [

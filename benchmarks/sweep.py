@@ -13,10 +13,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ccreid.commands.experiments import run_presets
 from ccreid.config import load_config
-from ccreid.engine.experiments import run_presets
-from ccreid.engine.results import aggregate_seeds
-from ccreid.engine.runtime import write_json, write_text
+from ccreid.runs.results import aggregate_seeds
+from ccreid.runtime.io import write_json, write_text
 
 
 def main() -> None:

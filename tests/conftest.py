@@ -15,7 +15,7 @@ SCHP_DATA = Path(os.environ.get("CCREID_SCHP_DATA", Path(__file__).resolve().par
 @pytest.fixture(scope="session", autouse=True)
 def user_cache(tmp_path_factory):
     """The user's cache (ONNX models of ``--backend auto``) in a temporary folder, never ~/.cache/ccreid."""
-    from ccreid.engine.onnx_cache import CACHE_ENV
+    from ccreid.inference.onnx_cache import CACHE_ENV
 
     with pytest.MonkeyPatch.context() as patch:
         folder = tmp_path_factory.mktemp("user-cache")

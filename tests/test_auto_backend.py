@@ -12,10 +12,10 @@ import torch
 import ccreid
 from ccreid.cli import build_parser, main
 from ccreid.deploy import Embedder, load_model
-from ccreid.engine import inference
-from ccreid.engine.inference import resolve_backend
-from ccreid.engine.onnx_cache import CACHE_ENV, cache_dir, export_key
 from ccreid.errors import CCReIDError
+from ccreid.inference import backends as inference
+from ccreid.inference.backends import resolve_backend
+from ccreid.inference.onnx_cache import CACHE_ENV, cache_dir, export_key
 from test_viz_common import HEIGHT, WIDTH, make_checkpoint, write_dataset
 
 needs_onnxruntime = pytest.mark.skipif(inference.missing_onnxruntime() is not None,

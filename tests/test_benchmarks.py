@@ -54,7 +54,7 @@ def test_a_ratio_of_unequal_work_is_refused(capsys):
 
 def test_extract_benchmark_times_the_default_engine_and_judges_it_against_the_bare_session(tmp_path, monkeypatch):
     import bench_extract
-    from ccreid.engine.inference import missing_onnxruntime
+    from ccreid.inference.backends import missing_onnxruntime
     from test_viz_common import make_checkpoint, write_dataset
 
     weights = make_checkpoint(tmp_path / "w.safetensors", write_dataset(tmp_path / "data"), "baseline", seed=3)

@@ -9,10 +9,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from ccreid.engine.checkpoint import STATE_NAME, WEIGHTS_NAME, load_state, load_weights, restore_weights
-from ccreid.engine.resume import load_checkpoint, save_checkpoint
 from ccreid.errors import CCReIDError
 from ccreid.models import build_model
+from ccreid.runs.checkpoint import STATE_NAME, WEIGHTS_NAME, load_state, load_weights, restore_weights
+from ccreid.runs.resume import load_checkpoint, save_checkpoint
 
 
 class Evil:

@@ -111,15 +111,15 @@ def test_device_errors_name_the_option(argv, capsys):
 
 
 @pytest.mark.parametrize("argv, target, error, needle", [
-    (["eval", "--features", "f.npz"], "ccreid.engine.feature_eval.evaluate_feature_file",
+    (["eval", "--features", "f.npz"], "ccreid.commands.feature_eval.evaluate_feature_file",
      MemoryError("Unable to allocate 134. GiB"), "lower --chunk"),
     (["extract", "--weights", "w", "--protocol", "cc", "--out", "o.npz", "--batch-size", "4096"],
-     "ccreid.engine.extraction.extract_to_file", torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9 GiB"),
+     "ccreid.commands.extraction.extract_to_file", torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9 GiB"),
      "lower --batch-size"),
     (["train", "-c", "synthetic", "--out", "o", "data.ids_per_batch=512"], "ccreid.engine.trainer.train",
      RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 99999999 bytes"),
      "data.ids_per_batch x data.images_per_id"),
-    (["test", "--weights", "w", "--out", "o", "test.batch_size=100000"], "ccreid.engine.tester.test_checkpoint",
+    (["test", "--weights", "w", "--out", "o", "test.batch_size=100000"], "ccreid.commands.tester.test_checkpoint",
      torch.OutOfMemoryError("CUDA out of memory."), "lower test.batch_size"),
     (["parse", "--weights", "w", "--images", "i", "--out", "o", "--batch", "1024", "--device", "cpu"],
      "ccreid.parsing.folder_items", RuntimeError("CUDA error: out of memory"), "lower --batch"),
@@ -139,7 +139,7 @@ def test_other_runtime_errors_stay_bugs(monkeypatch):
     def bug(*args, **kwargs):
         raise RuntimeError("shape mismatch")
 
-    monkeypatch.setattr("ccreid.engine.feature_eval.evaluate_feature_file", bug)
+    monkeypatch.setattr("ccreid.commands.feature_eval.evaluate_feature_file", bug)
     with pytest.raises(RuntimeError, match="shape mismatch"):
         main(["eval", "--features", "f.npz"])
 
@@ -194,7 +194,7 @@ def test_ctrl_c_elsewhere_is_a_short_line(monkeypatch, capsys):
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("ccreid.engine.feature_eval.evaluate_feature_file", interrupt)
+    monkeypatch.setattr("ccreid.commands.feature_eval.evaluate_feature_file", interrupt)
     assert main(["eval", "--features", "f.npz"]) == 130
     assert capsys.readouterr().err.strip() == "interrupted"
 

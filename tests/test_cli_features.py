@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from ccreid.cli import main
-from ccreid.engine import tester
+from ccreid.commands import tester
+from ccreid.methods.restore import load_checkpoint_config
 from test_viz_common import make_checkpoint, write_dataset
 
 
@@ -154,9 +155,9 @@ def test_test_feature_key_selects_the_feature(checkpoint, tmp_path):
 
 def test_test_rerank_and_single_shot_match_stored_feature_evaluation(checkpoint, tmp_path, capsys):
     from ccreid.data.datasets import single_shot_galleries
-    from ccreid.engine.features_io import load_features
-    from ccreid.evaluation import evaluate
     from ccreid.data.manager import DataManager
+    from ccreid.evaluation import evaluate
+    from ccreid.runs.features_io import load_features
 
     root, _, weights = checkpoint
     feats = tmp_path / "cc.npz"
@@ -173,7 +174,7 @@ def test_test_rerank_and_single_shot_match_stored_feature_evaluation(checkpoint,
     assert json.loads((tmp_path / "ss" / "results.json").read_text())["presets"]["ours"]["cc"]["single_shot"] == 3
     assert "single-shot x3" in (tmp_path / "ss" / "results.md").read_text().splitlines()[0]
     arrays = load_features(feats, "cc")[1]
-    cfg, _ = tester.load_checkpoint_config(weights, None, [])
+    cfg, _ = load_checkpoint_config(weights, None, [])
     split = DataManager(cfg, need_parsing=False).eval_splits("test")["cc"]
     row = {str(p): i for i, p in enumerate(arrays["g_paths"])}
     expected = []
@@ -249,8 +250,8 @@ def test_test_and_train_evaluation_without_valid_queries_names_the_protocol():
 
     from ccreid.config import TestConfig as EvalOptions
     from ccreid.data.records import EvalSplit, ImageRecord
-    from ccreid.engine.evaluator import evaluate_splits
     from ccreid.errors import CCReIDError
+    from ccreid.inference.evaluator import evaluate_splits
 
     query = [ImageRecord(f"q{i}.png", i, 0, 0) for i in range(2)]
     gallery = [ImageRecord(f"g{i}.png", i % 2, 1, 0) for i in range(4)]  # all in the queries' clothes

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from ccreid.data.labels import LIP
-from ccreid.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ccreid.errors import CCReIDError
+from ccreid.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from ccreid.models.cre import FILLS, ClothesErasure
 
 CLOTHES = sorted(LIP.clothes)

@@ -12,14 +12,14 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
+from ccreid.commands import tester
 from ccreid.config import Config, ModelConfig
-from ccreid.engine.checkpoint import load_weights
-from ccreid.engine.distributed import setup
-from ccreid.engine import tester
-from ccreid.engine.step import TrainStep
 from ccreid.errors import CCReIDError
 from ccreid.losses import ReIDObjective
 from ccreid.methods import PRESETS, build_model_from_config
+from ccreid.runs.checkpoint import load_weights
+from ccreid.runtime.distributed import setup
+from ccreid.training.step import TrainStep
 
 pytestmark = pytest.mark.skipif(
     not (dist.is_available() and dist.is_gloo_available()),

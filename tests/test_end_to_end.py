@@ -89,10 +89,10 @@ def test_nan_loss_stops_naming_iteration_and_terms(tmp_path, capsys):
 def test_nan_after_an_epoch_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     from ccreid.config import load_config
     from ccreid.data.manager import DataManager
-    from ccreid.engine import step
     from ccreid.engine.trainer import train
-    from ccreid.engine.resume import load_checkpoint
     from ccreid.errors import CCReIDError
+    from ccreid.runs.resume import load_checkpoint
+    from ccreid.training import step
 
     cfg = load_config("synthetic", [f"data.root={tmp_path / 'synthetic'}", *TINY, "train.epochs=3"])
     per_epoch = len(DataManager(cfg, need_parsing=False).train_loader)

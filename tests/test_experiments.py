@@ -5,8 +5,8 @@ import json
 import pytest
 from safetensors.torch import load_file
 
+from ccreid.commands.experiments import run_presets
 from ccreid.config import load_config
-from ccreid.engine.experiments import run_presets
 from ccreid.errors import CCReIDError
 from tiny_run import TINY
 

@@ -5,10 +5,10 @@ import sys
 import numpy as np
 import pytest
 
-from ccreid.engine.features_io import load_features, load_index, save_features, save_index
 from ccreid.errors import CCReIDError
 from ccreid.evaluation import build_index
 from ccreid.evaluation.search import TorchIndex, import_faiss
+from ccreid.runs.features_io import load_features, load_index, save_features, save_index
 
 
 def arrays(nq=3, ng=5, dim=4):

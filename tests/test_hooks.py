@@ -12,11 +12,11 @@ import torch.distributed as dist
 
 from ccreid.cli import main
 from ccreid.config import load_config
-from ccreid.engine.checkpoint import load_weights
-from ccreid.engine.hooks import HookBase
-from ccreid.engine.resume import latest_checkpoint
 from ccreid.engine.trainer import train
 from ccreid.methods import Method
+from ccreid.runs.checkpoint import load_weights
+from ccreid.runs.resume import latest_checkpoint
+from ccreid.training.hooks import HookBase
 from test_distributed import _torchrun
 from test_resume import assert_same_run, kill_once, train_args
 from tiny_run import TINY

@@ -13,10 +13,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ccreid.cli import main
+from ccreid.commands import extraction
 from ccreid.deploy import Embedder
-from ccreid.engine import extraction
-from ccreid.engine.inference import check_backend, embed, prepare
 from ccreid.errors import CCReIDError
+from ccreid.inference.backends import check_backend, embed, prepare
 from ccreid.methods import PRESETS, build_model_from_config
 from ccreid.models.fuse import conv_bn_pairs, fold_batchnorm
 from test_viz_common import HEIGHT, WIDTH, make_checkpoint, tiny_config, write_dataset

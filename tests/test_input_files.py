@@ -13,13 +13,13 @@ from safetensors.torch import save_file
 from ccreid.cli import main
 from ccreid.config import resolve_config_path
 from ccreid.data.labels import get_label_set
-from ccreid.engine.checkpoint import load_weights
-from ccreid.engine.features_io import load_features, load_index
-from ccreid.engine.pretrained import read_weight_file
 from ccreid.errors import CCReIDError, first_line
 from ccreid.files import EMPTY, PICKLE, SAFETENSORS, TORCH_ZIP, UNKNOWN, weights_format
 from ccreid.parsing.checkpoint import read_state_dict
 from ccreid.plugins import import_plugins
+from ccreid.runs.checkpoint import load_weights
+from ccreid.runs.features_io import load_features, load_index
+from ccreid.training.pretrained import read_weight_file
 
 TENSORS = {"conv1.weight": torch.arange(6.0).reshape(2, 3)}
 
@@ -147,7 +147,7 @@ def test_images_a_folder_or_unreadable_say_so(tmp_path, monkeypatch) -> None:
 def test_vit_weights_named_as_the_other_format_say_rename(tmp_path) -> None:
     from torch import nn
 
-    from ccreid.engine.pretrained import load_vit_pretrained
+    from ccreid.training.pretrained import load_vit_pretrained
 
     pytest.importorskip("timm")
     renamed, zipped = tmp_path / "vit.pth", tmp_path / "vit.safetensors"

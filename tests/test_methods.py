@@ -14,11 +14,11 @@ import torch
 import ccreid
 
 from ccreid.cli import main
-from ccreid.engine.checkpoint import load_weights
-from ccreid.engine.step import TrainBatch
+from ccreid.training.step import TrainBatch
 from ccreid.errors import CCReIDError
 from ccreid.methods import PRESETS, Method
 from ccreid.methods.cal import CosineClassifier, clothes_adversarial_loss
+from ccreid.runs.checkpoint import load_weights
 from tiny_run import TINY
 
 
@@ -109,7 +109,7 @@ def test_unknown_preset_names_the_registered_ones(tmp_path, capsys):
 
 TOY = '''
 """A method defined outside ccreid: the baseline plus a feature-norm penalty."""
-from ccreid.engine.step import TrainStep
+from ccreid.training.step import TrainStep
 from ccreid.methods import Method, register_preset
 from ccreid.models.presets import PRESETS
 

@@ -11,8 +11,8 @@ import time
 import pytest
 
 from ccreid.cli import main
-from ccreid.engine.outputs import LOCK_NAME, run_lock
 from ccreid.errors import CCReIDError
+from ccreid.runs.outputs import LOCK_NAME, run_lock
 from test_viz_common import make_train_run, write_dataset
 
 QUIET = ["--quiet", "--no-report"]

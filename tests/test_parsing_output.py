@@ -19,11 +19,11 @@ from PIL import Image
 
 from ccreid.cli import main
 from ccreid.config import DataConfig, ParsingConfig
-from ccreid.engine.outputs import LOCK_NAME
 from ccreid.engine.parsing_maps import check_recorded_labels
 from ccreid.errors import CCReIDError
 from ccreid.parsing import HumanParser, job
 from ccreid.parsing.store import ERRORS_NAME, MANIFEST_NAME, MARKER
+from ccreid.runs.outputs import LOCK_NAME
 
 
 def _images(schp_data: Path, folder: Path, names=("a.png", "b.png")) -> Path:

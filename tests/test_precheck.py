@@ -30,7 +30,7 @@ def offline(tmp_path, monkeypatch):
         raise URLError("no network")
 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
-    monkeypatch.setattr("ccreid.engine.pretrained.load_state_dict_from_url", no_network)
+    monkeypatch.setattr("ccreid.training.pretrained.load_state_dict_from_url", no_network)
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from ccreid.engine.precision import bf16_wrong_layers, checked_amp
 from ccreid.errors import CCReIDError
+from ccreid.runtime.precision import bf16_wrong_layers, checked_amp
 
 
 class WrongInBf16(nn.Conv2d):
@@ -65,8 +65,8 @@ def test_the_verdict_on_this_machine_matches_float64() -> None:
 
 
 def test_bf16_extraction_is_refused_where_a_layer_is_wrong() -> None:
-    from ccreid.engine.inference import TorchNet
-    from ccreid.engine.precision import require_right_bf16
+    from ccreid.inference.backends import TorchNet
+    from ccreid.runtime.precision import require_right_bf16
 
     example = torch.zeros(2, 3, 16, 8)
     with pytest.raises(CCReIDError, match="option --precision bf16: the features would be wrong.*--precision fp32"):

@@ -11,10 +11,10 @@ import torchvision
 from safetensors.torch import save_file
 
 from ccreid.config import load_config
-from ccreid.engine import pretrained as pretrained_module
-from ccreid.engine.pretrained import load_pretrained
 from ccreid.errors import CCReIDError
 from ccreid.models import BACKBONES, build_model, summarize
+from ccreid.training import pretrained as pretrained_module
+from ccreid.training.pretrained import load_pretrained
 
 TINY = dict(backbone="resnet18", width_mult=0.25)
 
@@ -157,7 +157,7 @@ def test_training_logs_the_pretrained_report(tmp_path, capsys):
 
 
 def test_models_read_no_files_and_download_nothing() -> None:
-    """The layer rule of docs/ARCHITECTURE.md: weight files and downloads live in engine/pretrained.py."""
+    """The layer rule of docs/ARCHITECTURE.md: weight files and downloads live in training/pretrained.py."""
     from pathlib import Path
 
     import ccreid.models

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ccreid.engine import tester
+from ccreid.commands import tester
 from ccreid.errors import CCReIDError
 from ccreid.viz import write_report
 from test_viz_common import make_checkpoint, make_demo_run, make_train_run, write_dataset
@@ -100,7 +100,7 @@ def test_report_reuses_the_final_test_features_unless_stale(tmp_path, monkeypatc
     import os
 
     from ccreid.cli import main
-    from ccreid.engine.features_io import TEST_FEATURES_NAME, load_test_features
+    from ccreid.runs.features_io import TEST_FEATURES_NAME, load_test_features
     from ccreid.viz import ranks
     from tiny_run import TINY
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from ccreid.engine import tester
+from ccreid.commands import tester
 from ccreid.viz import write_report
 from headless_chromium import blank_reason, image_status, screenshot
 from test_viz_common import make_demo_run, write_dataset

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from ccreid.cli import main
-from ccreid.engine.checkpoint import load_weights
-from ccreid.engine.resume import latest_checkpoint
+from ccreid.runs.checkpoint import load_weights
+from ccreid.runs.resume import latest_checkpoint
 from tiny_run import TINY as BASE
 
 TINY = [*BASE, "data.synthetic.ids=16", "model.preset=ours", "train.epochs=4", "train.milestones=[3]",

@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from ccreid.engine.runtime import atomic_path, write_text
+from ccreid.runtime.io import atomic_path, write_text
 
 
 def test_atomic_write_has_umask_permissions(tmp_path):
@@ -31,19 +31,19 @@ def test_failed_write_keeps_the_old_file_and_no_temp(tmp_path):
 def test_amp_auto_on_cpu_follows_bf16_instructions_and_explicit_modes_pass_through(monkeypatch, native, expected):
     import torch
 
-    from ccreid.engine import runtime
+    from ccreid.runtime import amp
 
-    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr(amp, "cpu_has_native_bf16", lambda: native)
     cpu = torch.device("cpu")
-    assert runtime.resolve_amp(cpu, "auto") == expected
-    assert [runtime.resolve_amp(cpu, m) for m in ("off", "bf16", "fp16")] == ["off", "bf16", "fp16"]
-    assert runtime.use_channels_last(cpu, None) is True  # NHWC on CPU, fp32 and bf16 alike
-    assert runtime.use_channels_last(torch.device("meta"), None) is False  # e.g. mps: NCHW
-    assert runtime.use_channels_last(cpu, False) is False
+    assert amp.resolve_amp(cpu, "auto") == expected
+    assert [amp.resolve_amp(cpu, m) for m in ("off", "bf16", "fp16")] == ["off", "bf16", "fp16"]
+    assert amp.use_channels_last(cpu, None) is True  # NHWC on CPU, fp32 and bf16 alike
+    assert amp.use_channels_last(torch.device("meta"), None) is False  # e.g. mps: NCHW
+    assert amp.use_channels_last(cpu, False) is False
 
 
 def test_bf16_instructions_are_read_from_cpuinfo_flags():
-    from ccreid.engine.runtime import cpuinfo_has_bf16
+    from ccreid.runtime.device import cpuinfo_has_bf16
 
     assert cpuinfo_has_bf16("processor\t: 0\nflags\t\t: fpu sse avx512f avx512_bf16 avx512_vnni\n")
     assert cpuinfo_has_bf16("flags : fpu amx_bf16 amx_tile\n")

@@ -9,12 +9,12 @@ import torch
 from safetensors.torch import save_file
 
 from ccreid.config import Config, ModelConfig
-from ccreid.engine.pretrained import load_pretrained
 from ccreid.errors import CCReIDError
 from ccreid.losses import ReIDObjective
 from ccreid.methods import build_model_from_config
-from ccreid.models.bsga import bsga_loss
 from ccreid.models import build_backbone
+from ccreid.models.bsga import bsga_loss
+from ccreid.training.pretrained import load_pretrained
 
 timm = pytest.importorskip("timm")
 

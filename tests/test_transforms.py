@@ -1,7 +1,8 @@
 import torch
 import torch.nn.functional as F
 
-from ccreid.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_test_transform, build_train_transform
+from ccreid.data.transforms import build_test_transform, build_train_transform
+from ccreid.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 H, W = 32, 16
 MEAN = torch.tensor(IMAGENET_MEAN)[:, None, None]

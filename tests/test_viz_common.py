@@ -9,11 +9,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ccreid.commands import tester
 from ccreid.config import load_config, to_yaml
-from ccreid.engine.checkpoint import WEIGHTS_NAME, save_weights
-from ccreid.engine.results import write_results
-from ccreid.engine import tester
 from ccreid.methods import build_model_from_config
+from ccreid.runs.checkpoint import WEIGHTS_NAME, save_weights
+from ccreid.runs.results import write_results
 
 HEIGHT, WIDTH = 64, 32
 TRAIN_IDS, TEST_IDS = (0, 1, 2), (3, 4, 5, 6)

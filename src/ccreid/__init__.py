@@ -1,14 +1,6 @@
 __version__ = "0.1.0"
 
 
-def _setup_config() -> None:
-    """Called by :mod:`ccreid.config` before it first builds, loads or checks a config: the
-    built-in methods register their config sections (``model.cre``, ``loss.cal``, ...) and the
-    checks that need registries (presets, backbones). Here, not in ``ccreid.config``, so that
-    the config imports no method, and lazily, so that ``import ccreid`` stays light."""
-    import ccreid.methods  # noqa: F401
-
-
 def load(weights, device: str = "auto", flip=None, batch_size=None, backend: str = "auto", precision: str = "fp32",
          plugins=()):
     """A trained checkpoint as an :class:`ccreid.deploy.Embedder`: ``ccreid.load(w).embed(images)``;

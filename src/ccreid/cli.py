@@ -83,7 +83,7 @@ def _parse_size(text: str) -> tuple[int, int]:
 def print_results(presets: Dict[str, Dict[str, dict]], title: str) -> None:
     """A rich table, one row per preset and protocol, columns top-1, top-5, mAP, mINP: narrow
     whatever the number of protocols (VC-Clothes has five), so it fits 120 columns."""
-    from ccreid.engine.results import ordered_protocols, results_title
+    from ccreid.runs.results import ordered_protocols, results_title
 
     protocols = ordered_protocols(sorted({p for res in presets.values() for p in res}))
     table = Table(title=results_title(title, presets))
@@ -120,7 +120,7 @@ def _write_report(args: argparse.Namespace, run_dir: str) -> None:
 
 
 def _log_line(record: dict) -> None:
-    from ccreid.engine.runlog import loss_terms
+    from ccreid.runs.runlog import loss_terms
 
     terms = " ".join(f"{k}={record[k]:.3f}" for k in loss_terms(record))
     err_console.print(f"[dim]epoch {record['epoch']} iter {record['iter']} lr={record['lr']:.2e} "
@@ -139,9 +139,9 @@ def cmd_synth(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from ccreid.config import load_config
-    from ccreid.engine.results import strip_curves, write_results
-    from ccreid.engine.runtime import machine_info, resolve_device
     from ccreid.engine.trainer import train
+    from ccreid.runs.results import strip_curves, write_results
+    from ccreid.runtime.device import machine_info, resolve_device
 
     cfg = load_config(args.config, args.overrides)
     out = Path(args.out)
@@ -165,7 +165,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_test(args: argparse.Namespace) -> None:
-    from ccreid.engine.tester import test_checkpoint
+    from ccreid.commands.tester import test_checkpoint
 
     overrides = args.overrides + (["test.rerank=true"] if args.rerank else [])
     presets = test_checkpoint(args.weights, args.out, args.config, overrides, progress=_progress(args),
@@ -177,8 +177,8 @@ def cmd_test(args: argparse.Namespace) -> None:
 
 def _run_experiment(args: argparse.Namespace, presets: Sequence[str], seeds: Sequence[int],
                     overrides: List[str], title: str, jobs: int = 1) -> None:
+    from ccreid.commands.experiments import run_presets
     from ccreid.config import load_config
-    from ccreid.engine.experiments import run_presets
 
     cfg = load_config(args.config, overrides)
     on_run: Callable[[str, int], None] = lambda p, s: err_console.print(f"[bold]training {p} (seed {s})[/bold]")
@@ -191,7 +191,7 @@ def _run_experiment(args: argparse.Namespace, presets: Sequence[str], seeds: Seq
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from ccreid.engine.outputs import refuse_results
+    from ccreid.runs.outputs import refuse_results
 
     refuse_results(args.out, args.overwrite)
     overrides = (QUICK_OVERRIDES if args.quick else []) + args.overrides
@@ -202,7 +202,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_ablation(args: argparse.Namespace) -> None:
-    from ccreid.engine.outputs import refuse_results
+    from ccreid.runs.outputs import refuse_results
 
     refuse_results(args.out, args.overwrite)
     seeds = list(range(args.seeds))
@@ -214,9 +214,9 @@ def cmd_ablation(args: argparse.Namespace) -> None:
 
 
 def cmd_parse(args: argparse.Namespace) -> None:
-    from ccreid.engine.runtime import resolve_device
     from ccreid.parsing import dataset_items, folder_items, inspect_checkpoint, parse_with
     from ccreid.parsing.parser import resolve_parse_amp
+    from ccreid.runtime.device import resolve_device
 
     if (args.dataset is None) != (args.root is None):
         raise CCReIDError("options --dataset and --root go together: --dataset NAME --root DATASET_FOLDER")
@@ -255,7 +255,7 @@ def print_metrics(metrics: dict, title: str) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     import json
 
-    from ccreid.engine.feature_eval import evaluate_feature_file
+    from ccreid.commands.feature_eval import evaluate_feature_file
 
     if args.rerank_impl != "auto" and not args.rerank:
         raise CCReIDError(f"option --rerank-impl {args.rerank_impl} needs --rerank")
@@ -281,9 +281,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_extract(args: argparse.Namespace) -> None:
-    from ccreid.engine.extraction import extract_to_file
+    from ccreid.commands.extraction import extract_to_file
 
-    from ccreid.engine.outputs import refuse_file
+    from ccreid.runs.outputs import refuse_file
 
     refuse_file(args.out, args.overwrite, "a features file")
     counts = extract_to_file(args.weights, args.out, args.images, args.protocol, args.overrides,
@@ -294,9 +294,9 @@ def cmd_extract(args: argparse.Namespace) -> None:
 
 
 def cmd_index(args: argparse.Namespace) -> None:
-    from ccreid.engine.retrieval import index_features
+    from ccreid.commands.retrieval import index_features
 
-    from ccreid.engine.outputs import refuse_file
+    from ccreid.runs.outputs import refuse_file
 
     for path in (args.out, f"{args.out}.json"):
         refuse_file(path, args.overwrite, "a search index")
@@ -309,7 +309,7 @@ def cmd_index(args: argparse.Namespace) -> None:
 def cmd_search(args: argparse.Namespace) -> None:
     import json
 
-    from ccreid.engine.retrieval import query_features, search_index
+    from ccreid.commands.retrieval import query_features, search_index
 
     queries, names = query_features(args.features, args.images, args.weights, args.device)
     found = search_index(args.index, queries, names, args.k)
@@ -319,7 +319,7 @@ def cmd_search(args: argparse.Namespace) -> None:
 
 
 def _device(args: argparse.Namespace):
-    from ccreid.engine.runtime import resolve_device
+    from ccreid.runtime.device import resolve_device
 
     return resolve_device(args.device)
 
@@ -331,7 +331,7 @@ def _print_written(paths: Sequence[Path]) -> None:
 
 def _refuse_pictures(args: argparse.Namespace, pattern: str) -> None:
     """An earlier picture of this command in ``--out`` is kept unless ``--overwrite``."""
-    from ccreid.engine.outputs import refuse_file
+    from ccreid.runs.outputs import refuse_file
 
     for path in sorted(Path(args.out).glob(pattern)):
         refuse_file(path, args.overwrite, "a picture")
@@ -383,7 +383,7 @@ def cmd_viz_curves(args: argparse.Namespace) -> None:
 def cmd_export_onnx(args: argparse.Namespace) -> None:
     from ccreid.deploy import export_onnx
 
-    from ccreid.engine.outputs import refuse_file
+    from ccreid.runs.outputs import refuse_file
 
     refuse_file(args.out, args.overwrite, "an ONNX model")
     _print_written(export_onnx(args.weights, args.out, args.opset, normalize=not args.no_normalize,
@@ -500,7 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ccreid.evaluation.distance import METRICS as DISTANCES
     from ccreid.choices import AP_MODES
     from ccreid.evaluation.rerank import DENSE_LIMIT as RERANK_DENSE_LIMIT, IMPLS as RERANK_IMPLS
-    from ccreid.engine.inference import BACKENDS, PRECISIONS
+    from ccreid.inference.backends import BACKENDS, PRECISIONS
 
     parser = argparse.ArgumentParser(prog="ccreid", description="Clothes-changing person re-identification toolkit.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -767,7 +767,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 def _check_device(args: argparse.Namespace) -> None:
     """``--device`` is checked before any work, and its errors name ``--device``."""
     if getattr(args, "device", None) is not None:
-        from ccreid.engine.runtime import resolve_device
+        from ccreid.runtime.device import resolve_device
 
         resolve_device(args.device, option="--device")
 
@@ -776,7 +776,7 @@ def interrupted(args: Optional[argparse.Namespace], argv: Sequence[str]) -> str:
     """What Ctrl-C leaves: a training run says how to continue it."""
     if args is None or args.func is not cmd_train:
         return "interrupted"
-    from ccreid.engine.resume import latest_checkpoint
+    from ccreid.runs.resume import latest_checkpoint
 
     again = [token for token in argv if token not in ("--overwrite", "--resume")]
     if latest_checkpoint(Path(args.out)) is None:
@@ -806,7 +806,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except OSError as err:  # a file operation outside the atomic writers: still one line
-        from ccreid.engine.runtime import WRITE_ERRORS, write_failure
+        from ccreid.runtime.io import WRITE_ERRORS, write_failure
 
         if err.errno in WRITE_ERRORS:
             return _fail(str(write_failure(err.filename or "a file", err)))

@@ -9,14 +9,15 @@ The core sections are below; a method's own options are a section its file regis
 (``register_section("loss.cal", CALConfig)``), a plug-in's too. Value checks live with the
 fields (:func:`setting`: choices, bounds), read by :func:`validate` over every section;
 checks that need other registries are registered from outside (:func:`register_check`).
-This module imports no other part of ccreid but its leaves (``errors``, ``choices``) and
-the package root, whose ``_setup_config`` imports the built-in methods before a config is
-first loaded.
+This module imports no other part of ccreid but its leaves (``errors``, ``choices``); the
+built-in methods register themselves as plug-ins do: :data:`BUILTIN_PLUGINS` are imported by
+name before a config is first built, loaded or checked.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
 import typing
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass, make_dataclass
 from pathlib import Path
@@ -25,7 +26,6 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-import ccreid
 from ccreid.choices import AMP_MODES, AP_MODES, FEATURES, MISSING_MODES, POOLINGS, SELECT_ON
 from ccreid.errors import CCReIDError, first_line
 
@@ -184,6 +184,10 @@ SECTIONS: Dict[str, type] = {}
 CHECKS: List[Callable[[Any], None]] = []
 _schemas: Dict[str, type] = {}  # place -> its class with the registered sections (cleared on registration)
 _setup_state = {"done": False}
+#: modules imported by name before the first config (as the plug-ins of the config key ``plugins``): the
+#: built-in methods register their sections (``model.cre``, ``loss.cal``, ...) and the checks that need
+#: registries (presets, backbones); imported lazily, so that ``import ccreid`` stays light
+BUILTIN_PLUGINS = ("ccreid.methods",)
 
 
 def _expected(hint: Any) -> Any:
@@ -220,7 +224,8 @@ def _setup() -> None:
     if not _setup_state["done"]:
         _setup_state["done"] = True  # first: the methods' import may build configs
         try:
-            ccreid._setup_config()
+            for name in BUILTIN_PLUGINS:
+                importlib.import_module(name)
         except BaseException:
             _setup_state["done"] = False
             raise

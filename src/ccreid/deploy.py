@@ -26,13 +26,15 @@ from torchvision.transforms.v2.functional import pil_to_tensor
 
 from ccreid.config import Config
 from ccreid.data.dataset import read_image
-from ccreid.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_test_transform
-from ccreid.engine.inference import (DEFAULT_OPSET, INSTALL_EXPORT, check_backend, embed, prepare, uses_camids,
-                                     write_onnx)
-from ccreid.engine.runtime import atomic_path, resolve_device
-from ccreid.engine.tester import load_checkpoint_config, plugins_override, trained_model
+from ccreid.data.transforms import build_test_transform
 from ccreid.errors import CCReIDError
+from ccreid.imagenet import IMAGENET_MEAN, IMAGENET_STD
+from ccreid.inference.backends import (DEFAULT_OPSET, INSTALL_EXPORT, check_backend, embed, prepare, uses_camids,
+                                       write_onnx)
+from ccreid.methods.restore import load_checkpoint_config, plugins_override, trained_model
 from ccreid.models import ReIDModel
+from ccreid.runtime.device import resolve_device
+from ccreid.runtime.io import atomic_path
 
 ImageInput = Union[str, Path, Image.Image, torch.Tensor]
 
@@ -67,7 +69,7 @@ def as_uint8_images(images: Union[ImageInput, Sequence[ImageInput]]) -> list[tor
 class Embedder:
     """Test transform + model forward (+ flip average) + L2 normalisation.
 
-    ``backend`` / ``precision``: how the network runs (:func:`ccreid.engine.inference.prepare`:
+    ``backend`` / ``precision``: how the network runs (:func:`ccreid.inference.backends.prepare`:
     ``auto``, the fastest engine giving the fp32 features, ``torch`` with folded BatchNorms and
     channels_last, or ``onnxruntime``; ``fp32`` or ``bf16``)."""
 

@@ -10,16 +10,16 @@ import torch
 from tqdm import tqdm
 
 from ccreid.data.records import EvalSplit
-from ccreid.engine.checkpoint import STATE_NAME, WEIGHTS_NAME, save_state, save_weights
-from ccreid.engine.evaluator import evaluate_splits
-from ccreid.engine.hooks import HookBase
-from ccreid.engine.results import strip_curves
-from ccreid.engine.resume import rng_state, save_checkpoint
+from ccreid.inference.evaluator import evaluate_splits
+from ccreid.runs.checkpoint import STATE_NAME, WEIGHTS_NAME, save_state, save_weights
+from ccreid.runs.results import strip_curves
+from ccreid.runs.resume import rng_state, save_checkpoint
+from ccreid.training.hooks import HookBase
 from ccreid.plugins import plugin_modules
 
 logger = logging.getLogger(__name__)
 
-#: what the final ``state.pt`` keeps of the :class:`~ccreid.engine.hooks.TrainState`
+#: what the final ``state.pt`` keeps of the :class:`~ccreid.training.hooks.TrainState`
 FINAL_STATE = ("epoch", "iteration", "processed", "seconds", "val_results")
 
 
@@ -65,7 +65,7 @@ class Validation(HookBase):
 
 
 class Logging(HookBase):
-    """Each step's record (``metrics.jsonl``, ``on_log``, TensorBoard: :class:`~ccreid.engine.runlog.RunLog`);
+    """Each step's record (``metrics.jsonl``, ``on_log``, TensorBoard: :class:`~ccreid.runs.runlog.RunLog`);
     after the first epoch, the warning of parsing labels outside the label set."""
 
     def before_train(self) -> None:

@@ -1,5 +1,5 @@
 """The training loop (after fast-reid's ``TrainerBase``): epochs of the method's step, everything else
-a hook (:mod:`ccreid.engine.hooks`); exact resume from a checkpoint, mid-epoch too."""
+a hook (:mod:`ccreid.training.hooks`); exact resume from a checkpoint, mid-epoch too."""
 
 from __future__ import annotations
 
@@ -12,19 +12,19 @@ import torch
 
 from ccreid.config import Config
 from ccreid.data.manager import DataManager
-from ccreid.engine.checkpoint import WEIGHTS_NAME, restore_weights
-from ccreid.engine.distributed import DistInfo
-from ccreid.engine.hooks import HookBase, TrainState
-from ccreid.engine.outputs import training_run_in
-from ccreid.engine.resume import latest_checkpoint, load_checkpoint, same_config, set_rng_state
-from ccreid.engine.runlog import RunLog
-from ccreid.engine.step import TrainStep, check_finite
 from ccreid.engine.training import Training
 from ccreid.errors import CCReIDError
+from ccreid.runs.checkpoint import WEIGHTS_NAME, restore_weights
+from ccreid.runs.outputs import training_run_in
+from ccreid.runs.resume import latest_checkpoint, load_checkpoint, same_config, set_rng_state
+from ccreid.runs.runlog import RunLog
+from ccreid.runtime.distributed import DistInfo
+from ccreid.training.hooks import HookBase, TrainState
+from ccreid.training.step import TrainStep, check_finite
 
 
 class Trainer:
-    """The training loop: epochs of the method's step; everything else is a hook (:mod:`ccreid.engine.hooks`).
+    """The training loop: epochs of the method's step; everything else is a hook (:mod:`ccreid.training.hooks`).
 
     Hooks read and change the run through it: :attr:`state` (a :class:`TrainState`), :attr:`training` (method,
     model, optimizers), :attr:`manager` (data), :attr:`log` (records), :attr:`terms` (the last step's terms).

@@ -1,9 +1,9 @@
 """``ccreid train``: every check before work, parsing, seeding, then :class:`Trainer`, the loop of every
 method (``model.preset``, see :mod:`ccreid.methods`): epochs of the method's step, everything else a hook
-(:mod:`ccreid.engine.hooks`; checkpoints and exact resume, validation and model selection, LR schedules,
+(:mod:`ccreid.training.hooks`; checkpoints and exact resume, validation and model selection, LR schedules,
 logging: :mod:`ccreid.engine.default_hooks`); then the final evaluation.
 
-Under ``torchrun`` (see :mod:`ccreid.engine.distributed`) the model is wrapped in
+Under ``torchrun`` (see :mod:`ccreid.runtime.distributed`) the model is wrapped in
 DistributedDataParallel: each process trains on its own P x K batch (global batch
 ``world_size x P x K``; triplet and BCTri mining stay within a process's batch), rank 0
 alone writes logs, checkpoints and weights, and evaluation features are gathered
@@ -24,24 +24,26 @@ import torch
 from ccreid.config import Config, to_yaml
 from ccreid.data.manager import DataManager
 from ccreid.data.records import EvalSplit
-from ccreid.engine.checkpoint import STATE_NAME, WEIGHTS_NAME, load_state, load_weights
 from ccreid.engine.default_hooks import default_hooks
-from ccreid.engine.distributed import DistInfo, setup
-from ccreid.engine.evaluator import evaluate_splits
-from ccreid.engine.features_io import TEST_FEATURES_NAME
 from ccreid.engine.loop import Trainer
-from ccreid.engine.resume import same_config
-from ccreid.engine.outputs import refuse_results, run_lock, training_run_in
 from ccreid.engine.parsing_maps import (ParsePlan, check_cre_labels, check_recorded_labels, parse_planned,
                                         plan_parsing)
-from ccreid.engine.runlog import RunLog, summary_writer_class
-from ccreid.engine.runtime import autocast, resolve_amp, seed_everything, write_json, write_text
-from ccreid.engine.tester import trained_model
 from ccreid.engine.training import build_training, check_model
 from ccreid.errors import CCReIDError
+from ccreid.inference.evaluator import evaluate_splits
 from ccreid.methods import DataInfo, Method, Preset, resolve_preset
+from ccreid.methods.restore import trained_model
 from ccreid.models import summarize
 from ccreid.plugins import plugin_hashes
+from ccreid.runs.checkpoint import STATE_NAME, WEIGHTS_NAME, load_state, load_weights
+from ccreid.runs.features_io import TEST_FEATURES_NAME
+from ccreid.runs.outputs import refuse_results, run_lock, training_run_in
+from ccreid.runs.resume import same_config
+from ccreid.runs.runlog import RunLog, summary_writer_class
+from ccreid.runtime.amp import autocast, resolve_amp
+from ccreid.runtime.device import seed_everything
+from ccreid.runtime.distributed import DistInfo, setup
+from ccreid.runtime.io import write_json, write_text
 
 logger = logging.getLogger(__name__)
 #: the hashes of a run's plug-in files (``--resume`` says which changed)

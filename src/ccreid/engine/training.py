@@ -11,12 +11,12 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ccreid.config import Config
-from ccreid.engine.distributed import DistInfo
-from ccreid.engine.precision import checked_amp
-from ccreid.engine.runtime import autocast, resolve_amp, use_channels_last
-from ccreid.engine.step import TrainStep
 from ccreid.methods import DataInfo, Method, Preset, resolve_preset
 from ccreid.methods.base import Optimizers
+from ccreid.runtime.amp import autocast, resolve_amp, use_channels_last
+from ccreid.runtime.distributed import DistInfo
+from ccreid.runtime.precision import checked_amp
+from ccreid.training.step import TrainStep
 
 
 @dataclass

@@ -21,15 +21,15 @@ from torch import nn
 from ccreid.config import Config, ModelConfig
 from ccreid.data.labels import LabelSet
 from ccreid.data.records import ImageRecord, ReIDDataset
-from ccreid.engine.hooks import HookBase
-from ccreid.engine.pretrained import pretrained_backbone
-from ccreid.engine.step import BatchTransform, TrainBatch, TrainStep
 from ccreid.losses import ReIDObjective
 from ccreid.models import ReIDModel
 from ccreid.models.bsga import bsga_loss
 from ccreid.models.cre import ClothesErasure
 from ccreid.models.presets import Components
 from ccreid.registry import Registry
+from ccreid.training.hooks import HookBase
+from ccreid.training.pretrained import pretrained_backbone
+from ccreid.training.step import BatchTransform, TrainBatch, TrainStep
 
 Optimizers = Dict[str, Tuple[torch.optim.Optimizer, Optional[torch.optim.lr_scheduler.LRScheduler]]]
 
@@ -130,7 +130,7 @@ class Method:
 
     def batch_transforms(self) -> List[BatchTransform]:
         """What the step does to each batch before the forward, in order (see
-        :class:`~ccreid.engine.step.TrainBatch`); a subclass or plug-in extends the list. Here: CRE."""
+        :class:`~ccreid.training.step.TrainBatch`); a subclass or plug-in extends the list. Here: CRE."""
         if not self.components.cre:
             return []
         cre = self.cfg.model.cre
@@ -167,7 +167,7 @@ class Method:
 
     def hooks(self) -> List[HookBase]:
         """This method's own per-epoch and per-step work, called before the trainer's hooks (in list
-        order; see :mod:`ccreid.engine.hooks`). The base: :class:`EpochGates`."""
+        order; see :mod:`ccreid.training.hooks`). The base: :class:`EpochGates`."""
         return [EpochGates(self)]
 
     def set_epoch(self, epoch: int) -> None:

@@ -22,9 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ccreid.config import register_section, setting
-from ccreid.engine.step import TrainStep, average_gradients
 from ccreid.methods.base import Method, Optimizers, register_preset
 from ccreid.models.presets import PRESETS as PAPER_PRESETS
+from ccreid.training.step import TrainStep, average_gradients
 
 
 @dataclass

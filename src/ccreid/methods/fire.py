@@ -29,17 +29,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from ccreid.config import register_section, setting
-from ccreid.engine.evaluator import extract_all
-from ccreid.engine.hooks import HookBase
-from ccreid.engine.step import TrainStep, average_gradients
 from ccreid.errors import CCReIDError
 from ccreid.evaluation.rerank import jaccard_distance
+from ccreid.inference.evaluator import extract_all
 from ccreid.losses.triplet import batch_hard_triplet_loss
 from ccreid.methods.base import Method, Optimizers, register_preset
 from ccreid.methods.cal import CosineClassifier
 from ccreid.models import ReIDModel
 from ccreid.models.heads import BNNeckHead
 from ccreid.models.presets import PRESETS as PAPER_PRESETS
+from ccreid.training.hooks import HookBase
+from ccreid.training.step import TrainStep, average_gradients
 
 logger = logging.getLogger(__name__)
 

@@ -16,12 +16,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ccreid.config import Config
-from ccreid.engine.pretrained import pretrained_backbone
 from ccreid.losses import CrossEntropyLabelSmooth
 from ccreid.methods.base import Method, Preset, register_preset
 from ccreid.models import Backbone
 from ccreid.models.backbones import STAGES
 from ccreid.models.presets import PRESETS as PAPER_PRESETS
+from ccreid.training.pretrained import pretrained_backbone
 
 PARTS = 6
 REDUCED_DIM = 256

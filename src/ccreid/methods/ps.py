@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from ccreid.engine.step import BatchTransform, TrainBatch
+from ccreid.training.step import BatchTransform, TrainBatch
 from ccreid.errors import CCReIDError
 from ccreid.methods.base import Method, Preset, register_preset
 from ccreid.models.presets import PRESETS as PAPER_PRESETS

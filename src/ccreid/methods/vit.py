@@ -22,13 +22,13 @@ from torch import nn
 
 from ccreid.config import Config, ModelConfig, register_section, setting
 from ccreid.data.records import ReIDDataset
-from ccreid.engine.inference import CAMIDS_REQUIRED
-from ccreid.engine.pretrained import load_vit_pretrained
 from ccreid.errors import CCReIDError
+from ccreid.inference.backends import CAMIDS_REQUIRED
 from ccreid.methods.base import Method, Preset, register_preset
 from ccreid.models.heads import BNNeckHead
 from ccreid.models.presets import PRESETS as PAPER_PRESETS
 from ccreid.models.timm_backbone import import_timm
+from ccreid.training.pretrained import load_vit_pretrained
 
 
 @dataclass

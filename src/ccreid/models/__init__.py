@@ -50,7 +50,7 @@ def build_model(
 ) -> ReIDModel:
     """The model of ``preset``; ``bsga_stages`` applies when the preset (or ``bsga=True``)
     switches BSGA on. ``backbone`` may be ``timm:<name>``. Weights are random: load
-    pretrained ones with :func:`ccreid.engine.pretrained.load_pretrained`. CRE and BCTri live outside
+    pretrained ones with :func:`ccreid.training.pretrained.load_pretrained`. CRE and BCTri live outside
     the network (see :mod:`ccreid.methods`); from a config: ``ccreid.methods.build_model_from_config``."""
     components = resolve_components(preset, bsga=bsga)
     net = build_backbone(backbone, width_mult, last_stride)

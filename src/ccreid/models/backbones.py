@@ -7,7 +7,7 @@ with per-stage access for attention branches and ``out_channels`` for the head.
 ``width_mult < 1`` scales every channel count (fast CPU runs) using torchvision's own
 ``BasicBlock``/``Bottleneck`` classes. :func:`build_backbone` also accepts ``timm:<name>``
 (:mod:`ccreid.models.timm_backbone`); both kinds implement :class:`Backbone`. Backbones are
-built with random weights; :func:`ccreid.engine.pretrained.load_pretrained` loads
+built with random weights; :func:`ccreid.training.pretrained.load_pretrained` loads
 ``model.pretrained`` into them (a file, or the download at ``weights_url``) and keeps a
 :class:`ccreid.models.weights.LoadReport` in ``pretrained_report`` (``None``: nothing loaded).
 """

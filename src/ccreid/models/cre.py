@@ -27,8 +27,8 @@ from typing import Iterable, Optional, Sequence
 import torch
 from torch import nn
 
-from ccreid.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ccreid.errors import CCReIDError
+from ccreid.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 FILLS = ("mean", "noise", "random_color", "black")
 

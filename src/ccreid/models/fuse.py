@@ -12,7 +12,7 @@ Never apply it to a model that will train again: work on a copy.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Dict, List, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Tuple
 
 from torch import fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
@@ -56,7 +56,21 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     ``model`` must be in eval mode (the folded network computes the eval-mode forward)."""
     if model.training:
         raise ValueError("fold_batchnorm folds eval-mode BatchNorm: call model.eval() first")
-    for conv, bn in conv_bn_pairs(model):
-        _replace(model, conv, fuse_conv_bn_eval(model.get_submodule(conv), model.get_submodule(bn)))
-        _replace(model, bn, nn.Identity())
+    return fold_pairs(model, conv_bn_pairs(model))
+
+
+def _identity(bn: nn.Module) -> nn.Module:
+    return nn.Identity()
+
+
+def fold_pairs(model: nn.Module, pairs: Iterable[Tuple[str, str]],
+               replacement: Callable[[nn.Module], nn.Module] = _identity) -> nn.Module:
+    """Fold, in place, each eval-mode BatchNorm of ``pairs`` (``(conv, bn)`` submodule names) into
+    its Conv2d (``torch.nn.utils.fusion.fuse_conv_bn_eval``); the BatchNorm becomes
+    ``replacement(bn)``: ``nn.Identity`` unless the BatchNorm did more (an activation, as
+    :class:`ccreid.parsing.network.ABN` does). Returns ``model``."""
+    for conv, bn in pairs:
+        norm = model.get_submodule(bn)
+        _replace(model, conv, fuse_conv_bn_eval(model.get_submodule(conv), norm))
+        _replace(model, bn, replacement(norm))
     return model

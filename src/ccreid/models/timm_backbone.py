@@ -3,7 +3,7 @@
 The model is built with ``num_classes=0, global_pool=""`` so its final feature map feeds the
 ccreid pooling/BNNeck head; ``model.last_stride=1`` asks timm for ``output_stride=16``
 (a dilated last stage; models without it need ``last_stride=2``). Built with random weights:
-:func:`ccreid.engine.pretrained.load_pretrained` loads timm's own ImageNet weights or a local
+:func:`ccreid.training.pretrained.load_pretrained` loads timm's own ImageNet weights or a local
 weight file (the keys of the timm model) into ``net``.
 
 Stages: timm ResNets (``resnet50.a1_in1k``, ``seresnext50_32x4d``, ...) expose ``layer1``..``layer4``

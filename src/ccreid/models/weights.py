@@ -1,6 +1,6 @@
 """Pretrained weights (already read): unwrap, map keys onto a backbone, report.
 
-Reading files and downloads live in :mod:`ccreid.engine.pretrained`. The tensors may be a
+Reading files and downloads live in :mod:`ccreid.training.pretrained`. The tensors may be a
 torchvision or timm state dict (ResNets use the same names in both: ``conv1``, ``bn1``,
 ``layer1``..``layer4``, ``fc``); containers such as ``{"state_dict": ...}`` / ``{"model": ...}``
 and prefixes such as ``module.`` are removed (:func:`state_tensors`).

@@ -24,12 +24,12 @@ from tqdm import tqdm
 
 from ccreid.config import DataConfig, ParsingConfig
 from ccreid.data.datasets.common import IMAGE_EXTENSIONS
-from ccreid.engine.runtime import write_text
 from ccreid.errors import CCReIDError
 from ccreid.parsing.checkpoint import CheckpointInfo
 from ccreid.parsing.parser import HumanParser
 from ccreid.parsing.store import ERRORS_NAME, ParseItem, ParseOutput, open_output, plan, write_maps
 from ccreid.parsing.warp import PersonBox, preprocess, read_bgr
+from ccreid.runtime.io import write_text
 
 
 @dataclass

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ccreid.models.fuse import fold_pairs
+
 #: leaky ReLU slope of InPlaceABNSync's activation (SCHP's heads)
 LEAKY_SLOPE = 0.01
 #: bottleneck blocks per stage of ResNet-101
@@ -185,17 +187,8 @@ class SCHPNetwork(nn.Module):
 
     @torch.no_grad()
     def fuse(self) -> "SCHPNetwork":
-        """Fold every BatchNorm into the convolution before it (eval mode only); returns self."""
+        """Fold every BatchNorm into the convolution before it (eval mode only); returns self.
+        The folding is :func:`ccreid.models.fuse.fold_pairs`; each ABN keeps its activation."""
         if self.training:
             raise RuntimeError("fuse() needs eval mode (BatchNorm running statistics)")
-        for conv_name, bn_name in self.conv_bn_pairs():
-            layer, bn = self.get_submodule(conv_name), self.get_submodule(bn_name)
-            scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
-            bias = bn.bias - bn.running_mean * scale
-            if layer.bias is not None:
-                bias = bias + layer.bias * scale
-            layer.weight.mul_(scale.reshape(-1, 1, 1, 1))
-            layer.bias = nn.Parameter(bias)
-            parent, _, child = bn_name.rpartition(".")
-            setattr(self.get_submodule(parent), child, FusedABN(bn.leaky))
-        return self
+        return fold_pairs(self, self.conv_bn_pairs(), lambda bn: FusedABN(bn.leaky))

@@ -11,12 +11,13 @@ import torch
 import torch.nn.functional as F
 
 from ccreid.choices import AMP_MODES
-from ccreid.engine.runtime import autocast, cpu_has_native_bf16, resolve_device
 from ccreid.errors import CCReIDError
 from ccreid.parsing.checkpoint import CheckpointInfo, inspect_checkpoint, load_schp
 from ccreid.parsing.network import SCHPNetwork
 from ccreid.parsing.variants import SCHPVariant
 from ccreid.parsing.warp import PersonBox, preprocess, warp_back
+from ccreid.runtime.amp import autocast
+from ccreid.runtime.device import cpu_has_native_bf16, resolve_device
 
 #: share of pixels whose label matches fp32, measured by benchmarks/bench_parse.py at 473x473
 #: (benchmarks/results/parse_speed.md); ``--amp auto`` picks only a precision listed here at >= 0.995

@@ -22,18 +22,18 @@ from typing import Iterator, List, Optional, Sequence, Set, Tuple
 import numpy as np
 from PIL import Image, PngImagePlugin
 
-from ccreid.engine.outputs import run_lock
-from ccreid.engine.runtime import atomic_path, write_json
 from ccreid.errors import CCReIDError
 from ccreid.parsing.checkpoint import CheckpointInfo
 from ccreid.parsing.parser import to_labels
+from ccreid.runs.outputs import run_lock
+from ccreid.runtime.io import atomic_path, write_json
 
 MANIFEST_NAME = "parse_manifest.json"
 ERRORS_NAME = "parse_errors.txt"
 MANIFEST_FORMAT = "ccreid-parse-maps/1"
 #: PNG text key holding the fingerprint of the checkpoint that wrote the map
 MARKER = "ccreid-parse"
-#: the temporary files of :func:`~ccreid.engine.runtime.atomic_path`: ``.<name>.<8 random>.tmp``
+#: the temporary files of :func:`~ccreid.runtime.io.atomic_path`: ``.<name>.<8 random>.tmp``
 TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp$")
 
 

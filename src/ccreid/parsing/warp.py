@@ -21,10 +21,11 @@ from PIL import Image
 
 from ccreid.data.dataset import unreadable
 from ccreid.errors import CCReIDError
+from ccreid.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 #: ImageNet statistics in BGR order (SCHP feeds BGR images)
-BGR_MEAN = (0.406, 0.456, 0.485)
-BGR_STD = (0.225, 0.224, 0.229)
+BGR_MEAN = IMAGENET_MEAN[::-1]
+BGR_STD = IMAGENET_STD[::-1]
 OPENCV_HINT = "pip install 'ccreid[parse]' (opencv-python-headless>=4.5,<5)"
 
 

@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 from torchvision.transforms.v2.functional import resize
 
 from ccreid.data.dataset import read_image, read_parsing, resize_nearest
-from ccreid.engine.runtime import atomic_path
+from ccreid.runtime.io import atomic_path
 
 #: Tiles are at most this many pixels high (real data uses 384x192 inputs).
 MAX_TILE_HEIGHT = 192

@@ -6,7 +6,7 @@ import json
 from html import escape
 from typing import Dict, List, Mapping, Sequence, Tuple
 
-from ccreid.engine.results import ordered_protocols
+from ccreid.runs.results import ordered_protocols
 
 METRIC_COLUMNS = (("rank1", "top-1"), ("rank5", "top-5"), ("rank10", "top-10"), ("mAP", "mAP"), ("mINP", "mINP"))
 

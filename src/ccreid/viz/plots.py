@@ -11,10 +11,10 @@ import json
 from pathlib import Path
 from typing import Dict, List, Mapping, Sequence, Tuple
 
-from ccreid.engine.results import ordered_protocols
-from ccreid.engine.runlog import loss_terms
-from ccreid.engine.runtime import atomic_path
 from ccreid.errors import CCReIDError
+from ccreid.runs.results import ordered_protocols
+from ccreid.runs.runlog import loss_terms
+from ccreid.runtime.io import atomic_path
 
 
 def _figure(width: float, height: float):

@@ -21,11 +21,11 @@ from ccreid.config import Config
 from ccreid.data.manager import DataManager
 from ccreid.data.records import EvalSplit, ImageRecord
 from ccreid.deploy import load_model
-from ccreid.engine.evaluator import extract_features, require_valid_queries
-from ccreid.engine.inference import check_backend, prepare
 from ccreid.errors import CCReIDError
 from ccreid.evaluation import evaluate, pairwise_distance
 from ccreid.evaluation.ranking import valid_match
+from ccreid.inference.backends import check_backend, prepare
+from ccreid.inference.evaluator import extract_features, require_valid_queries
 from ccreid.viz.canvas import BLUE, GREEN, RED, captioned, framed, grid, load_tile, save_png, tile_size
 
 YELLOW = (250, 204, 21)
@@ -59,7 +59,7 @@ def protocol_features(model: nn.Module, cfg: Config, device: torch.device | str,
                       protocols: Optional[Sequence[str]] = None, progress: bool = False,
                       known: Optional[Dict[str, torch.Tensor]] = None) -> Dict[str, ProtocolFeatures]:
     """Features of every test protocol's query and gallery (each distinct image extracted once by
-    ``model``, a model or a network from :func:`ccreid.engine.inference.prepare`; none when
+    ``model``, a model or a network from :func:`ccreid.inference.backends.prepare`; none when
     ``known``, image path -> feature, holds them all: a run's final test features)."""
     manager = DataManager(cfg, need_parsing=False)
     splits = manager.eval_splits("test")
@@ -158,7 +158,7 @@ def viz_ranks(weights: str | Path, out_dir: str | Path, protocol: Optional[str] 
               queries: Optional[Sequence[str]] = None, progress: bool = False, backend: str = "auto",
               precision: str = "fp32") -> List[Path]:
     """``ranks_<protocol>.png`` for ``protocol`` (default: every test protocol of the dataset);
-    ``backend`` / ``precision``: how the network runs (:func:`ccreid.engine.inference.prepare`)."""
+    ``backend`` / ``precision``: how the network runs (:func:`ccreid.inference.backends.prepare`)."""
     if k < 1 or num_queries < 1:
         raise CCReIDError("options -k and --num-queries must be >= 1")
     check_backend(backend, precision, torch.device(device))

@@ -23,10 +23,11 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from ccreid import __version__
 from ccreid.deploy import load_model
-from ccreid.engine.checkpoint import WEIGHTS_NAME
-from ccreid.engine.features_io import TEST_FEATURES_NAME, load_test_features
-from ccreid.engine.runtime import resolve_device, write_text
 from ccreid.errors import CCReIDError, first_line
+from ccreid.runs.checkpoint import WEIGHTS_NAME
+from ccreid.runs.features_io import TEST_FEATURES_NAME, load_test_features
+from ccreid.runtime.device import resolve_device
+from ccreid.runtime.io import write_text
 from ccreid.viz import page
 from ccreid.viz.canvas import save_png, tile_size
 from ccreid.viz.heatmaps import viz_actmap, viz_attention

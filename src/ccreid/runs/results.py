@@ -12,7 +12,7 @@ import statistics
 from pathlib import Path
 from typing import Dict, List, Sequence
 
-from ccreid.engine.runtime import write_json, write_text
+from ccreid.runtime.io import write_json, write_text
 
 METRICS = ("rank1", "rank5", "rank10", "mAP", "mINP")
 PROTOCOL_ORDER = ("general", "sc", "cc")

@@ -23,7 +23,7 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-from ccreid.engine.runtime import atomic_path
+from ccreid.runtime.io import atomic_path
 
 CACHE_ENV = "CCREID_CACHE_DIR"
 _PLAIN = (bool, int, float, str, type(None))

@@ -20,10 +20,10 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from ccreid.engine.runtime import atomic_path, write_json
 from ccreid.errors import CCReIDError, first_line
-from ccreid.files import require_file
 from ccreid.evaluation.search import FaissIndex, TorchIndex, import_faiss
+from ccreid.files import require_file
+from ccreid.runtime.io import atomic_path, write_json
 
 FEATURE_KEYS = ("qf", "gf")
 LABEL_KEYS = ("q_pids", "g_pids", "q_camids", "g_camids")

@@ -1,27 +1,21 @@
-"""Evaluate a saved checkpoint: ``ccreid test``."""
+"""The network a checkpoint holds, rebuilt from the config saved in it: what ``ccreid test``,
+``ccreid extract``, :func:`ccreid.load` and the end of training evaluate."""
 
 from __future__ import annotations
 
 import logging
 import tempfile
-import time
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Optional, Sequence
 
 from omegaconf import OmegaConf
 
-from ccreid.config import Config, load_config, to_yaml
-from ccreid.data.manager import DataManager
-from ccreid.engine.checkpoint import LoadedWeights, load_weights, restore_weights
-from ccreid.engine.evaluator import evaluate_splits
-from ccreid.engine.inference import check_backend, prepare
-from ccreid.engine.outputs import refuse_results, run_lock, training_run_in
-from ccreid.engine.results import strip_curves, write_results
-from ccreid.engine.runtime import machine_info, resolve_device, write_text
+from ccreid.config import Config, load_config
 from ccreid.errors import CCReIDError
-from ccreid.methods import build_model_from_config, resolve_preset
+from ccreid.methods.base import build_model_from_config
 from ccreid.models import ReIDModel
 from ccreid.plugins import moved_plugins
+from ccreid.runs.checkpoint import LoadedWeights, load_weights, restore_weights
 
 logger = logging.getLogger(__name__)
 
@@ -78,46 +72,3 @@ def trained_model(cfg: Config, loaded: LoadedWeights, weights) -> ReIDModel:
     model.feature = cfg.test.feature
     restore_weights(model, loaded.state_dict, weights)
     return model
-
-
-def test_checkpoint(
-    weights: str | Path,
-    out_dir: str | Path,
-    config: Optional[str] = None,
-    overrides: Sequence[str] = (),
-    progress: bool = False,
-    overwrite: bool = False,
-    backend: str = "auto",
-    precision: str = "fp32",
-) -> Dict[str, Dict[str, dict]]:
-    """Evaluate ``weights`` on the configured dataset's test protocols; writes ``results.json``,
-    ``results.md`` and ``config.yaml`` into ``out_dir``: never a training run's folder, and an
-    earlier test there only with ``overwrite``. ``backend`` / ``precision``: how the network
-    runs (:func:`ccreid.engine.inference.prepare`)."""
-    check_backend(backend, precision)
-    out = Path(out_dir)
-    if training_run_in(out):
-        raise CCReIDError(f"--out {out} holds a training run ({training_run_in(out)}); ccreid test writes results "
-                          f"of its own: choose another --out, e.g. {out / 'test'}")
-    refuse_results(out, overwrite)
-    with run_lock(out):
-        return _test(weights, out, config, overrides, progress, backend, precision)
-
-
-def _test(weights: str | Path, out: Path, config: Optional[str], overrides: Sequence[str],
-          progress: bool, backend: str, precision: str) -> Dict[str, Dict[str, dict]]:
-    cfg, loaded = load_checkpoint_config(weights, config, overrides)
-    start = time.perf_counter()
-    device = resolve_device(cfg.train.device)
-    check_backend(backend, precision, device)
-    manager = DataManager(cfg, need_parsing=False)
-    resolve_preset(cfg.model, cfg).method.complete_config(cfg, manager.dataset)  # e.g. camera ids within the table
-    net = prepare(trained_model(cfg, loaded, weights).to(device), device, backend, precision)
-    results = evaluate_splits(net, manager.eval_splits("test"), manager.loader, device, cfg.test,
-                              cfg.test.protocols, progress)
-    presets = {cfg.model.preset: strip_curves(results)}
-    write_text(out / "config.yaml", to_yaml(cfg))
-    write_results(out, presets, f"evaluation of {weights}", weights=str(weights),
-                  extraction={"backend": net.backend, "precision": precision},
-                  timings={"eval_s": round(time.perf_counter() - start, 1)}, machine=machine_info(device))
-    return presets

@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from ccreid.engine.evaluator import METRIC_KEYS
-from ccreid.engine.features_io import load_features
 from ccreid.errors import CCReIDError
 from ccreid.evaluation import evaluate, evaluate_distmat, rerank_features
-from ccreid.evaluation.ranking import no_match_reason
 from ccreid.evaluation.aqe import alpha_query_expansion
+from ccreid.evaluation.ranking import no_match_reason
 from ccreid.evaluation.single_shot import single_gallery_shot, single_gallery_shot_distmat
 from ccreid.evaluation.verification import verification_rates, verification_rates_distmat
+from ccreid.inference.evaluator import METRIC_KEYS
+from ccreid.runs.features_io import load_features
 
 
 def evaluate_feature_file(
@@ -33,7 +33,7 @@ def evaluate_feature_file(
     ``cmc`` (the CMC curve to rank 50, percent) and ``protocol`` of the file.
 
     ``protocol``: the rule; ``None``: the one the file was extracted for, else ``general``
-    (:func:`~ccreid.engine.features_io.features_protocol`). No query with a valid match, or
+    (:func:`~ccreid.runs.features_io.features_protocol`). No query with a valid match, or
     ``roc`` without negative pairs, is a one-line error saying why.
 
     The metrics are streamed in chunks fitted to ``memory_mb``. ``rerank``: k-reciprocal

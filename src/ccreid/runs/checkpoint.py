@@ -17,10 +17,10 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from ccreid.engine.runtime import atomic_path
 from ccreid.errors import CCReIDError, first_line
 from ccreid.files import EMPTY, PICKLE, SAFETENSORS, TORCH_ZIP, describe_format, require_file, weights_format
 from ccreid.models.weights import count_names
+from ccreid.runtime.io import atomic_path
 
 WEIGHTS_NAME = "model.safetensors"
 STATE_NAME = "state.pt"

@@ -13,12 +13,12 @@ import torch
 
 from ccreid.config import Config, to_yaml
 from ccreid.data.registry import DATASETS
-from ccreid.engine.outputs import run_lock
-from ccreid.engine.results import aggregate_seeds, strip_curves, write_results
-from ccreid.engine.runtime import machine_info, resolve_device
 from ccreid.engine.trainer import TrainResult, train
 from ccreid.errors import CCReIDError
 from ccreid.methods import PRESETS
+from ccreid.runs.outputs import run_lock
+from ccreid.runs.results import aggregate_seeds, strip_curves, write_results
+from ccreid.runtime.device import machine_info, resolve_device
 
 
 def _run_one(cfg: Config, run_dir: Path, progress: bool, on_log: Optional[Callable[[dict], None]]) -> TrainResult:

@@ -9,9 +9,9 @@ import os
 from pathlib import Path
 from typing import Iterator, Optional
 
-from ccreid.engine.checkpoint import WEIGHTS_NAME
-from ccreid.engine.resume import CHECKPOINTS
 from ccreid.errors import CCReIDError
+from ccreid.runs.checkpoint import WEIGHTS_NAME
+from ccreid.runs.resume import CHECKPOINTS
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
-from ccreid.engine.runtime import write_text
+from ccreid.runtime.io import write_text
 
 logger = logging.getLogger(__name__)
 from ccreid.errors import CCReIDError

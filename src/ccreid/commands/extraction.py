@@ -30,11 +30,11 @@ from ccreid.data.manifest import int_cell, read_rows
 from ccreid.data.records import ImageRecord
 from ccreid.data.transforms import build_test_transform
 from ccreid.deploy import load_model
-from ccreid.engine.evaluator import extract_features
-from ccreid.engine.features_io import PROTOCOL_KEY, save_features
-from ccreid.engine.inference import check_backend, prepare
-from ccreid.engine.runtime import resolve_device
 from ccreid.errors import CCReIDError
+from ccreid.inference.backends import check_backend, prepare
+from ccreid.inference.evaluator import extract_features
+from ccreid.runs.features_io import PROTOCOL_KEY, save_features
+from ccreid.runtime.device import resolve_device
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 LABEL_COLUMNS = {"pid": "pids", "camid": "camids", "clothes_id": "clothes"}
@@ -110,7 +110,7 @@ def extract_to_file(
 ) -> Dict[str, int]:
     """Extract the features of ``images`` or of the dataset's ``protocol`` into ``out`` (.npz).
 
-    ``backend`` / ``precision``: how the network runs (:func:`ccreid.engine.inference.prepare`).
+    ``backend`` / ``precision``: how the network runs (:func:`ccreid.inference.backends.prepare`).
     Returns the number of query and gallery rows written.
     """
     if (images is None) == (protocol is None):

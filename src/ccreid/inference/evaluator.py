@@ -17,14 +17,14 @@ from tqdm import tqdm
 from ccreid.config import TestConfig
 from ccreid.data.datasets import single_shot_galleries
 from ccreid.data.records import EvalSplit, ImageRecord
-from ccreid.engine.distributed import current, gather_rows
-from ccreid.engine.features_io import save_test_features
-from ccreid.engine.inference import InferenceNet, embed, prepare
-from ccreid.engine.results import METRICS, SINGLE_SHOT_KEY
-from ccreid.evaluation import evaluate, evaluate_reranked
 from ccreid.errors import CCReIDError
+from ccreid.evaluation import evaluate, evaluate_reranked
 from ccreid.evaluation.aqe import alpha_query_expansion
 from ccreid.evaluation.ranking import no_match_reason
+from ccreid.inference.backends import InferenceNet, embed, prepare
+from ccreid.runs.features_io import save_test_features
+from ccreid.runs.results import METRICS, SINGLE_SHOT_KEY
+from ccreid.runtime.distributed import current, gather_rows
 
 METRIC_KEYS = (*METRICS, "queries", "queries_without_match")
 
@@ -39,7 +39,7 @@ def extract_features(
 ) -> torch.Tensor:
     """Features of every image in ``loader`` order (flip-averaged when ``flip``), on CPU.
 
-    ``model``: a network from :func:`ccreid.engine.inference.prepare`, or a model, which is then
+    ``model``: a network from :func:`ccreid.inference.backends.prepare`, or a model, which is then
     prepared with the torch backend (an optimised eval copy: the model itself is not changed)."""
     net = model if isinstance(model, InferenceNet) else prepare(model, device)
     chunks: List[torch.Tensor] = []
@@ -115,7 +115,7 @@ def evaluate_splits(
     features_out: Optional[Path] = None,
 ) -> Dict[str, dict]:
     """Score ``model`` on each protocol; every distinct image is extracted once (and, with
-    ``features_out``, kept there by the main process: :func:`ccreid.engine.features_io.save_test_features`).
+    ``features_out``, kept there by the main process: :func:`ccreid.runs.features_io.save_test_features`).
 
     ``test``: flip averaging, AP mode, k-reciprocal re-ranking (``test.rerank``) and
     ``test.single_shot`` (N > 0: the mean over N galleries of one random image per

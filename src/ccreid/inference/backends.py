@@ -14,7 +14,7 @@
   autocast (fast on CPUs with AVX512-BF16/AMX and on CUDA; not bit-equal to fp32);
 - ``onnxruntime``: the eval copy exported to ONNX at the first batch's image size
   (:func:`write_onnx`, the exporter of ``ccreid export``), kept in the user's cache
-  (:mod:`ccreid.engine.onnx_cache`: exported once per network) and run by an ONNX Runtime
+  (:mod:`ccreid.inference.onnx_cache`: exported once per network) and run by an ONNX Runtime
   CPU session with torch's thread count (optional package, ``pip install 'ccreid[export]'``).
 
 :func:`embed` (the forward + flip average) is what ``extract_features`` and
@@ -33,11 +33,11 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from ccreid.engine.onnx_cache import cached_file, export_key
-from ccreid.engine.precision import require_right_bf16
-from ccreid.engine.runtime import autocast
 from ccreid.errors import CCReIDError, first_line
+from ccreid.inference.onnx_cache import cached_file, export_key
 from ccreid.models.fuse import fold_batchnorm
+from ccreid.runtime.amp import autocast
+from ccreid.runtime.precision import require_right_bf16
 
 #: The error of a camera-embedding model (``uses_camids``) called without camera ids.
 CAMIDS_REQUIRED = ("this model was trained with a camera embedding (model.vit.sie=true): "

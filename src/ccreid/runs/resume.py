@@ -16,8 +16,8 @@ from typing import Any, Dict, Optional, Sequence
 import numpy as np
 import torch
 
-from ccreid.engine.checkpoint import STATE_NAME, WEIGHTS_NAME, load_state, load_weights, save_state, save_weights
 from ccreid.errors import CCReIDError
+from ccreid.runs.checkpoint import STATE_NAME, WEIGHTS_NAME, load_state, load_weights, save_state, save_weights
 
 CHECKPOINTS = "checkpoints"
 

@@ -12,9 +12,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ccreid.engine.resume import latest_checkpoint
-from ccreid.engine.runtime import autocast
 from ccreid.errors import CCReIDError
+from ccreid.runs.resume import latest_checkpoint
+from ccreid.runtime.amp import autocast
 
 
 @dataclass

@@ -7,9 +7,9 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from ccreid.engine.features_io import load_index, load_side, save_index
 from ccreid.errors import CCReIDError
 from ccreid.evaluation.search import FaissIndex, TorchIndex, build_index
+from ccreid.runs.features_io import load_index, load_side, save_index
 
 
 def index_features(features: str | Path, out: str | Path, kind: str = "exact", nlist: Optional[int] = None,
