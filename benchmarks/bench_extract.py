@@ -15,7 +15,8 @@ On the same images, in one process, repeats interleaved in rotating order (best 
   network (``--backend auto``: onnxruntime on the CPU when installed, its export cached), the plain eval
   model (what the extraction paths ran before), ``prepare(model)`` (``--backend torch``: BatchNorm folded,
   channels_last), the same with ``precision="bf16"``, and a bare onnxruntime session on the ``ccreid
-  export onnx`` file (the reference; ``--backend onnxruntime`` is the default's engine on the CPU);
+  export onnx`` file (the reference; ``--backend onnxruntime`` is the default's engine on the CPU), and a
+  second identical session (A/A: how far one engine measures from itself in this run);
 - pipelines with the flip average: ``embed`` of the prepared torch network on the batches (raw forward),
   ``Embedder.embed(paths)`` (``ccreid.load(w).embed``: decode + transform + forward + flip + L2),
   ``extract_features`` over ``DataManager.loader`` (``ccreid test`` / ``extract``), default and torch.
@@ -59,6 +60,7 @@ from ccreid.runtime.io import write_json, write_text
 from equal_work import count_flops, model_config, model_settings, require_equal_flops
 
 REFERENCE = "onnxruntime session (reference)"
+TWIN = "onnxruntime session, a second one (A/A)"
 PLAIN = "PyTorch plain eval model (before)"
 DEFAULT = "ccreid.load(w): --backend auto (default)"
 TORCH = "prepare(): torch fp32"
@@ -101,9 +103,11 @@ def judge(vs_ort: dict, vs_ort_cpu: dict, seconds: dict, engine: str) -> str:
     wall, cpu = vs_ort[DEFAULT], vs_ort_cpu[DEFAULT]
     paired = statistics.median(r / d for r, d in zip(seconds[REFERENCE], seconds[DEFAULT]))
     meets = "meets" if min(wall, cpu) >= TARGET else "misses"
+    twin = (f" An identical second session (the same engine twice, A/A) measured {vs_ort[TWIN]:.3f}x (wall), "
+            f"{vs_ort_cpu[TWIN]:.3f}x (CPU): the spread of this measurement." if TWIN in vs_ort else "")
     return (f"The default (`--backend auto`, here {engine}) runs at {wall:.3f}x the bare ONNX Runtime session's "
             f"images/s (best wall), {cpu:.3f}x (best CPU seconds), {paired:.3f}x (paired median wall): {meets} the "
-            f">= {TARGET} target (judged on the best wall and best CPU ratios).")
+            f">= {TARGET} target (judged on the best wall and best CPU ratios).{twin}")
 
 
 def accuracy(weights: str, threads: int) -> dict:
@@ -192,8 +196,10 @@ def main() -> None:
     onnx_path = export_onnx(weights, tmp / "model.onnx")[0]
     session = onnxruntime_session(onnx_path, device, args.threads)
     runs = {PLAIN: run_plain} | {name: (lambda net=net: run(net)) for name, net in nets.items()}
-    if session is not None:
+    if session is not None:  # the reference, and an identical second session: how far equal engines measure apart
+        twin = onnxruntime_session(onnx_path, device, args.threads)
         runs[REFERENCE] = lambda: [torch.from_numpy(session.run(None, {"images": b.numpy()})[0]) for b in batches]
+        runs[TWIN] = lambda: [torch.from_numpy(twin.run(None, {"images": b.numpy()})[0]) for b in batches]
     reference = REFERENCE if session is not None else PLAIN
     engines = list(runs)
     loader = manager.loader(records)

@@ -43,7 +43,7 @@ def _setup():
     g = torch.Generator().manual_seed(1)
     batch = {"image": torch.randn(2 * B, 3, 64, 32, generator=g), "pid": torch.arange(4).repeat_interleave(4),
              "clothes": torch.arange(8).repeat_interleave(2), "parsing": torch.full((2 * B, 64, 32), -1),
-             "has_parsing": torch.zeros(2 * B, dtype=torch.bool)}
+             "has_parsing": torch.zeros(2 * B, dtype=torch.bool), "index": torch.arange(2 * B)}
     return model, ReIDObjective(num_classes=4), batch
 
 
@@ -186,7 +186,7 @@ def _method_worker(rank: int, port: int, out: str, preset: str) -> None:
     parsing[:, 30:60, 4:28] = 9
     g = torch.Generator().manual_seed(1)
     batch = {"image": torch.randn(2 * B, 3, 64, 32, generator=g), "pid": pids, "clothes": clothes,
-             "parsing": parsing, "has_parsing": torch.ones(2 * B, dtype=torch.bool)}
+             "parsing": parsing, "has_parsing": torch.ones(2 * B, dtype=torch.bool), "index": torch.arange(2 * B)}
     mine = {k: v[rank * B: (rank + 1) * B] for k, v in batch.items()}
     for _ in range(2):
         step(mine)
