@@ -20,6 +20,7 @@ from ccreid.methods import PRESETS, build_model_from_config
 from ccreid.runs.checkpoint import load_weights
 from ccreid.runtime.distributed import setup
 from ccreid.training.step import TrainStep
+from tiny_run import PRESET_NEEDS
 
 pytestmark = pytest.mark.skipif(
     not (dist.is_available() and dist.is_gloo_available()),
@@ -173,7 +174,8 @@ def _method_worker(rank: int, port: int, out: str, preset: str) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     cfg = load_config("synthetic", [f"model.preset={preset}", "model.backbone=resnet18", "model.width_mult=0.25",
                                     "model.pretrained=none", "data.height=64", "data.width=32", "train.amp=off",
-                                    "loss.cal.start_epoch=0", "model.vit.name=vit_tiny_patch16_224"])
+                                    "loss.cal.start_epoch=0", "model.vit.name=vit_tiny_patch16_224",
+                                    *PRESET_NEEDS.get(preset, [])])
     torch.manual_seed(rank)  # different per rank, as under torchrun: DDP must make the ranks agree
     info = setup("cpu")
     pids = torch.arange(4).repeat_interleave(4)

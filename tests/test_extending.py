@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from ccreid.cli import main
 from test_resume import assert_same_run, kill_once, train_args
 
 MARKER = "<!-- tested: tests/test_extending.py -->"
@@ -20,6 +19,13 @@ MARKER = "<!-- tested: tests/test_extending.py -->"
 def documented_plugin() -> str:
     text = (Path(__file__).resolve().parents[1] / "docs" / "EXTENDING.md").read_text()
     return text.split(MARKER, 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def ccreid(*args: str, code: int = 0) -> subprocess.CompletedProcess:
+    """A ccreid command in a new process, as a user runs it (the plug-in's section stays out of this one)."""
+    done = subprocess.run([sys.executable, "-m", "ccreid", *args], capture_output=True, text=True, timeout=600)
+    assert done.returncode == code, done.stderr[-2000:]
+    return done
 
 
 def _extra(plugin: Path) -> list:
@@ -33,25 +39,22 @@ def test_documented_center_loss_plugin_trains_resumes_tests_and_exports(tmp_path
     plugin = tmp_path / "center.py"
     plugin.write_text(documented_plugin())
     data, full = tmp_path / "synthetic", tmp_path / "full"
-    assert main(train_args(full, data) + _extra(plugin)) == 0
+    ccreid(*train_args(full, data), *_extra(plugin))
     steps = [json.loads(x) for x in (full / "metrics.jsonl").read_text().splitlines() if '"center"' in x]
     assert steps and all(s["center"] > 0 and s["num_erased"] > 0 for s in steps)  # CRE, then the grayscale
     assert "weight: 0.01" in (full / "config.yaml").read_text()  # the plug-in's section is saved with the run
 
     victim = tmp_path / "killed"
     kill_once(victim, train_args(victim, data) + _extra(plugin), "epoch-0002-iter")
-    assert main(train_args(victim, data) + _extra(plugin) + ["--resume"]) == 0
+    ccreid(*train_args(victim, data), *_extra(plugin), "--resume")
     assert_same_run(full, victim)
 
     moved = tmp_path / "moved" / "center.py"
     moved.parent.mkdir()
     plugin.rename(moved)
     weights = str(full / "model.safetensors")
-    for argv in (["test", "--weights", weights, "--out", str(tmp_path / "t"), "--quiet", "--no-report",
-                  f"plugins=[{moved}]"],
-                 ["export", "onnx", "--weights", weights, "--out", str(tmp_path / "m.onnx"), "--plugins", str(moved)]):
-        done = subprocess.run([sys.executable, "-m", "ccreid", *argv], capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stderr[-2000:]
+    ccreid("test", "--weights", weights, "--out", str(tmp_path / "t"), "--quiet", "--no-report", f"plugins=[{moved}]")
+    ccreid("export", "onnx", "--weights", weights, "--out", str(tmp_path / "m.onnx"), "--plugins", str(moved))
 
 
 def test_the_plugins_config_section_is_checked_like_the_built_in_ones(tmp_path):
@@ -59,5 +62,5 @@ def test_the_plugins_config_section_is_checked_like_the_built_in_ones(tmp_path):
     plugin = tmp_path / "center.py"
     plugin.write_text(documented_plugin())
     args = train_args(tmp_path / "run", tmp_path / "synthetic") + [f"plugins=[{plugin}]", "loss.center.gray_p=2"]
-    done = subprocess.run([sys.executable, "-m", "ccreid", *args], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 2 and "loss.center.gray_p" in done.stderr and "Traceback" not in done.stderr
+    done = ccreid(*args, code=2)
+    assert "loss.center.gray_p" in done.stderr and "Traceback" not in done.stderr

@@ -19,7 +19,7 @@ from ccreid.errors import CCReIDError
 from ccreid.methods import PRESETS, Method
 from ccreid.methods.cal import CosineClassifier, clothes_adversarial_loss
 from ccreid.runs.checkpoint import load_weights
-from tiny_run import TINY
+from tiny_run import PRESET_NEEDS, TINY
 
 
 def brute_force_cal(logits, clothes, positive, epsilon):
@@ -68,7 +68,7 @@ def log_records(run):
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_every_registered_preset_trains_resumes_exactly_and_evaluates(tmp_path, preset):
     args = tiny_args(tmp_path / "run", tmp_path / "data", f"model.preset={preset}", "train.epochs=2",
-                     "train.checkpoint_every=1", "loss.cal.start_epoch=0")
+                     "train.checkpoint_every=1", "loss.cal.start_epoch=0", *PRESET_NEEDS.get(preset, []))
     assert main(args) == 0
     results = json.loads((tmp_path / "run" / "results.json").read_text())["presets"][preset]
     assert {"sc", "cc"} <= set(results)

@@ -11,3 +11,6 @@ TINY = [
     "model.backbone=resnet18", "model.width_mult=0.25", "model.last_stride=1", "model.pretrained=none", "train.epochs=1",
     "train.warmup_epochs=1", "train.milestones=[]", "train.device=cpu", "train.amp=off", "train.threads=1", "test.batch_size=64",
 ]
+
+#: what a preset needs beyond TINY (FIRe²'s FAR: max pooling and two map cells per part)
+PRESET_NEEDS = {"fire": ["model.pooling=avgmax", "model.last_stride=1", "loss.fire.start_epoch=0"]}

@@ -17,14 +17,13 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 from ccreid.config import register_section, setting
 from ccreid.methods.base import Method, Optimizers, register_preset
 from ccreid.models.presets import PRESETS as PAPER_PRESETS
-from ccreid.training.step import TrainStep, average_gradients
+from ccreid.training.step import TrainStep, average_gradients, broadcast_parameters
 
 
 @dataclass
@@ -107,9 +106,7 @@ class CALMethod(Method):
             mask = torch.cat([mask, mask], dim=1)
         self.pid2clothes = mask.to(device)
         self.classifier = CosineClassifier(model.out_dim, mask.shape[1]).to(device)
-        if dist.is_available() and dist.is_initialized():  # every process starts from rank 0's classifier
-            for p in self.classifier.parameters():
-                dist.broadcast(p.data, 0)
+        broadcast_parameters([self.classifier])  # every process starts from rank 0's classifier
 
     def build_objective(self) -> nn.Module:
         objective = super().build_objective()

@@ -39,7 +39,7 @@ from ccreid.models import ReIDModel
 from ccreid.models.heads import BNNeckHead
 from ccreid.models.presets import PRESETS as PAPER_PRESETS
 from ccreid.training.hooks import HookBase
-from ccreid.training.step import TrainStep, average_gradients
+from ccreid.training.step import TrainStep, average_gradients, broadcast_parameters
 
 logger = logging.getLogger(__name__)
 
@@ -231,6 +231,7 @@ class FireMethod(Method):
         self.device = device
         self._check_map_size(model, device)
         self.far = FARBranch(model.backbone.out_channels, self.data.num_pids, self.cfg.model.pooling).to(device)
+        broadcast_parameters([self.far])  # every process starts from rank 0's branch
         self.clusters: Optional[FineClusters] = None
         self.fine_classifier: Optional[CosineClassifier] = None
         self.clustered_epoch: Optional[int] = None  # the epoch the clusters were made for

@@ -56,7 +56,10 @@ def _moved_plugins(loaded: LoadedWeights, weights, overrides: Sequence[str]) -> 
     of the checkpoint that has moved (none when the user names the plug-ins, or nothing moved)."""
     if any(item.partition("=")[0].strip() == "plugins" for item in overrides):
         return []
-    recorded = OmegaConf.create(loaded.config_yaml).get("plugins") or []
+    try:
+        recorded = OmegaConf.create(loaded.config_yaml).get("plugins") or []
+    except Exception:  # a damaged saved config: load_config names the problem
+        return []
     replaced = moved_plugins(list(recorded), loaded.extra.get("plugin_modules", {}))
     if replaced is None:
         return []

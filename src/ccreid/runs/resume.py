@@ -16,6 +16,7 @@ from typing import Any, Dict, Optional, Sequence
 import numpy as np
 import torch
 
+from ccreid.config import load_config, to_yaml
 from ccreid.errors import CCReIDError
 from ccreid.runs.checkpoint import STATE_NAME, WEIGHTS_NAME, load_state, load_weights, save_state, save_weights
 
@@ -118,5 +119,11 @@ def load_checkpoint(folder: Path, required: Sequence[str] = ()) -> tuple[Dict[st
 def same_config(out: Path, config_yaml: str) -> None:
     """``--resume``: the run's config must be the one ``out/config.yaml`` saved."""
     saved_cfg = out / "config.yaml"
-    if saved_cfg.is_file() and saved_cfg.read_text() != config_yaml:
+    if not saved_cfg.is_file() or saved_cfg.read_text() == config_yaml:
+        return
+    try:  # config sections registered in this process since (a plug-in's) read as their defaults
+        same = to_yaml(load_config(str(saved_cfg))) == config_yaml
+    except CCReIDError:
+        same = False
+    if not same:
         raise CCReIDError(f"--resume: the config differs from {saved_cfg}; resume with the same config and overrides")

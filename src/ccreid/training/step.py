@@ -129,6 +129,16 @@ class TrainStep:
         ``net`` over the processes (:func:`average_gradients`)."""
 
 
+def broadcast_parameters(modules: Sequence[nn.Module]) -> None:
+    """Give every process of a distributed job process 0's parameters of ``modules`` (nothing in a
+    single process): modules outside the DDP-wrapped model start equal on every rank."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    for module in modules:
+        for p in module.parameters():
+            dist.broadcast(p.data, 0)
+
+
 def average_gradients(modules: Sequence[nn.Module]) -> None:
     """Average the gradients of ``modules`` over the processes of a distributed job (nothing in a
     single process): modules that take part in the loss but are not inside the DDP-wrapped model."""
