@@ -16,7 +16,7 @@ from ccreid.methods import resolve_preset
 from ccreid.methods.fire import (FARBranch, FireMethod, attribute_aware_loss, cluster_identities, far_donors,
                                  fine_classifier, recompose)
 from test_distributed import _torchrun
-from test_resume import assert_same_run, kill_once, train_args
+from test_resume import assert_kill_and_resume_equals_full, train_args
 from tiny_run import TINY
 
 
@@ -290,13 +290,8 @@ def test_fire_rebuilds_adam_at_each_clustered_epoch(tmp_path):
 @pytest.mark.timeout(300)
 def test_fire_sigkill_then_resume_equals_uninterrupted(tmp_path):
     """Killed mid-epoch after the clustering started: clusters, their classifier, FAR and Adam come back."""
-    data = tmp_path / "synthetic"
     extra = FIRE + ["train.checkpoint_every=0", "train.checkpoint_every_iters=2"]
-    assert main(train_args(tmp_path / "full", data) + extra) == 0
-    victim = tmp_path / "killed"
-    kill_once(victim, train_args(victim, data) + extra, "epoch-0002-iter")
-    assert main(train_args(victim, data) + extra + ["--resume"]) == 0
-    assert_same_run(tmp_path / "full", victim)
+    assert_kill_and_resume_equals_full(tmp_path, extra, "epoch-0002-iter")
 
 
 @pytest.mark.timeout(300)

@@ -10,7 +10,6 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from ccreid.cli import main
 from ccreid.config import load_config
 from ccreid.engine.trainer import train
 from ccreid.methods import Method
@@ -18,7 +17,7 @@ from ccreid.runs.checkpoint import load_weights
 from ccreid.runs.resume import latest_checkpoint
 from ccreid.training.hooks import HookBase
 from test_distributed import _torchrun
-from test_resume import assert_same_run, kill_once, train_args
+from test_resume import assert_kill_and_resume_equals_full
 from tiny_run import TINY
 
 
@@ -70,13 +69,8 @@ def test_documented_plugin_hook_resumes_bit_identically_mid_epoch(tmp_path):
     """docs/EXTENDING.md's weight EMA: its shadow weights are hook state, saved and restored."""
     plugin = tmp_path / "ema.py"
     plugin.write_text(documented_plugin())
-    data = tmp_path / "synthetic"
     extra = [f"plugins=[{plugin}]", "model.preset=ema", "train.checkpoint_every=0", "train.checkpoint_every_iters=2"]
-    assert main(train_args(tmp_path / "full", data) + extra) == 0
-    victim = tmp_path / "killed"
-    kill_once(victim, train_args(victim, data) + extra, "epoch-0001-iter")
-    assert main(train_args(victim, data) + extra + ["--resume"]) == 0
-    assert_same_run(tmp_path / "full", victim)
+    assert_kill_and_resume_equals_full(tmp_path, extra, "epoch-0001-iter")
 
 
 @pytest.mark.timeout(300)

@@ -48,17 +48,25 @@ def assert_same_run(full, resumed) -> None:
     assert log(full) == log(resumed)
 
 
+def assert_kill_and_resume_equals_full(tmp_path, extra, reached: str):
+    """Train ``extra`` once through and once killed (at checkpoint ``reached``) then resumed: the same
+    run. Returns the two run folders (full, killed)."""
+    data, full, victim = tmp_path / "synthetic", tmp_path / "full", tmp_path / "killed"
+    assert main(train_args(full, data) + extra) == 0
+    kill_once(victim, train_args(victim, data) + extra, reached)
+    if reached.endswith("-iter"):  # the kill came after a mid-epoch checkpoint
+        assert "-iter-" in latest_checkpoint(victim).name
+    assert main(train_args(victim, data) + extra + ["--resume"]) == 0
+    assert_same_run(full, victim)
+    return full, victim
+
+
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("preset", ["ours", "cal", "ours+cal"])
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path, preset):
     """Every method: CAL's classifier and its optimizer resume too (active from epoch 2)."""
-    data = tmp_path / "synthetic"
     method = [f"model.preset={preset}", "loss.cal.start_epoch=1"]
-    assert main(train_args(tmp_path / "full", data) + method) == 0
-    victim = tmp_path / "killed"
-    kill_once(victim, train_args(victim, data) + method, "epoch-0002")
-    assert main(train_args(victim, data) + method + ["--resume"]) == 0
-    assert_same_run(tmp_path / "full", victim)
+    _, victim = assert_kill_and_resume_equals_full(tmp_path, method, "epoch-0002")
     res = lambda run: json.loads((tmp_path / run / "results.json").read_text())["presets"][preset]
     assert res("full") == res("killed")
     assert len(list((victim / "checkpoints").glob("epoch-*"))) <= 2
@@ -80,11 +88,5 @@ def test_existing_run_is_never_overwritten_and_resume_needs_a_checkpoint(tmp_pat
 def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path, workers):
     """Checkpoints every 2 iterations (3 batches per epoch): the kill lands after a mid-epoch
     one, and the resumed run replays that epoch's data up to it (workers included)."""
-    data = tmp_path / "synthetic"
     extra = ["train.checkpoint_every=0", "train.checkpoint_every_iters=2", f"data.workers={workers}"]
-    assert main(train_args(tmp_path / "full", data) + extra) == 0
-    victim = tmp_path / "killed"
-    kill_once(victim, train_args(victim, data) + extra, "epoch-0001-iter")
-    assert "-iter-" in latest_checkpoint(victim).name
-    assert main(train_args(victim, data) + extra + ["--resume"]) == 0
-    assert_same_run(tmp_path / "full", victim)
+    assert_kill_and_resume_equals_full(tmp_path, extra, "epoch-0001-iter")  # resumed from a mid-epoch checkpoint

@@ -147,14 +147,20 @@ class Method:
             bctri_reduction=loss.bctri.reduction, attention_loss=partial(bsga_loss, kind=model.bsga.loss),
             erased_terms=tuple(model.cre.losses))
 
+    def trained_parameters(self) -> List[nn.Parameter]:
+        """What the ``main`` optimizer trains: the model's and the loss modules' parameters."""
+        return list(self.model.parameters()) + list(self.objective.parameters())
+
+    def main_optimizer(self) -> Tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+        """Adam over :meth:`trained_parameters` and its per-epoch schedule (warm-up, milestones)."""
+        train = self.cfg.train
+        optimizer = torch.optim.Adam(self.trained_parameters(), lr=train.lr, weight_decay=train.weight_decay,
+                                     foreach=True)  # one kernel per op for all tensors: same numbers
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e, self.cfg))
+
     def optimizers(self) -> Optimizers:
         """Name -> (optimizer, per-epoch scheduler or None); ``main`` trains the model."""
-        train = self.cfg.train
-        params = list(self.model.parameters()) + list(self.objective.parameters())
-        optimizer = torch.optim.Adam(params, lr=train.lr, weight_decay=train.weight_decay,
-                                     foreach=True)  # one kernel per op for all tensors: same numbers
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e, self.cfg))
-        return {"main": (optimizer, scheduler)}
+        return {"main": self.main_optimizer()}
 
     def make_step(self, net: nn.Module, optimizers: Optimizers, scaler: torch.amp.GradScaler, device: torch.device,
                   amp: str, generator: torch.Generator, channels_last: bool) -> TrainStep:

@@ -259,23 +259,23 @@ class FireMethod(Method):
         objective.weights["tri"] = 0.0  # FIRe²'s triplet loss: on the BNNeck feature, clustered epochs only
         return objective
 
-    def _parameters(self) -> List[nn.Parameter]:
-        modules = [self.model, self.objective, self.far] + ([self.fine_classifier] if self.fine_classifier else [])
-        return [p for m in modules for p in m.parameters()]
+    def trained_parameters(self) -> List[nn.Parameter]:
+        """The model's and loss modules', FAR's branch's and (once clustered) the cluster classifier's."""
+        extra = [self.far] + ([self.fine_classifier] if self.fine_classifier is not None else [])
+        return super().trained_parameters() + [p for m in extra for p in m.parameters()]
 
     def optimizers(self) -> Optimizers:
         self._optimizers = super().optimizers()  # kept: clustering replaces its main optimizer
-        self._optimizers["main"] = self._adam(self._optimizers["main"])
         return self._optimizers
 
-    def _adam(self, old: Tuple[torch.optim.Optimizer, Any]) -> Tuple[torch.optim.Optimizer, Any]:
-        """A new Adam over every parameter (the classifier of the clusters included) at the old one's
-        learning rate, its schedule continued; Adam's moments carried over with ``keep_moments``."""
-        train, (previous, schedule) = self.cfg.train, old
-        optimizer = torch.optim.Adam(self._parameters(), lr=train.lr, weight_decay=train.weight_decay, foreach=True)
+    def _rebuilt_main(self) -> Tuple[torch.optim.Optimizer, Any]:
+        """A new main Adam over :meth:`trained_parameters` (the classifier of the clusters included) at
+        the old one's learning rate, its schedule continued; Adam's moments carried over with
+        ``loss.fire.keep_moments``."""
+        previous, schedule = self._optimizers["main"]
+        optimizer, scheduler = self.main_optimizer()
         if self.cfg.loss.fire.keep_moments:
-            optimizer.state.update({p: s for p, s in previous.state.items()})
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.lr_lambdas[0])
+            optimizer.state.update(previous.state)
         scheduler.load_state_dict(schedule.state_dict())
         for group in optimizer.param_groups:
             group["lr"] = previous.param_groups[0]["lr"]
@@ -285,7 +285,7 @@ class FireMethod(Method):
         """Train on ``clusters`` from now on: a classifier of their centres and a new Adam."""
         self.clusters, self.clustered_epoch = clusters, epoch
         self.fine_classifier = fine_classifier(clusters.centres).to(self.device)
-        self._optimizers["main"] = self._adam(self._optimizers["main"])
+        self._optimizers["main"] = self._rebuilt_main()
         if self.step is not None:
             self.step.optimizer = self._optimizers["main"][0]
 
