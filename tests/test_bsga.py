@@ -97,7 +97,7 @@ def test_supervision_pulls_the_map_towards_the_mask() -> None:
 
 def test_model_needs_no_mask_in_eval_and_returns_maps_on_request() -> None:
     torch.manual_seed(0)
-    model = build_model("baseline+bsga", num_classes=5, backbone="resnet18", width_mult=0.25,
+    model = build_model(num_classes=5, backbone="resnet18", width_mult=0.25,
                         bsga_stages=("layer3", "layer4"))
     images = torch.randn(2, 3, 64, 32)
     model.eval()
@@ -112,4 +112,4 @@ def test_model_needs_no_mask_in_eval_and_returns_maps_on_request() -> None:
 
 def test_unknown_stage_is_a_user_error() -> None:
     with pytest.raises(CCReIDError, match="model.bsga.stages"):
-        build_model("ours", num_classes=5, backbone="resnet18", width_mult=0.25, bsga_stages=("layer5",))
+        build_model(num_classes=5, backbone="resnet18", width_mult=0.25, bsga_stages=("layer5",))

@@ -26,7 +26,7 @@ class Evil:
 
 
 def tiny_model():
-    return build_model("baseline", num_classes=3, backbone="resnet18", width_mult=0.125)
+    return build_model(num_classes=3, backbone="resnet18", width_mult=0.125)
 
 
 @pytest.fixture()

@@ -4,7 +4,8 @@ import pytest
 
 from ccreid.config import load_config, to_yaml
 from ccreid.errors import CCReIDError
-from ccreid.models.presets import PRESETS, resolve_components
+from ccreid.methods import resolve_preset
+from ccreid.methods.paper import ABLATION_SWITCHES, Switches
 
 
 def test_defaults_follow_method_md():
@@ -70,12 +71,22 @@ def test_resolved_config_round_trips(tmp_path):
 
 
 def test_presets_and_overrides():
-    assert set(PRESETS) == {"baseline", "baseline+bsga", "baseline+cre", "baseline+bctri", "ours-wo-bsga", "ours"}
-    assert resolve_components("ours") == PRESETS["ours"]
-    assert resolve_components("baseline", cre=True).cre is True
-    assert resolve_components("ours", bsga=False).bsga is False
+    assert set(ABLATION_SWITCHES) == {"baseline", "baseline+bsga", "baseline+cre", "baseline+bctri", "ours-wo-bsga",
+                                      "ours"}
+    switches = lambda *overrides: Switches.of(resolve_preset(load_config(None, list(overrides))))
+    assert switches("model.preset=ours") == ABLATION_SWITCHES["ours"]
+    assert switches("model.preset=baseline", "model.cre.enabled=true").cre is True
+    assert switches("model.preset=ours", "model.bsga.enabled=false").bsga is False
+    assert switches("model.preset=baseline", "loss.bctri.enabled=true").bctri is True
     with pytest.raises(CCReIDError, match="model.preset"):
-        resolve_components("mine")
+        load_config(None, ["model.preset=mine"])
+
+
+@pytest.mark.parametrize("preset", ["fire", "ps", "pcb"])
+def test_switches_on_a_method_without_them_are_refused(preset):
+    with pytest.raises(CCReIDError, match=f"model.cre.enabled.*model.preset={preset} does not take"):
+        load_config(None, [f"model.preset={preset}", "model.cre.enabled=true"])
+    load_config(None, [f"model.preset={preset}", "model.cre.enabled=false"])  # off is what it does anyway
 
 
 def test_bare_off_means_off_from_the_command_line_and_yaml(tmp_path):

@@ -166,7 +166,7 @@ def test_fine_classifier_starts_at_centres():
 def test_clustered_epochs_follow_official_gate():
     # main.py calls train(epoch + 1) and train_fire.py clusters when epoch > fg_start_epoch
     cfg = load_config("synthetic", ["model.preset=fire", "loss.fire.start_epoch=25"])
-    method = FireMethod(cfg, resolve_preset(cfg.model, cfg), None)
+    method = FireMethod(cfg, resolve_preset(cfg), None)
     clustered = []
     for epoch in range(30):
         method.set_epoch(epoch)

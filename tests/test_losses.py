@@ -18,7 +18,7 @@ from ccreid.losses import (
 )
 from ccreid.models.bsga import bsga_loss
 from ccreid.methods import DataInfo, Method, resolve_preset
-from ccreid.models.presets import PRESETS
+from ccreid.methods.paper import ABLATION_SWITCHES, PaperMethod
 
 
 def test_label_smoothed_ce_matches_a_loop() -> None:
@@ -156,13 +156,13 @@ def test_objective_without_bctri_bsga_and_copies() -> None:
     assert total.item() == pytest.approx((terms["ce_orig"] + terms["tri"]).item(), rel=1e-6)
 
 
-@pytest.mark.parametrize("preset", list(PRESETS))
+@pytest.mark.parametrize("preset", list(ABLATION_SWITCHES))
 def test_objective_from_config(preset: str) -> None:
     cfg = Config()
     cfg.model.cre.losses = ["ce"]
     cfg.loss.bctri.metric = "cosine"
     cfg.model.preset = preset
     data = DataInfo(4, 4, torch.ones(4, 4, dtype=torch.bool), (5,))
-    objective = Method(cfg, resolve_preset(cfg.model, cfg), data).build_objective()
-    assert objective.use_bctri == PRESETS[preset].bctri
+    objective = PaperMethod(cfg, resolve_preset(cfg), data).build_objective()
+    assert objective.use_bctri == ABLATION_SWITCHES[preset].bctri
     assert objective.erased_terms == {"ce"} and objective.bctri_metric == "cosine"

@@ -111,7 +111,6 @@ TOY = '''
 """A method defined outside ccreid: the baseline plus a feature-norm penalty."""
 from ccreid.training.step import TrainStep
 from ccreid.methods import Method, register_preset
-from ccreid.models.presets import PRESETS
 
 
 class NormStep(TrainStep):
@@ -125,7 +124,7 @@ class ToyMethod(Method):
         return NormStep(**base.fields())
 
 
-register_preset("toy", ToyMethod, PRESETS["baseline"])
+register_preset("toy", ToyMethod)
 '''
 
 

@@ -9,10 +9,10 @@ import torchvision
 from ccreid.config import Config, ModelConfig
 from ccreid.errors import CCReIDError
 from ccreid.losses import ReIDObjective
-from ccreid.methods import DataInfo, Method, build_model_from_config, resolve_preset
+from ccreid.methods import DataInfo, build_model_from_config, resolve_preset
+from ccreid.methods.paper import ABLATION_SWITCHES, PaperMethod
 from ccreid.models import (
     BACKBONES,
-    PRESETS,
     ClothesErasure,
     build_model,
 )
@@ -38,10 +38,10 @@ def tiny_batch(size: int = 8):
     return torch.randn(size, 3, 64, 32), parsing, has_parsing, pids, clothes
 
 
-@pytest.mark.parametrize("preset", list(PRESETS))
+@pytest.mark.parametrize("preset", list(ABLATION_SWITCHES))
 def test_every_preset_trains_one_step_and_evaluates(preset: str) -> None:
-    comps = PRESETS[preset]
-    model = build_model(preset, num_classes=2, **TINY)
+    comps = ABLATION_SWITCHES[preset]
+    model = build_model(num_classes=2, bsga_stages=("layer4",) if comps.bsga else (), **TINY)
     objective = ReIDObjective(2, use_bctri=comps.bctri, attention_loss=bsga_loss)
     images, parsing, has_parsing, pids, clothes = tiny_batch()
     is_erased = torch.zeros(len(pids), dtype=torch.bool)
@@ -70,7 +70,7 @@ def test_every_preset_trains_one_step_and_evaluates(preset: str) -> None:
 
 
 def test_eval_feature_choice() -> None:
-    model = build_model("baseline", num_classes=3, **TINY).eval()
+    model = build_model(num_classes=3, **TINY).eval()
     images = torch.randn(2, 3, 64, 32)
     with torch.no_grad():
         out = model(images, return_attention=True)
@@ -121,10 +121,10 @@ def test_pooling_and_bnneck(pooling: str, factor: int) -> None:
     assert head.classifier.weight.std().item() == pytest.approx(0.001, rel=0.3)
 
 
-def _method(model_cfg: ModelConfig, clothes_labels) -> Method:
+def _method(model_cfg: ModelConfig, clothes_labels) -> PaperMethod:
     cfg = Config(model=model_cfg)
     data = DataInfo(7, 3, torch.ones(7, 3, dtype=torch.bool), tuple(clothes_labels))
-    return Method(cfg, resolve_preset(model_cfg, cfg), data)
+    return PaperMethod(cfg, resolve_preset(cfg), data)
 
 
 def test_config_builders_follow_preset_and_overrides() -> None:

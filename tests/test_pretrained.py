@@ -64,7 +64,7 @@ def test_prefixes_containers_and_report(tmp_path) -> None:
 
     st_path = tmp_path / "weights.safetensors"
     save_file({f"backbone.{k}": v.contiguous() for k, v in source.state_dict().items()}, str(st_path))
-    model = build_model("baseline", num_classes=2, **TINY)
+    model = build_model(num_classes=2, **TINY)
     assert model.backbone.pretrained_report is None
     report = load_pretrained(model.backbone, str(st_path))
     assert model.backbone.pretrained_report is report

@@ -420,7 +420,7 @@ def _data_check_run(args: argparse.Namespace):
     parsing.weights = args.weights or parsing.weights
     if not described:
         return data, args.parsing is not None
-    preset = resolve_preset(cfg.model, cfg)
+    preset = resolve_preset(cfg)
     return data, preset.method.needs_parsing(preset)
 
 

@@ -50,7 +50,7 @@ def _test(weights: str | Path, out: Path, config: Optional[str], overrides: Sequ
     device = resolve_device(cfg.train.device)
     check_backend(backend, precision, device)
     manager = DataManager(cfg, need_parsing=False)
-    resolve_preset(cfg.model, cfg).method.complete_config(cfg, manager.dataset)  # e.g. camera ids within the table
+    resolve_preset(cfg).method.complete_config(cfg, manager.dataset)  # e.g. camera ids within the table
     net = prepare(trained_model(cfg, loaded, weights).to(device), device, backend, precision)
     results = evaluate_splits(net, manager.eval_splits("test"), manager.loader, device, cfg.test,
                               cfg.test.protocols, progress)

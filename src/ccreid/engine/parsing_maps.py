@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List
 
-from ccreid.config import DataConfig, ModelConfig
+from ccreid.config import DataConfig
 from ccreid.data.labels import BUILTIN, get_label_set
 from ccreid.errors import CCReIDError
 from ccreid.parsing import (CheckpointInfo, ParseItem, ParseSummary, dataset_items, inspect_checkpoint, parse_with,
@@ -21,15 +21,6 @@ from ccreid.parsing import (CheckpointInfo, ParseItem, ParseSummary, dataset_ite
 from ccreid.parsing.store import MANIFEST_NAME, is_done
 
 logger = logging.getLogger(__name__)
-
-
-def check_cre_labels(data: DataConfig, model: ModelConfig) -> None:
-    """CRE needs clothes classes: Pascal-Person-Part (body parts only) maps are refused."""
-    label_set = get_label_set(data.parsing.labels)
-    if not label_set.clothes and model.cre.clothes_labels is None:
-        raise CCReIDError(f"data.parsing.labels={label_set.name}: these maps have no clothes classes, so CRE has "
-                          "nothing to erase; parse with a LIP or ATR checkpoint (BSGA alone can use them: "
-                          "model.preset=baseline+bsga)")
 
 
 def check_recorded_labels(data: DataConfig) -> None:

@@ -26,7 +26,7 @@ from ccreid.data.manager import DataManager
 from ccreid.data.records import EvalSplit
 from ccreid.engine.default_hooks import default_hooks
 from ccreid.engine.loop import Trainer
-from ccreid.engine.parsing_maps import (ParsePlan, check_cre_labels, check_recorded_labels, parse_planned,
+from ccreid.engine.parsing_maps import (ParsePlan, check_recorded_labels, parse_planned,
                                         plan_parsing)
 from ccreid.engine.training import build_training, check_model
 from ccreid.errors import CCReIDError
@@ -148,7 +148,7 @@ def _prepare_data(cfg: Config, info: DistInfo, progress: bool,
                   checks_model: bool) -> Tuple[DataManager, str, Dict[str, EvalSplit]]:
     """Every check before work, the missing parsing maps, seeding, then the data: its manager, the run's
     config completed from it (as YAML) and the validation splits of ``train.select_on=val``."""
-    preset = resolve_preset(cfg.model, cfg)
+    preset = resolve_preset(cfg)
     needs_parsing = preset.method.needs_parsing(preset)
     plan = _check_before_work(cfg, preset, needs_parsing, checks_model)
     if plan is not None:
@@ -171,8 +171,7 @@ def _check_before_work(cfg: Config, preset: Preset, needs_parsing: bool, checks_
     layout. Returns what ``data.parsing.weights`` will parse (None: nothing to parse)."""
     if checks_model and (cfg.model.pretrained != "none" or needs_parsing and cfg.data.parsing.weights):
         check_model(cfg, preset)
-    if preset.components.cre:
-        check_cre_labels(cfg.data, cfg.model)
+    preset.method.check_before_work(cfg, preset)
     if needs_parsing:
         check_recorded_labels(cfg.data)
     if not (needs_parsing and cfg.data.parsing.weights):

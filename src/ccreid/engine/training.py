@@ -77,7 +77,7 @@ def build_training(cfg: Config, data: DataInfo, device: torch.device, info: Opti
     """The method of ``model.preset`` with its model on ``device``, loss modules and optimizers."""
     amp = resolve_amp(device, cfg.train.amp)
     autocast(device, amp)  # an amp mode the device lacks fails here, before any work
-    preset = resolve_preset(cfg.model, cfg)
+    preset = resolve_preset(cfg)
     method = preset.method(cfg, preset, data)
     channels_last = use_channels_last(device, cfg.train.channels_last)
     model = method.build_model().to(device)

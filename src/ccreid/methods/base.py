@@ -2,17 +2,16 @@
 
 A method is one class: the model it trains, its batch transforms, its named loss terms,
 its optimizers (with parameter groups and schedules), its epoch gates and the extra state
-its checkpoints hold. :class:`Method` itself is the paper's trainer: the baseline with the
-CRE, BSGA and BCTri switches (METHOD.md); another method subclasses it and overrides what
-it changes (see :mod:`ccreid.methods.cal`). A preset is a name for (method, switches,
+its checkpoints hold. :class:`Method` itself trains the baseline (BNNeck ResNet, CE + triplet,
+Adam); a method subclasses it and overrides what it changes: the paper's method
+(:mod:`ccreid.methods.paper`), CAL, PS, PCB, the ViT, FIRe². A preset is a name for (method,
 options): ``model.preset=<name>`` selects it. Methods in a user's own file or package
 register presets the same way and are loaded by the config key ``plugins``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from functools import partial
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type
 
 import torch
@@ -23,13 +22,10 @@ from ccreid.data.labels import LabelSet
 from ccreid.data.records import ImageRecord, ReIDDataset
 from ccreid.losses import ReIDObjective
 from ccreid.models import ReIDModel
-from ccreid.models.bsga import bsga_loss
-from ccreid.models.cre import ClothesErasure
-from ccreid.models.presets import Components
 from ccreid.registry import Registry
 from ccreid.training.hooks import HookBase
 from ccreid.training.pretrained import pretrained_backbone
-from ccreid.training.step import BatchTransform, TrainBatch, TrainStep
+from ccreid.training.step import BatchTransform, TrainStep
 
 Optimizers = Dict[str, Tuple[torch.optim.Optimizer, Optional[torch.optim.lr_scheduler.LRScheduler]]]
 
@@ -57,38 +53,33 @@ class DataInfo:
 
 @dataclass(frozen=True)
 class Preset:
-    """A named configuration: the method class, the paper's switches under it, its options."""
+    """A named configuration: the method class and its options (the paper's switches, CAL's
+    triplet weighting, ...), read by the method."""
 
     name: str
     method: Type["Method"]
-    components: Components
     options: Mapping[str, Any] = field(default_factory=dict)
 
 
 PRESETS: Registry[Preset] = Registry("preset (model.preset)")
 
 
-def register_preset(name: str, method: Type["Method"], components: Components = Components(False, False, False),
-                    **options: Any) -> Preset:
-    """Make ``model.preset=<name>`` train ``method`` with ``components`` and ``options``."""
-    preset = Preset(name, method, components, options)
+def register_preset(name: str, method: Type["Method"], **options: Any) -> Preset:
+    """Make ``model.preset=<name>`` train ``method`` with ``options``."""
+    preset = Preset(name, method, options)
     PRESETS.register(name)(preset)
     return preset
 
 
-def resolve_preset(model: ModelConfig, cfg: Optional[Config] = None) -> Preset:
-    """``model.preset``, with explicit ``model.cre/bsga.enabled`` (and ``loss.bctri.enabled``) applied."""
-    preset = PRESETS.get(model.preset)
-    comps = preset.components
-    bctri = cfg.loss.bctri.enabled if cfg is not None else None
-    comps = Components(cre=comps.cre if model.cre.enabled is None else model.cre.enabled,
-                       bsga=comps.bsga if model.bsga.enabled is None else model.bsga.enabled,
-                       bctri=comps.bctri if bctri is None else bctri)
-    return replace(preset, components=comps)
+def resolve_preset(cfg: Config) -> Preset:
+    """``model.preset`` as its method reads it with ``cfg`` (:meth:`Method.resolve`: e.g. the paper's
+    switches with explicit ``model.cre.enabled`` applied)."""
+    preset = PRESETS.get(cfg.model.preset)
+    return preset.method.resolve(preset, cfg)
 
 
 class Method:
-    """The paper's trainer: baseline (CE + triplet, BNNeck) with the CRE, BSGA and BCTri switches.
+    """The baseline: a BNNeck ResNet trained with label-smoothed CE and the batch-hard triplet loss.
 
     The trainer calls, in order: :meth:`build_model`, :meth:`setup` (loss modules and extra
     modules on the device), :meth:`optimizers`, :meth:`hooks`, :meth:`make_step`; then the
@@ -98,14 +89,23 @@ class Method:
     def __init__(self, cfg: Config, preset: Preset, data: DataInfo) -> None:
         self.cfg = cfg
         self.preset = preset
-        self.components = preset.components
         self.data = data
         self.epoch = 0
 
     @classmethod
+    def resolve(cls, preset: Preset, cfg: Config) -> Preset:
+        """``preset`` with what ``cfg`` says of its options applied (the base: as registered)."""
+        return preset
+
+    @classmethod
     def needs_parsing(cls, preset: Preset) -> bool:
         """Whether the training batches of ``preset`` must carry parsing maps."""
-        return preset.components.cre or preset.components.bsga
+        return False
+
+    @classmethod
+    def check_before_work(cls, cfg: Config, preset: Preset) -> None:
+        """What this method can refuse before data, parsing or training start (the paper's: CRE
+        needs clothes classes)."""
 
     @classmethod
     def complete_config(cls, cfg: Config, dataset: ReIDDataset) -> None:
@@ -115,9 +115,13 @@ class Method:
     def build_network(cls, cfg: Config, preset: Preset, num_classes: int) -> nn.Module:
         """The network this method trains and tests (rebuilt from a checkpoint's config by ``ccreid test``)."""
         model = cfg.model
-        backbone = pretrained_backbone(model)
-        stages = tuple(model.bsga.stages) if preset.components.bsga else ()
-        return ReIDModel(backbone, num_classes, pooling=model.pooling, bsga_stages=stages)
+        return ReIDModel(pretrained_backbone(model), num_classes, pooling=model.pooling,
+                         **cls.network_options(cfg, preset))
+
+    @classmethod
+    def network_options(cls, cfg: Config, preset: Preset) -> Dict[str, Any]:
+        """Keyword arguments of :class:`~ccreid.models.ReIDModel` beyond the backbone and the pooling."""
+        return {}
 
     def build_model(self) -> nn.Module:
         return self.build_network(self.cfg, self.preset, self.data.num_pids)
@@ -130,22 +134,18 @@ class Method:
 
     def batch_transforms(self) -> List[BatchTransform]:
         """What the step does to each batch before the forward, in order (see
-        :class:`~ccreid.training.step.TrainBatch`); a subclass or plug-in extends the list. Here: CRE."""
-        if not self.components.cre:
-            return []
-        cre = self.cfg.model.cre
-        labels = cre.clothes_labels if cre.clothes_labels is not None else self.data.clothes_labels
-        return [ErasedCopies(ClothesErasure(labels, p=cre.p, fill=cre.fill), self.data.num_clothes)]
+        :class:`~ccreid.training.step.TrainBatch`); a subclass or plug-in extends the list."""
+        return []
 
     def build_objective(self) -> nn.Module:
-        """METHOD.md's total loss; BCTri and BSGA's supervision follow the switches."""
-        loss, model = self.cfg.loss, self.cfg.model
-        return ReIDObjective(
-            self.data.num_pids, label_smoothing=loss.label_smoothing, triplet_margin=loss.triplet_margin,
-            w_ce=loss.w_ce, w_tri=loss.w_tri, w_bctri=loss.w_bctri, w_bsga=loss.w_bsga,
-            use_bctri=self.components.bctri, bctri_margin=loss.bctri.margin, bctri_metric=loss.bctri.metric,
-            bctri_reduction=loss.bctri.reduction, attention_loss=partial(bsga_loss, kind=model.bsga.loss),
-            erased_terms=tuple(model.cre.losses))
+        """The total loss (:class:`~ccreid.losses.ReIDObjective` with :meth:`objective_options`)."""
+        return ReIDObjective(self.data.num_pids, **self.objective_options())
+
+    def objective_options(self) -> Dict[str, Any]:
+        """Keyword arguments of :class:`~ccreid.losses.ReIDObjective`: the baseline's CE and triplet."""
+        loss = self.cfg.loss
+        return dict(label_smoothing=loss.label_smoothing, triplet_margin=loss.triplet_margin,
+                    w_ce=loss.w_ce, w_tri=loss.w_tri)
 
     def trained_parameters(self) -> List[nn.Parameter]:
         """What the ``main`` optimizer trains: the model's and the loss modules' parameters."""
@@ -197,22 +197,6 @@ class Method:
         """Restore :meth:`state_dict`'s output."""
 
 
-class ErasedCopies:
-    """CRE as a batch transform: appends the erased copies of :class:`ClothesErasure` (clothes id
-    ``c + num_clothes``: another outfit of the same identity), counted as ``num_erased``."""
-
-    def __init__(self, erasure: ClothesErasure, num_clothes: int) -> None:
-        self.erasure, self.num_clothes = erasure, num_clothes
-
-    def __call__(self, batch: TrainBatch, generator: Optional[torch.Generator] = None) -> TrainBatch:
-        counts = {"num_without_map": int((~batch.has_parsing).sum())}
-        if self.erasure.p == 0.0:
-            return replace(batch, counts=batch.counts | {"num_erased": 0} | counts)
-        index, copies = self.erasure.copies(batch.images, batch.parsing, batch.has_parsing, generator)
-        return batch.with_copies(index, copies, batch.clothes[index] + self.num_clothes,
-                                 num_erased=int(index.numel()), **counts)
-
-
 class EpochGates(HookBase):
     """Before each epoch, :meth:`Method.set_epoch`: the method's epoch gates (CAL's start) open on time."""
 
@@ -225,7 +209,7 @@ class EpochGates(HookBase):
 
 def build_model_from_config(cfg: Config, num_classes: int) -> nn.Module:
     """The network of ``cfg.model.preset`` (its method's :meth:`Method.build_network`)."""
-    preset = resolve_preset(cfg.model)
+    preset = resolve_preset(cfg)
     return preset.method.build_network(cfg, preset, num_classes)
 
 

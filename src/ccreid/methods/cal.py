@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ccreid.config import register_section, setting
-from ccreid.methods.base import Method, Optimizers, register_preset
-from ccreid.models.presets import PRESETS as PAPER_PRESETS
+from ccreid.methods.base import Optimizers, register_preset
+from ccreid.methods.paper import ABLATION_SWITCHES, PaperMethod
 from ccreid.training.step import TrainStep, average_gradients, broadcast_parameters
 
 
@@ -72,7 +72,7 @@ def clothes_adversarial_loss(logits: torch.Tensor, clothes: torch.Tensor, positi
 
 @dataclass(kw_only=True)
 class CALStep(TrainStep):
-    """The trainer's step plus CAL: classifier update, then the adversarial term (after the gate)."""
+    """The trainer's step plus CAL: the classifier update after the forward, then the adversarial term."""
 
     classifier: nn.Module
     classifier_optimizer: torch.optim.Optimizer
@@ -81,28 +81,34 @@ class CALStep(TrainStep):
     epsilon: float
     active: Callable[[], bool]
 
+    def after_forward(self, outputs: Dict[str, torch.Tensor], pids: torch.Tensor,
+                      clothes: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """The clothes classifier learns on detached features (a step of its own Adam, after the gate)."""
+        clothes_ce = F.cross_entropy(self.scale * self.classifier(outputs["bn_feat"].detach()), clothes)
+        if self.active():
+            self.classifier_optimizer.zero_grad(set_to_none=True)
+            clothes_ce.backward()
+            average_gradients([self.classifier])  # one classifier for all processes
+            self.classifier_optimizer.step()
+        return {"cal_clothes_ce": clothes_ce}
+
     def extra_terms(self, outputs: Dict[str, torch.Tensor], pids: torch.Tensor,
                     clothes: torch.Tensor) -> Dict[str, Tuple[float, torch.Tensor]]:
-        feats = outputs["bn_feat"]
-        clothes_ce = F.cross_entropy(self.scale * self.classifier(feats.detach()), clothes)
+        """The adversarial term through the updated classifier (after the gate; logged as 0 before)."""
         if not self.active():
-            return {"cal_clothes_ce": (0.0, clothes_ce), "cal_adv": (0.0, clothes_ce.new_zeros(()))}
-        self.classifier_optimizer.zero_grad(set_to_none=True)
-        clothes_ce.backward()
-        average_gradients([self.classifier])  # one classifier for all processes
-        self.classifier_optimizer.step()
-        adv = clothes_adversarial_loss(self.scale * self.classifier(feats), clothes, self.pid2clothes[pids],
-                                       self.epsilon)
-        return {"cal_clothes_ce": (0.0, clothes_ce), "cal_adv": (1.0, adv)}
+            return {"cal_adv": (0.0, outputs["bn_feat"].new_zeros((), dtype=torch.float32))}
+        adv = clothes_adversarial_loss(self.scale * self.classifier(outputs["bn_feat"]), clothes,
+                                       self.pid2clothes[pids], self.epsilon)
+        return {"cal_adv": (1.0, adv)}
 
 
-class CALMethod(Method):
+class CALMethod(PaperMethod):
     """The paper's trainer (any switches) plus CAL."""
 
     def setup(self, model: nn.Module, device: torch.device) -> None:
         super().setup(model, device)
         mask = self.data.pid2clothes
-        if self.components.cre:  # erased copies carry clothes id c + C: outfits of the same identity
+        if self.switches.cre:  # erased copies carry clothes id c + C: outfits of the same identity
             mask = torch.cat([mask, mask], dim=1)
         self.pid2clothes = mask.to(device)
         self.classifier = CosineClassifier(model.out_dim, mask.shape[1]).to(device)
@@ -137,5 +143,5 @@ class CALMethod(Method):
         self.classifier.load_state_dict(state["clothes_classifier"])
 
 
-register_preset("cal", CALMethod, PAPER_PRESETS["baseline"], cal_triplet_weight=True)
-register_preset("ours+cal", CALMethod, PAPER_PRESETS["ours"])
+register_preset("cal", CALMethod, cal_triplet_weight=True)
+register_preset("ours+cal", CALMethod, **vars(ABLATION_SWITCHES["ours"]))

@@ -37,7 +37,6 @@ from ccreid.methods.base import Method, Optimizers, register_preset
 from ccreid.methods.cal import CosineClassifier
 from ccreid.models import ReIDModel
 from ccreid.models.heads import BNNeckHead
-from ccreid.models.presets import PRESETS as PAPER_PRESETS
 from ccreid.training.hooks import HookBase
 from ccreid.training.step import TrainStep, average_gradients, broadcast_parameters
 
@@ -343,4 +342,4 @@ class FineClustering(HookBase):
                         epoch + 1, len(records), len(clusters.pids.unique()), len(clusters.centres))
 
 
-register_preset("fire", FireMethod, PAPER_PRESETS["baseline"])
+register_preset("fire", FireMethod)

@@ -20,7 +20,6 @@ from ccreid.losses import CrossEntropyLabelSmooth
 from ccreid.methods.base import Method, Preset, register_preset
 from ccreid.models import Backbone
 from ccreid.models.backbones import STAGES
-from ccreid.models.presets import PRESETS as PAPER_PRESETS
 from ccreid.training.pretrained import pretrained_backbone
 
 PARTS = 6
@@ -94,4 +93,4 @@ class PCBMethod(Method):
         return PCBObjective(self.data.num_pids, self.cfg.loss.label_smoothing)
 
 
-register_preset("pcb", PCBMethod, PAPER_PRESETS["baseline"])
+register_preset("pcb", PCBMethod)

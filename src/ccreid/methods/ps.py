@@ -17,7 +17,6 @@ import torch
 from ccreid.training.step import BatchTransform, TrainBatch
 from ccreid.errors import CCReIDError
 from ccreid.methods.base import Method, Preset, register_preset
-from ccreid.models.presets import PRESETS as PAPER_PRESETS
 
 #: label set -> (upper-clothes labels, lower-clothes labels)
 GARMENT_GROUPS: Dict[str, Tuple[Tuple[int, ...], Tuple[int, ...]]] = {
@@ -72,4 +71,4 @@ class PSMethod(Method):
         return [PixelSampling(GARMENT_GROUPS[self.data.label_set])]
 
 
-register_preset("ps", PSMethod, PAPER_PRESETS["baseline"])
+register_preset("ps", PSMethod)

@@ -24,9 +24,9 @@ from ccreid.config import Config, ModelConfig, register_section, setting
 from ccreid.data.records import ReIDDataset
 from ccreid.errors import CCReIDError
 from ccreid.inference.backends import CAMIDS_REQUIRED
-from ccreid.methods.base import Method, Preset, register_preset
+from ccreid.methods.base import Preset, register_preset
+from ccreid.methods.paper import PaperMethod, Switches
 from ccreid.models.heads import BNNeckHead
-from ccreid.models.presets import PRESETS as PAPER_PRESETS
 from ccreid.models.timm_backbone import import_timm
 from ccreid.training.pretrained import load_vit_pretrained
 
@@ -117,12 +117,12 @@ def build_vit(cfg: ModelConfig, height: int, width: int) -> nn.Module:
     return vit
 
 
-class ViTMethod(Method):
+class ViTMethod(PaperMethod):
     """The baseline's losses and optimizer on a ViT (BSGA has no CNN stage to follow: refused)."""
 
     @classmethod
     def build_network(cls, cfg: Config, preset: Preset, num_classes: int) -> nn.Module:
-        if preset.components.bsga:
+        if Switches.of(preset).bsga:
             raise CCReIDError("model.preset=vit: BSGA follows a CNN stage and has none in a ViT; "
                               "leave model.bsga.enabled unset")
         size, vit = (cfg.data.height, cfg.data.width), cfg.model.vit
@@ -142,4 +142,4 @@ class ViTMethod(Method):
                               f"{dataset.name!r} has camera ids up to {needed - 1} (use 0: from the data)")
 
 
-register_preset("vit", ViTMethod, PAPER_PRESETS["baseline"])
+register_preset("vit", ViTMethod)

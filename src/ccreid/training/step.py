@@ -55,9 +55,10 @@ class TrainStep:
     """One optimisation step: the batch transforms, forward, the objective, backward, update.
 
     ``net`` runs the forward: the model itself, its DistributedDataParallel wrapper
-    (gradients all-reduced in backward) or its ``torch.compile`` form. A method that adds
-    loss terms or updates other modules overrides :meth:`extra_terms`; one whose own modules
-    take part in the loss (outside ``net``) averages their gradients in :meth:`after_backward`.
+    (gradients all-reduced in backward) or its ``torch.compile`` form. A method hooks in at
+    three places: :meth:`after_forward` (its own optimizer steps on detached outputs, before
+    the loss), :meth:`extra_terms` (loss terms of its own) and :meth:`after_backward` (e.g.
+    averaging the gradients of its modules outside ``net``).
     """
 
     net: nn.Module
@@ -99,6 +100,7 @@ class TrainStep:
         outputs = {k: (v.float() if torch.is_tensor(v) else [a.float() for a in v]) for k, v in outputs.items()}
         loss, terms = self.objective(outputs, pids, clothes, batch.is_copy, body_mask, has_mask)
         self.index = batch.index
+        terms |= {name: value.detach().float() for name, value in self.after_forward(outputs, pids, clothes).items()}
         for name, (weight, value) in self.extra_terms(outputs, pids, clothes).items():
             if weight != 0:  # a weight-0 term is only logged (its graph may be spent already)
                 loss = loss + weight * value
@@ -116,6 +118,13 @@ class TrainStep:
     def fields(self) -> Dict[str, object]:
         """This step's settings by name: ``MyStep(**base.fields(), extra=...)`` extends a built step."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+
+    def after_forward(self, outputs: Dict[str, torch.Tensor], pids: torch.Tensor,
+                      clothes: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """After the forward, before the loss terms and backward: updates of the method's own
+        modules that the loss must see already done (CAL's clothes classifier, on detached
+        features). Returns name -> value, logged only."""
+        return {}
 
     def extra_terms(self, outputs: Dict[str, torch.Tensor], pids: torch.Tensor,
                     clothes: torch.Tensor) -> Dict[str, Tuple[float, torch.Tensor]]:
