@@ -13,7 +13,7 @@ import ccreid.data  # noqa: F401  (registers the adapters)
 from ccreid.config import load_config
 from ccreid.data.datasets.common import LOADERS
 from ccreid.data.manager import DataManager
-from ccreid.engine.parsing_maps import check_cre_labels
+from ccreid.methods.paper import check_cre_labels
 from ccreid.errors import CCReIDError
 from ccreid.parsing import dataset_items
 from test_datasets_common import TRICKY, load, write_png_map, write_tree
@@ -132,9 +132,9 @@ def test_missing_maps_error_names_the_parse_command(tmp_path):
 def test_pascal_maps_are_refused_for_cre_only(tmp_path):
     cfg = _config(tmp_path / "x.csv", "data.parsing.labels=pascal", "model.preset=ours")
     with pytest.raises(CCReIDError, match="no clothes classes.*LIP or ATR"):
-        check_cre_labels(cfg.data, cfg.model)
+        check_cre_labels(cfg)
     cfg = _config(tmp_path / "x.csv", "data.parsing.labels=pascal", "model.cre.clothes_labels=[2]")
-    check_cre_labels(cfg.data, cfg.model)  # an explicit clothes list is the user's choice
+    check_cre_labels(cfg)  # an explicit clothes list is the user's choice
 
 
 def _people(folder: Path) -> Path:
