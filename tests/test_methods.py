@@ -228,8 +228,8 @@ def test_pcb_stripes_are_six_row_blocks_and_eval_concatenates_them():
     assert out["part_logits"].shape == (2, 6, 5) and out["bn_feat"].shape == (2, 6 * 256)
 
 
-def test_ps_changes_exactly_the_shared_garment_pixels_and_takes_them_from_another_image():
-    from ccreid.methods.ps import GARMENT_GROUPS, PixelSampling, sample_pixels
+def test_ps_same_position_changes_exactly_the_shared_garment_pixels_and_takes_them_from_another_image():
+    from ccreid.methods.ps import GARMENT_GROUPS, PixelSampling, sample_pixels_same_position
 
     gen = torch.Generator().manual_seed(0)
     images = torch.randn(4, 3, 8, 4, generator=gen)
@@ -238,7 +238,7 @@ def test_ps_changes_exactly_the_shared_garment_pixels_and_takes_them_from_anothe
     parsing[0, 5:7] = 9  # pants in images 0 and 2 only
     parsing[2, 4:8] = 12  # (skirt: same lower group)
     parsing[3, 0] = 13  # a face pixel never changes
-    out = sample_pixels(images, parsing, GARMENT_GROUPS["lip"], gen)
+    out = sample_pixels_same_position(images, parsing, GARMENT_GROUPS["lip"], gen)
     changed = (out != images).any(1)
     upper, lower = torch.isin(parsing, torch.tensor([5])), torch.isin(parsing, torch.tensor([9, 12]))
     assert not (changed & ~(upper | lower)).any()
