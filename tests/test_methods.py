@@ -222,7 +222,7 @@ def test_pcb_stripes_are_six_row_blocks_and_eval_concatenates_them():
     assert height == 12 and attention == []
     torch.testing.assert_close(stripes, fmap.view(batch, channels, 6, 2, width).mean((3, 4)).transpose(1, 2))
     assert feats.shape == (2, 6 * channels) == (2, model.out_dim)
-    torch.testing.assert_close(feats.view(2, 6, channels).norm(dim=2), torch.ones(2, 6))
+    torch.testing.assert_close(feats.view(2, channels, 6).norm(dim=1), torch.ones(2, 6))
     model.train()
     out = model(images)
     assert out["part_logits"].shape == (2, 6, 5) and out["bn_feat"].shape == (2, 6 * 256)
