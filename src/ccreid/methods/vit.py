@@ -9,7 +9,9 @@ trained with the baseline's CE + triplet. ``model.pretrained``: ``none``, ``imag
 their grid. ``model.vit.sie``: TransReID's camera embedding (SIE), one learnt vector per
 camera added (times ``model.vit.sie_coef``) to every token after the position embeddings; the
 model then takes the camera ids in training and at test time (``uses_camids``). Not built:
-TransReID's jigsaw branch.
+TransReID's jigsaw branch. ``model.vit.drop_path`` (0.1): TransReID's stochastic depth
+(rates ``linspace(0, 0.1, depth)``, on the attention and MLP branches of each block).
+Differences from TransReID's code: docs/METHOD.md, "ViT".
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ class ViTConfig:
     sie_coef: float = 3.0  # its weight (TransReID's SIE_COE)
     # rows of the camera table; 0: from the data (max camera id + 1), saved in config.yaml
     sie_cameras: int = setting(0, min=0, meaning="0: from the data")
+    # stochastic depth on both residual branches of every block, rising linearly from 0 at the first block
+    # to this rate at the last (timm's drop_path_rate; TransReID's MODEL.DROP_PATH 0.1)
+    drop_path: float = setting(0.1, range=(0, 1))
 
 
 register_section("model.vit", ViTConfig)
@@ -106,7 +111,8 @@ def build_vit(cfg: ModelConfig, height: int, width: int) -> nn.Module:
     if not name.startswith("vit_") or not timm.is_model(name):
         raise CCReIDError(f"config key 'model.vit.name': {name!r} is not a timm vit_* model "
                           "(e.g. vit_small_patch16_224, vit_base_patch16_224)")
-    create_kwargs = {"num_classes": 0, "img_size": (height, width), "dynamic_img_size": True}
+    create_kwargs = {"num_classes": 0, "img_size": (height, width), "dynamic_img_size": True,
+                     "drop_path_rate": cfg.vit.drop_path}
     vit = timm.create_model(name, pretrained=False, **create_kwargs)
     load_vit_pretrained(vit, name, cfg.pretrained, create_kwargs)
     patch = vit.patch_embed.proj.kernel_size[0]

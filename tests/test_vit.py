@@ -1,0 +1,73 @@
+"""The ViT of preset ``vit`` against transcriptions of TransReID (damo-cv/TransReID,
+``model/backbones/vit_pytorch.py``): the token path (``PatchEmbed_overlap`` + ``forward_features``) at patch
+stride 16 and 12, and stochastic depth (``dpr = linspace(0, drop_path_rate, depth)``, ``Block.forward``)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ccreid.config import Config
+from ccreid.methods import build_model_from_config
+
+timm = pytest.importorskip("timm")
+from timm.layers import resample_abs_pos_embed  # noqa: E402
+
+
+def vit_model(stride=None, sie=0, drop_path=0.1):
+    cfg = Config()
+    cfg.model.preset, cfg.model.pretrained, cfg.data.height, cfg.data.width = "vit", "none", 64, 32
+    cfg.model.vit.name, cfg.model.vit.patch_stride, cfg.model.vit.drop_path = "vit_tiny_patch16_224", stride, drop_path
+    cfg.model.vit.sie, cfg.model.vit.sie_cameras = sie > 0, sie
+    return build_model_from_config(cfg, 5)
+
+
+def transreid_forward_features(vit, x, pos_embed, sie_embed=None, camera_id=None, sie_xishu=3.0):
+    """``TransReID.forward_features`` (no jigsaw branch), its modules taken from ``vit``."""
+    B = x.shape[0]
+    x = vit.patch_embed.proj(x)
+    x = x.flatten(2).transpose(1, 2)
+    cls_tokens = vit.cls_token.expand(B, -1, -1)
+    x = torch.cat((cls_tokens, x), dim=1)
+    if sie_embed is not None:
+        x = x + pos_embed + sie_xishu * sie_embed[camera_id]
+    else:
+        x = x + pos_embed
+    for blk in vit.blocks:
+        x = blk(x)
+    x = vit.norm(x)
+    return x[:, 0]
+
+
+@pytest.mark.parametrize("stride", [16, 12])
+def test_token_path_equals_transreid_at_patch_stride_16_and_12(stride):
+    torch.manual_seed(0)
+    model = vit_model(stride, sie=3).eval()
+    images, camids = torch.randn(2, 3, 64, 32), torch.tensor([0, 2])
+    grid = ((64 - 16) // stride + 1, (32 - 16) // stride + 1)  # PatchEmbed_overlap's num_y, num_x
+    assert model.grid(64, 32) == grid
+    # TransReID keeps its position embeddings on this grid; ccreid resamples the stored 4x2 grid to it
+    pos = resample_abs_pos_embed(model.vit.pos_embed, new_size=grid, old_size=(4, 2), num_prefix_tokens=1)
+    assert torch.equal(pos, model.vit.pos_embed) == (stride == 16)
+    with torch.no_grad():
+        ours = model.tokens(images, camids)[:, 0]
+        theirs = transreid_forward_features(model.vit, images, pos, model.sie, camids)
+    torch.testing.assert_close(ours, theirs)
+
+
+def test_drop_path_rates_and_placement_follow_transreid():
+    model = vit_model()
+    blocks = model.vit.blocks
+    dpr = [x.item() for x in torch.linspace(0, 0.1, len(blocks))]  # TransReID's stochastic depth decay rule
+    assert [getattr(b.drop_path1, "drop_prob", 0.0) for b in blocks] == pytest.approx(dpr)  # 0: nn.Identity
+    assert [getattr(b.drop_path2, "drop_prob", 0.0) for b in blocks] == pytest.approx(dpr)
+    blk = blocks[-1].train()
+    x = torch.randn(2, 9, blk.norm1.normalized_shape[0])
+    torch.manual_seed(1)
+    ours = blk(x)
+    torch.manual_seed(1)  # TransReID's Block.forward, the same drop-path modules (same masks)
+    y = x + blk.drop_path1(blk.attn(blk.norm1(x)))
+    y = y + blk.drop_path2(blk.mlp(blk.norm2(y)))
+    torch.testing.assert_close(ours, y)
+    assert not torch.equal(ours, blk.eval()(x))  # a branch was dropped in training
+    assert all(getattr(b.drop_path1, "drop_prob", 0.0) == 0.0 for b in vit_model(drop_path=0.0).vit.blocks)
