@@ -71,3 +71,31 @@ def test_drop_path_rates_and_placement_follow_transreid():
     torch.testing.assert_close(ours, y)
     assert not torch.equal(ours, blk.eval()(x))  # a branch was dropped in training
     assert all(getattr(b.drop_path1, "drop_prob", 0.0) == 0.0 for b in vit_model(drop_path=0.0).vit.blocks)
+
+
+def transreid_soft_margin_triplet(global_feat, labels):
+    """``TripletLoss()`` (margin None: ``nn.SoftMarginLoss``) of TransReID's ``loss/triplet_loss.py``."""
+    m = global_feat.size(0)
+    xx = torch.pow(global_feat, 2).sum(1, keepdim=True).expand(m, m)
+    dist_mat = (xx + xx.t() - 2 * global_feat @ global_feat.t()).clamp(min=1e-12).sqrt()
+    is_pos = labels.expand(m, m).eq(labels.expand(m, m).t())
+    dist_ap = torch.max(dist_mat[is_pos].contiguous().view(m, -1), 1)[0]
+    dist_an = torch.min(dist_mat[~is_pos].contiguous().view(m, -1), 1)[0]
+    return torch.nn.SoftMarginLoss()(dist_an - dist_ap, torch.ones_like(dist_an))
+
+
+def test_vit_objective_has_transreids_soft_margin_triplet():
+    from ccreid.config import load_config
+    from ccreid.methods import DataInfo, resolve_preset
+
+    cfg = load_config(None, ["model.preset=vit", "loss.label_smoothing=0"])
+    preset = resolve_preset(cfg.model, cfg)
+    objective = preset.method(cfg, preset, DataInfo(4, 4, torch.eye(4, dtype=torch.bool), (5,))).build_objective()
+    feat, logits = torch.randn(8, 6, requires_grad=True), torch.randn(8, 4)
+    pids = torch.arange(8) // 2
+    _, terms = objective({"feat": feat, "logits": logits, "attention": []}, pids, pids, torch.zeros(8, dtype=torch.bool))
+    torch.testing.assert_close(terms["tri"], transreid_soft_margin_triplet(feat, pids).detach())
+    torch.testing.assert_close(terms["ce_orig"], torch.nn.functional.cross_entropy(logits, pids))
+    cfg.loss.vit.soft_margin = False
+    assert preset.method(cfg, preset, DataInfo(4, 4, torch.eye(4, dtype=torch.bool), (5,))).build_objective() \
+        .triplet_margin == 0.3

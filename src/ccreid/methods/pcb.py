@@ -19,7 +19,8 @@ from torch import nn
 
 from ccreid.config import Config
 from ccreid.losses import CrossEntropyLabelSmooth
-from ccreid.methods.base import Method, Preset, register_preset
+from ccreid.methods.base import Preset, register_preset
+from ccreid.methods.recipe import RecipeOptimizer
 from ccreid.models import Backbone
 from ccreid.models.backbones import STAGES
 from ccreid.models.presets import PRESETS as PAPER_PRESETS
@@ -90,7 +91,7 @@ class PCBObjective(nn.Module):
         return loss, {"ce_parts": loss.detach().float()}
 
 
-class PCBMethod(Method):
+class PCBMethod(RecipeOptimizer):
     """Six-stripe PCB trained with the trainer's optimizer and schedule."""
 
     @classmethod

@@ -31,7 +31,8 @@ from torch import nn
 
 from ccreid.config import register_section, setting
 from ccreid.errors import CCReIDError
-from ccreid.methods.base import Method, Preset, register_preset
+from ccreid.methods.base import Preset, register_preset
+from ccreid.methods.recipe import RecipeOptimizer
 from ccreid.models.presets import PRESETS as PAPER_PRESETS
 from ccreid.training.step import BatchTransform, TrainBatch
 
@@ -148,7 +149,7 @@ class PixelSampling:
                                  num_without_map=int((~batch.has_parsing).sum()))
 
 
-class PSMethod(Method):
+class PSMethod(RecipeOptimizer):
     """The baseline trained on originals and pixel-sampled copies, with the feature loss."""
 
     @classmethod

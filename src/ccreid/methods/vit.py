@@ -10,7 +10,8 @@ their grid. ``model.vit.sie``: TransReID's camera embedding (SIE), one learnt ve
 camera added (times ``model.vit.sie_coef``) to every token after the position embeddings; the
 model then takes the camera ids in training and at test time (``uses_camids``). Not built:
 TransReID's jigsaw branch. ``model.vit.drop_path`` (0.1): TransReID's stochastic depth
-(rates ``linspace(0, 0.1, depth)``, on the attention and MLP branches of each block).
+(rates ``linspace(0, 0.1, depth)``, on the attention and MLP branches of each block);
+``loss.vit.soft_margin`` (true): TransReID's soft-margin triplet.
 Differences from TransReID's code: docs/METHOD.md, "ViT".
 """
 
@@ -26,7 +27,8 @@ from ccreid.config import Config, ModelConfig, register_section, setting
 from ccreid.data.records import ReIDDataset
 from ccreid.errors import CCReIDError
 from ccreid.inference.backends import CAMIDS_REQUIRED
-from ccreid.methods.base import Method, Preset, register_preset
+from ccreid.methods.base import Preset, register_preset
+from ccreid.methods.recipe import RecipeOptimizer
 from ccreid.models.heads import BNNeckHead
 from ccreid.models.presets import PRESETS as PAPER_PRESETS
 from ccreid.models.timm_backbone import import_timm
@@ -48,7 +50,16 @@ class ViTConfig:
     drop_path: float = setting(0.1, range=(0, 1))
 
 
+@dataclass
+class ViTLossConfig:
+    """The triplet of preset ``vit``: the config section ``loss.vit``."""
+
+    # TransReID's NO_MARGIN: soft-margin batch-hard triplet log(1 + exp(d_ap - d_an)); false: loss.triplet_margin
+    soft_margin: bool = True
+
+
 register_section("model.vit", ViTConfig)
+register_section("loss.vit", ViTLossConfig)
 
 
 class ViTReID(nn.Module):
@@ -123,7 +134,7 @@ def build_vit(cfg: ModelConfig, height: int, width: int) -> nn.Module:
     return vit
 
 
-class ViTMethod(Method):
+class ViTMethod(RecipeOptimizer):
     """The baseline's losses and optimizer on a ViT (BSGA has no CNN stage to follow: refused)."""
 
     @classmethod
@@ -134,6 +145,13 @@ class ViTMethod(Method):
         size, vit = (cfg.data.height, cfg.data.width), cfg.model.vit
         return ViTReID(build_vit(cfg.model, *size), num_classes, size,
                        sie_cameras=vit.sie_cameras if vit.sie else 0, sie_coef=vit.sie_coef)
+
+    def build_objective(self) -> nn.Module:
+        """The baseline's objective; its triplet with TransReID's soft margin (``loss.vit.soft_margin``)."""
+        objective = super().build_objective()
+        if self.cfg.loss.vit.soft_margin:
+            objective.triplet_margin = None
+        return objective
 
     @classmethod
     def complete_config(cls, cfg: Config, dataset: ReIDDataset) -> None:
