@@ -280,7 +280,7 @@ def test_vit_interpolates_position_embeddings_and_overlaps_patches():
     with torch.no_grad():
         fmap, _ = model.feature_map(images)
         assert fmap.shape == (2, 192, 4, 2) and model(images).shape == (2, 192)
-        cfg.model.vit.patch_stride = 8  # overlapping: 7x3 patches, embeddings resampled at run time
+        cfg.model.vit.patch_stride = 8  # overlapping: 7x3 patches, embeddings resized to that grid at build
         overlapping = build_model_from_config(cfg, 5).eval()
         assert overlapping.feature_map(images)[0].shape == (2, 192, 7, 3)
         assert torch.isfinite(overlapping(images)).all()

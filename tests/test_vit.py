@@ -11,7 +11,11 @@ from ccreid.config import Config
 from ccreid.methods import build_model_from_config
 
 timm = pytest.importorskip("timm")
-from timm.layers import resample_abs_pos_embed  # noqa: E402
+import math  # noqa: E402
+
+import torch.nn.functional as F  # noqa: E402
+
+from ccreid.methods.vit import fit_position_embeddings  # noqa: E402
 
 
 def vit_model(stride=None, sie=0, drop_path=0.1):
@@ -45,14 +49,33 @@ def test_token_path_equals_transreid_at_patch_stride_16_and_12(stride):
     model = vit_model(stride, sie=3).eval()
     images, camids = torch.randn(2, 3, 64, 32), torch.tensor([0, 2])
     grid = ((64 - 16) // stride + 1, (32 - 16) // stride + 1)  # PatchEmbed_overlap's num_y, num_x
-    assert model.grid(64, 32) == grid
-    # TransReID keeps its position embeddings on this grid; ccreid resamples the stored 4x2 grid to it
-    pos = resample_abs_pos_embed(model.vit.pos_embed, new_size=grid, old_size=(4, 2), num_prefix_tokens=1)
-    assert torch.equal(pos, model.vit.pos_embed) == (stride == 16)
-    with torch.no_grad():
+    assert model.grid(64, 32) == grid and model.vit.pos_embed.shape[1] == 1 + grid[0] * grid[1]
+    with torch.no_grad():  # the stored position embeddings are added as they are, as TransReID's
         ours = model.tokens(images, camids)[:, 0]
-        theirs = transreid_forward_features(model.vit, images, pos, model.sie, camids)
-    torch.testing.assert_close(ours, theirs)
+        theirs = transreid_forward_features(model.vit, images, model.vit.pos_embed, model.sie, camids)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+
+
+def transreid_resize_pos_embed(posemb, posemb_new, hight, width):
+    """``resize_pos_embed`` of ``vit_pytorch.py`` (what ``load_param`` applies to the pretrained grid)."""
+    ntok_new = posemb_new.shape[1]
+    posemb_token, posemb_grid = posemb[:, :1], posemb[0, 1:]
+    ntok_new -= 1
+    gs_old = int(math.sqrt(len(posemb_grid)))
+    posemb_grid = posemb_grid.reshape(1, gs_old, gs_old, -1).permute(0, 3, 1, 2)
+    posemb_grid = F.interpolate(posemb_grid, size=(hight, width), mode='bilinear')
+    posemb_grid = posemb_grid.permute(0, 2, 3, 1).reshape(1, hight * width, -1)
+    return torch.cat([posemb_token, posemb_grid], dim=1)
+
+
+@pytest.mark.parametrize("grid", [(16, 8), (21, 10)])  # 256x128 at stride 16 and 12
+def test_position_embeddings_are_resized_once_as_transreid_loads_them(grid):
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, dynamic_img_size=True)
+    pretrained = vit.pos_embed.detach().clone()  # the 14x14 grid of the stored weights
+    fit_position_embeddings(vit, grid)
+    expected = transreid_resize_pos_embed(pretrained, torch.zeros(1, 1 + grid[0] * grid[1], 1), *grid)
+    torch.testing.assert_close(vit.pos_embed.detach(), expected, rtol=0, atol=0)
+    assert isinstance(vit.pos_embed, torch.nn.Parameter) and vit.patch_embed.grid_size == grid
 
 
 def test_drop_path_rates_and_placement_follow_transreid():

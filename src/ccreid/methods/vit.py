@@ -1,8 +1,9 @@
 """A transformer baseline in the TransReID style (He et al., ICCV 2021), preset ``vit``.
 
 Any timm ``vit_*`` model (``model.vit.name``) at the re-ID input size: its position
-embeddings are interpolated to the patch grid of ``data.height x data.width`` (at load and,
-for overlapping patches, at run time), patches may overlap (``model.vit.patch_stride`` below
+embeddings are resized once, bilinearly, from the pretrained grid to the patch grid of
+``data.height x data.width`` and learnt there (TransReID's ``resize_pos_embed``; inputs of
+another size are resampled at run time), patches may overlap (``model.vit.patch_stride`` below
 the patch size, TransReID's 12 for 16), and the class token goes through the BNNeck head;
 trained with the baseline's CE + triplet. ``model.pretrained``: ``none``, ``imagenet``
 (timm's weights) or a local timm weight file. Activation maps show the patch tokens on
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ccreid.config import Config, ModelConfig, register_section, setting
@@ -84,8 +86,7 @@ class ViTReID(nn.Module):
     def grid(self, height: int, width: int) -> Tuple[int, int]:
         """The patch grid of an input (stride may be below the patch size: overlapping patches)."""
         proj = self.vit.patch_embed.proj
-        return ((height - proj.kernel_size[0]) // proj.stride[0] + 1,
-                (width - proj.kernel_size[1]) // proj.stride[1] + 1)
+        return patch_grid(height, width, proj.kernel_size[0], proj.stride[0])
 
     def tokens(self, images: torch.Tensor, camids: Optional[torch.Tensor] = None) -> torch.Tensor:
         """timm's ``forward_features``, with the camera embedding added after the position embeddings."""
@@ -115,22 +116,47 @@ class ViTReID(nn.Module):
         return out["bn_feat"] if self.feature == "bn" else out["feat"]
 
 
+def patch_grid(height: int, width: int, patch: int, stride: int) -> Tuple[int, int]:
+    """The patch grid of a ``height x width`` input (TransReID's ``PatchEmbed_overlap`` num_y, num_x)."""
+    return (height - patch) // stride + 1, (width - patch) // stride + 1
+
+
+def fit_position_embeddings(vit: nn.Module, grid: Tuple[int, int]) -> None:
+    """``vit``'s position embeddings moved onto ``grid`` once, as TransReID's ``resize_pos_embed``
+    does at load: the stored grid resized bilinearly (class token kept), a new parameter of
+    ``1 + h * w`` rows; the patch embedding then reports that grid, so timm adds it as it is."""
+    prefix = 0 if vit.no_embed_class else vit.num_prefix_tokens
+    old_h, old_w = vit.patch_embed.grid_size
+    with torch.no_grad():
+        pos = vit.pos_embed.detach()
+        cells = pos[0, prefix:].reshape(1, old_h, old_w, -1).permute(0, 3, 1, 2)
+        cells = F.interpolate(cells, size=grid, mode="bilinear", align_corners=False)
+        cells = cells.permute(0, 2, 3, 1).reshape(1, grid[0] * grid[1], -1)
+        vit.pos_embed = nn.Parameter(torch.cat([pos[:, :prefix], cells], dim=1))
+    vit.patch_embed.grid_size = grid
+    vit.patch_embed.num_patches = grid[0] * grid[1]
+
+
 def build_vit(cfg: ModelConfig, height: int, width: int) -> nn.Module:
-    """The timm ViT of ``model.vit``, position embeddings fitted to ``height x width``."""
+    """The timm ViT of ``model.vit`` with its weights (``model.pretrained``) at timm's own input size,
+    then TransReID's patch stride and position embeddings on the patch grid of ``height x width``."""
     name = cfg.vit.name
     timm = import_timm(name)
     if not name.startswith("vit_") or not timm.is_model(name):
         raise CCReIDError(f"config key 'model.vit.name': {name!r} is not a timm vit_* model "
                           "(e.g. vit_small_patch16_224, vit_base_patch16_224)")
-    create_kwargs = {"num_classes": 0, "img_size": (height, width), "dynamic_img_size": True,
-                     "drop_path_rate": cfg.vit.drop_path}
+    create_kwargs = {"num_classes": 0, "dynamic_img_size": True, "drop_path_rate": cfg.vit.drop_path}
     vit = timm.create_model(name, pretrained=False, **create_kwargs)
     load_vit_pretrained(vit, name, cfg.pretrained, create_kwargs)
     patch = vit.patch_embed.proj.kernel_size[0]
     stride = cfg.vit.patch_stride or patch
     if not 0 < stride <= patch:
         raise CCReIDError(f"config key 'model.vit.patch_stride': {stride} must be in 1..{patch} (the patch size)")
+    if min(height, width) < patch:
+        raise CCReIDError(f"data.height x data.width {height}x{width}: model.vit.name={name} needs at least "
+                          f"{patch} pixels each way (its patch size)")
     vit.patch_embed.proj.stride = (stride, stride)
+    fit_position_embeddings(vit, patch_grid(height, width, patch, stride))
     return vit
 
 
