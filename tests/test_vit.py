@@ -122,3 +122,13 @@ def test_vit_objective_has_transreids_soft_margin_triplet():
     cfg.loss.vit.soft_margin = False
     assert preset.method(cfg, preset, DataInfo(4, 4, torch.eye(4, dtype=torch.bool), (5,))).build_objective() \
         .triplet_margin == 0.3
+
+
+def test_an_input_smaller_than_a_patch_is_a_one_line_error():
+    from ccreid.errors import CCReIDError
+
+    cfg = Config()
+    cfg.model.preset, cfg.model.pretrained, cfg.data.height, cfg.data.width = "vit", "none", 8, 8
+    cfg.model.vit.name = "vit_tiny_patch16_224"
+    with pytest.raises(CCReIDError, match=r"8x8: model.vit.name=vit_tiny_patch16_224 needs at least 16 pixels"):
+        build_model_from_config(cfg, 5)
