@@ -76,7 +76,8 @@ def test_cal_configs_are_simple_ccreids_recipe(name):
 def test_ps_config_is_the_official_recipe():
     cfg = recipe("ps_prcc")
     assert (cfg.data.height, cfg.data.width, cfg.data.ids_per_batch, cfg.data.images_per_id) == (256, 128, 16, 4)
-    assert (cfg.data.flip_p, cfg.data.pad, cfg.data.erasing_p, cfg.model.pooling) == (0.0, 10, 0.0, "avg")
+    assert (cfg.data.flip_p, cfg.data.pad, cfg.data.erasing_p, cfg.data.color_jitter, cfg.model.pooling) == (
+        0.0, 10, 0.0, 0.1, "avg")
     optim = cfg.train.optim
     assert (optim.name, optim.momentum, optim.warmup_factor, cfg.train.warmup_epochs) == ("sgd", 0.9, 0.01, 10)
     assert (cfg.train.lr, cfg.train.weight_decay, cfg.train.epochs, cfg.train.milestones) == (3.5e-4, 5e-4, 60, [40, 80])
