@@ -88,7 +88,7 @@ def test_pcb_config_is_the_papers_recipe():
     cfg = recipe("pcb_market1501")
     assert (cfg.data.height, cfg.data.width, cfg.data.erasing_p, cfg.data.pad) == (384, 128, 0.0, 0)
     assert (cfg.train.optim.name, cfg.train.lr, cfg.train.epochs, cfg.train.milestones) == ("sgd", 0.1, 60, [40])
-    assert cfg.train.warmup_epochs == 0 and not cfg.test.flip
+    assert cfg.train.warmup_epochs == 0 and cfg.train.optim.pretrained_lr_factor == 0.1 and not cfg.test.flip
 
 
 def test_vit_config_is_transreids_recipe():

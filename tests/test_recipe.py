@@ -85,3 +85,13 @@ def test_train_optim_is_refused_for_methods_that_ignore_it(preset):
     with pytest.raises(CCReIDError, match="train.optim"):
         load_config(None, [f"model.preset={preset}", "train.optim.name=sgd"])
     load_config(None, [f"model.preset={preset}"])  # the defaults pass
+
+
+def test_pretrained_lr_factor_slows_the_backbone_only():
+    method = method_for(["train.optim.name=sgd", "train.optim.pretrained_lr_factor=0.1", "train.lr=0.1",
+                         "train.warmup_epochs=0"])
+    optimizer, _ = method.main_optimizer()
+    names = {id(p): n for n, p in method.model.named_parameters()}
+    lrs = {names[id(p)]: g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    assert lrs and all(lr == pytest.approx(0.01 if n.startswith("backbone.") else 0.1) for n, lr in lrs.items())
+    assert {n.split(".")[0] for n, lr in lrs.items() if lr == pytest.approx(0.1)} == {"reduce", "classifiers"}

@@ -8,6 +8,8 @@ ccreid's linear warm-up and milestones: :func:`ccreid.methods.base.lr_factor`). 
 - ``name``: ``adam`` or ``sgd`` (momentum ``momentum``);
 - ``bias_lr_factor`` / ``weight_decay_bias``: the learning-rate factor and weight decay of the
   parameters whose name contains ``bias`` (the BoT / TransReID ``make_optimizer`` rule);
+- ``pretrained_lr_factor``: the learning-rate factor of the pretrained network (the model's
+  ``backbone``, the ViT's ``vit``), the new layers at ``train.lr`` (PCB's paper: 0.1);
 - ``schedule=step`` with ``warmup_factor`` f: ``f + (1 - f) * e / W`` in the 0-based epochs
   ``e < W = train.warmup_epochs`` (BoT's ``WarmupMultiStepLR``), then ``train.gamma`` at each of
   ``train.milestones``; unset f: ccreid's ``(e + 1) / W``;
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
@@ -43,6 +45,8 @@ class OptimConfig:
     warmup_factor: Optional[float] = setting(None, range=(0, 1))
     min_factor: float = setting(0.002, range=(0, 1))  # cosine: the final lr as a fraction of train.lr
     bias_lr_factor: float = setting(1.0, above=0)  # lr factor of parameters named *bias*
+    # lr factor of the pretrained network (PCB's paper: 0.1, the new layers at train.lr)
+    pretrained_lr_factor: float = setting(1.0, above=0)
     weight_decay_bias: Optional[float] = setting(None, min=0.0, meaning="None: train.weight_decay")
 
 
@@ -73,16 +77,24 @@ def recipe_lr_factor(epoch: int, cfg: Any) -> float:
 class RecipeOptimizer(Method):
     """A method whose main optimizer and schedule follow ``train.optim``."""
 
+    #: name prefix of the pretrained network's parameters (``train.optim.pretrained_lr_factor``)
+    pretrained_prefix = "backbone."
+
     def parameter_groups(self) -> List[dict]:
-        """:meth:`trained_parameters` split into the weights and the parameters named *bias*."""
+        """:meth:`trained_parameters` grouped by learning rate and weight decay: parameters named
+        *bias* (``bias_lr_factor``, ``weight_decay_bias``), those of the pretrained network
+        (``pretrained_lr_factor``), the rest at ``train.lr`` / ``train.weight_decay``."""
         train, optim = self.cfg.train, self.cfg.train.optim
-        names = {id(p): n for module in (self.model, self.objective) for n, p in module.named_parameters()}
-        params = self.trained_parameters()
-        bias = [p for p in params if "bias" in names.get(id(p), "")]
-        weights = [p for p in params if "bias" not in names.get(id(p), "")]
+        names = {id(p): n for n, p in self.model.named_parameters()}
+        names.update({id(p): f"objective.{n}" for n, p in self.objective.named_parameters()})
         decay_bias = train.weight_decay if optim.weight_decay_bias is None else optim.weight_decay_bias
-        return [{"params": weights, "lr": train.lr, "weight_decay": train.weight_decay},
-                {"params": bias, "lr": train.lr * optim.bias_lr_factor, "weight_decay": decay_bias}]
+        groups: Dict[Tuple[float, float], List[torch.nn.Parameter]] = {}
+        for param in self.trained_parameters():
+            name = names.get(id(param), "")
+            lr = train.lr * (optim.bias_lr_factor if "bias" in name else 1.0)
+            lr *= optim.pretrained_lr_factor if name.startswith(self.pretrained_prefix) else 1.0
+            groups.setdefault((lr, decay_bias if "bias" in name else train.weight_decay), []).append(param)
+        return [{"params": params, "lr": lr, "weight_decay": decay} for (lr, decay), params in groups.items()]
 
     def main_optimizer(self) -> Tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
         """The trainer's Adam at the defaults; else ``train.optim``'s optimizer and schedule."""

@@ -163,6 +163,8 @@ def build_vit(cfg: ModelConfig, height: int, width: int) -> nn.Module:
 class ViTMethod(RecipeOptimizer):
     """The baseline's losses and optimizer on a ViT (BSGA has no CNN stage to follow: refused)."""
 
+    pretrained_prefix = "vit."
+
     @classmethod
     def build_network(cls, cfg: Config, preset: Preset, num_classes: int) -> nn.Module:
         if preset.components.bsga:
