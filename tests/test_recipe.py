@@ -95,3 +95,23 @@ def test_pretrained_lr_factor_slows_the_backbone_only():
     lrs = {names[id(p)]: g["lr"] for g in optimizer.param_groups for p in g["params"]}
     assert lrs and all(lr == pytest.approx(0.01 if n.startswith("backbone.") else 0.1) for n, lr in lrs.items())
     assert {n.split(".")[0] for n, lr in lrs.items() if lr == pytest.approx(0.1)} == {"reduce", "classifiers"}
+
+
+def test_a_recipe_trains_with_its_schedule(tmp_path):
+    """A tiny pcb run with SGD and the cosine schedule: the logged lr (the first group: the backbone's
+    weights) follows recipe_lr_factor epoch by epoch."""
+    import json
+
+    from ccreid.cli import main
+    from tiny_run import TINY
+
+    keys = ["train.optim.name=sgd", "train.optim.schedule=cosine", "train.optim.warmup_factor=0.01",
+            "train.warmup_epochs=2", "train.lr=0.01", "train.optim.pretrained_lr_factor=0.1"]
+    run = tmp_path / "run"
+    assert main(["train", "-c", "synthetic", "--out", str(run), "--quiet", "--no-report", f"data.root={tmp_path / 'd'}",
+                 *TINY, "data.synthetic.ids=16", "train.epochs=3", "model.preset=pcb", *keys]) == 0
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"iter"' in line]
+    cfg = load_config(None, ["model.preset=pcb", "train.epochs=3", *keys])
+    assert {r["epoch"] for r in records} == {1, 2, 3}
+    for r in records:
+        assert r["lr"] == pytest.approx(0.01 * 0.1 * recipe_lr_factor(r["epoch"] - 1, cfg))
