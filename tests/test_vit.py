@@ -132,3 +132,10 @@ def test_an_input_smaller_than_a_patch_is_a_one_line_error():
     cfg.model.vit.name = "vit_tiny_patch16_224"
     with pytest.raises(CCReIDError, match=r"8x8: model.vit.name=vit_tiny_patch16_224 needs at least 16 pixels"):
         build_model_from_config(cfg, 5)
+
+
+def test_without_pretrained_weights_the_position_embeddings_are_drawn_on_the_grid():
+    """TransReID's ``trunc_normal_(self.pos_embed, std=.02)`` at its own grid, not a resized (smoothed) draw."""
+    torch.manual_seed(0)
+    pos = vit_model(12).vit.pos_embed.detach()[0, 1:]  # 5x2 patches at 64x32
+    assert pos.shape[0] == 5 * 2 and abs(pos.std().item() - 0.02) < 0.002

@@ -157,6 +157,8 @@ def build_vit(cfg: ModelConfig, height: int, width: int) -> nn.Module:
                           f"{patch} pixels each way (its patch size)")
     vit.patch_embed.proj.stride = (stride, stride)
     fit_position_embeddings(vit, patch_grid(height, width, patch, stride))
+    if cfg.pretrained == "none":  # nothing learnt to resize: a fresh draw on the grid, as timm and TransReID init
+        nn.init.trunc_normal_(vit.pos_embed, std=0.02)
     return vit
 
 
