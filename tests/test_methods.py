@@ -221,14 +221,14 @@ def test_pcb_stripes_are_six_row_blocks_and_eval_concatenates_them():
     assert height == 12 and attention == []
     torch.testing.assert_close(stripes, fmap.view(batch, channels, 6, 2, width).mean((3, 4)).transpose(1, 2))
     assert feats.shape == (2, 6 * channels) == (2, model.out_dim)
-    torch.testing.assert_close(feats.view(2, 6, channels).norm(dim=2), torch.ones(2, 6))
+    torch.testing.assert_close(feats.view(2, channels, 6).norm(dim=1), torch.ones(2, 6))
     model.train()
     out = model(images)
     assert out["part_logits"].shape == (2, 6, 5) and out["bn_feat"].shape == (2, 6 * 256)
 
 
-def test_ps_changes_exactly_the_shared_garment_pixels_and_takes_them_from_another_image():
-    from ccreid.methods.ps import GARMENT_GROUPS, PixelSampling, sample_pixels
+def test_ps_same_position_changes_exactly_the_shared_garment_pixels_and_takes_them_from_another_image():
+    from ccreid.methods.ps import GARMENT_GROUPS, PixelSampling, sample_pixels_same_position
 
     gen = torch.Generator().manual_seed(0)
     images = torch.randn(4, 3, 8, 4, generator=gen)
@@ -237,7 +237,7 @@ def test_ps_changes_exactly_the_shared_garment_pixels_and_takes_them_from_anothe
     parsing[0, 5:7] = 9  # pants in images 0 and 2 only
     parsing[2, 4:8] = 12  # (skirt: same lower group)
     parsing[3, 0] = 13  # a face pixel never changes
-    out = sample_pixels(images, parsing, GARMENT_GROUPS["lip"], gen)
+    out = sample_pixels_same_position(images, parsing, GARMENT_GROUPS["lip"], gen)
     changed = (out != images).any(1)
     upper, lower = torch.isin(parsing, torch.tensor([5])), torch.isin(parsing, torch.tensor([9, 12]))
     assert not (changed & ~(upper | lower)).any()
@@ -279,7 +279,7 @@ def test_vit_interpolates_position_embeddings_and_overlaps_patches():
     with torch.no_grad():
         fmap, _ = model.feature_map(images)
         assert fmap.shape == (2, 192, 4, 2) and model(images).shape == (2, 192)
-        cfg.model.vit.patch_stride = 8  # overlapping: 7x3 patches, embeddings resampled at run time
+        cfg.model.vit.patch_stride = 8  # overlapping: 7x3 patches, embeddings resized to that grid at build
         overlapping = build_model_from_config(cfg, 5).eval()
         assert overlapping.feature_map(images)[0].shape == (2, 192, 7, 3)
         assert torch.isfinite(overlapping(images)).all()

@@ -117,3 +117,14 @@ def test_test_transform_resizes_normalises_and_fills_missing_map():
     assert no_map.shape == (H, W) and (no_map == -1).all() and no_map.dtype == torch.long
     train_out, train_no_map = build_train_transform(H, W)(image, None)
     assert train_out.shape == (3, H, W) and (train_no_map == -1).all()
+
+
+def test_color_jitter_changes_the_image_colours_only_and_is_off_by_default():
+    image, parsing = position_image()
+    assert "ColorJitter" not in repr(build_train_transform(H, W))
+    plain = build_train_transform(H, W, flip_p=0.0, pad=0, erasing_p=0.0)
+    jitter = build_train_transform(H, W, flip_p=0.0, pad=0, erasing_p=0.0, color_jitter=0.1)
+    torch.manual_seed(0)
+    out, out_map = jitter(image, parsing)
+    reference, reference_map = plain(image, parsing)
+    assert torch.equal(out_map, reference_map) and not torch.equal(out, reference)

@@ -94,6 +94,8 @@ class DataConfig(_Sections):
     flip_p: float = setting(0.5, range=(0, 1))
     pad: int = setting(10, min=0, meaning="0: no padding")
     erasing_p: float = setting(0.5, range=(0, 1))
+    # colour jitter after the crop (image only): brightness, contrast, saturation and hue each by this much; 0: off
+    color_jitter: float = setting(0.0, range=(0, 0.5))
     # decoded training images + maps kept in memory when all fit in this many MB; 0: off
     cache_mb: int = setting(0, min=0, meaning="0: off")
     parsing: ParsingConfig = field(default_factory=ParsingConfig)

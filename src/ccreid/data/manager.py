@@ -89,7 +89,8 @@ class DataManager:
         labels = self.dataset.label_set if data.parsing.labels == "lip" else data.parsing.labels
         self.label_set: LabelSet = get_label_set(labels)
         self._check_files()
-        train_transform = build_train_transform(data.height, data.width, data.flip_p, data.pad, data.erasing_p)
+        train_transform = build_train_transform(data.height, data.width, data.flip_p, data.pad, data.erasing_p,
+                                                data.color_jitter)
         self.train_set = ReIDImageDataset(self.dataset.train, train_transform, need_parsing, self.missing,
                                           num_labels=self.label_set.num_classes)
         if data.cache_mb and not self.train_set.preload(data.cache_mb * 2**20):

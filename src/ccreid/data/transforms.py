@@ -45,12 +45,16 @@ class JointTransform:
 
 
 def build_train_transform(
-    height: int, width: int, flip_p: float = 0.5, pad: int = 10, erasing_p: float = 0.5
+    height: int, width: int, flip_p: float = 0.5, pad: int = 10, erasing_p: float = 0.5, color_jitter: float = 0.0
 ) -> JointTransform:
-    """Resize, horizontal flip, pad + random crop, normalise; erasing on the image only."""
+    """Resize, horizontal flip, pad + random crop, colour jitter (the image only; brightness, contrast,
+    saturation and hue each by ``color_jitter``, torchvision's ``ColorJitter``), normalise; erasing on
+    the image only."""
     steps: list[v2.Transform] = [v2.Resize((height, width), antialias=True), v2.RandomHorizontalFlip(flip_p)]
     if pad > 0:
         steps += [v2.Pad(pad, fill=0), v2.RandomCrop((height, width))]
+    if color_jitter > 0:
+        steps.append(v2.ColorJitter(color_jitter, color_jitter, color_jitter, color_jitter))
     erasing = v2.RandomErasing(p=erasing_p, value=0.0) if erasing_p > 0 else None
     return JointTransform(steps, erasing)
 

@@ -38,7 +38,7 @@ class ReIDObjective(nn.Module):
         self,
         num_classes: int,
         label_smoothing: float = 0.1,
-        triplet_margin: float = 0.3,
+        triplet_margin: Optional[float] = 0.3,
         w_ce: float = 1.0,
         w_tri: float = 1.0,
         w_bctri: float = 1.0,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -27,9 +29,10 @@ def pairwise_distance(feat: torch.Tensor, metric: str = "euclidean") -> torch.Te
 
 
 def batch_hard_triplet_loss(
-    feat: torch.Tensor, pids: torch.Tensor, margin: float = 0.3, metric: str = "euclidean"
+    feat: torch.Tensor, pids: torch.Tensor, margin: Optional[float] = 0.3, metric: str = "euclidean"
 ) -> torch.Tensor:
-    """``mean_i max(margin + max_{p: y_p = y_i, p != i} d_ip - min_{n: y_n != y_i} d_in, 0)``.
+    """``mean_i max(margin + max_{p: y_p = y_i, p != i} d_ip - min_{n: y_n != y_i} d_in, 0)``;
+    ``margin=None``: the soft margin ``mean_i log(1 + exp(d_ip - d_in))`` (TransReID's ``NO_MARGIN``).
 
     Anchors without another image of their identity or without any other identity in
     the batch are left out of the mean; 0 (connected to ``feat``'s graph) if none is left.
@@ -43,14 +46,15 @@ def batch_hard_triplet_loss(
     hardest_pos = dist.masked_fill(~pos, float("-inf")).amax(dim=1)
     hardest_neg = dist.masked_fill(~neg, float("inf")).amin(dim=1)
     gap = torch.where(valid, hardest_pos - hardest_neg, torch.zeros_like(hardest_pos))
-    hinge = torch.where(valid, F.relu(margin + gap), torch.zeros_like(gap))
+    per_anchor = F.softplus(gap) if margin is None else F.relu(margin + gap)
+    hinge = torch.where(valid, per_anchor, torch.zeros_like(gap))
     return hinge.sum() / valid.sum().clamp(min=1)
 
 
 class BatchHardTripletLoss(nn.Module):
     """Module form of :func:`batch_hard_triplet_loss`."""
 
-    def __init__(self, margin: float = 0.3, metric: str = "euclidean") -> None:
+    def __init__(self, margin: Optional[float] = 0.3, metric: str = "euclidean") -> None:
         super().__init__()
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")

@@ -1,10 +1,12 @@
-"""PCB: Part-based Convolutional Baseline (Sun et al., ECCV 2018).
+"""PCB: Part-based Convolutional Baseline (Sun et al., ECCV 2018), as torchreid builds it
+(``torchreid/models/pcb.py`` ``pcb_p6``, ``losses.DeepSupervision``).
 
-The last feature map is cut into six horizontal stripes; each stripe's average-pooled
-column vector goes through its own reduction (a 1x1 conv, i.e. linear 2048 -> 256,
-BatchNorm, ReLU) and identity classifier; the loss is the sum of the stripes' label-smoothed
-cross-entropies (no triplet, as in the paper). Retrieval uses the six pooled stripe
-vectors, each L2-normalised, concatenated (torchreid's PCB convention). Preset ``pcb``.
+The last feature map is average-pooled into six horizontal stripes ``[B, C, 6, 1]``; in
+training they go through dropout 0.5, one shared reduction (1x1 conv without bias,
+BatchNorm2d, ReLU: ``C -> 256``) and a classifier per stripe (linear with bias); the loss is
+the mean over the stripes of the label-smoothed cross-entropies (no triplet, as in the
+paper). Retrieval uses the pooled stripes L2-normalised over the channels and flattened
+(``[B, C * 6]``, torchreid's layout). Preset ``pcb``.
 """
 
 from __future__ import annotations
@@ -17,31 +19,39 @@ from torch import nn
 
 from ccreid.config import Config
 from ccreid.losses import CrossEntropyLabelSmooth
-from ccreid.methods.base import Method, Preset, register_preset
+from ccreid.methods.base import Preset, register_preset
+from ccreid.methods.recipe import RecipeOptimizer
 from ccreid.models import Backbone
 from ccreid.models.backbones import STAGES
 from ccreid.training.pretrained import pretrained_backbone
 
 PARTS = 6
 REDUCED_DIM = 256
+DROPOUT = 0.5
 
 
 class PCBModel(nn.Module):
-    """Backbone -> ``parts`` stripes -> per-stripe reduction and classifier.
+    """Backbone -> ``parts`` stripes -> dropout, shared reduction, per-stripe classifier.
 
-    Training mode: ``feat`` (concatenated stripe vectors), ``bn_feat`` (concatenated reduced
-    vectors), ``part_logits`` ``[B, parts, classes]``, ``attention`` (empty). Eval mode: the
-    stripe vectors, each L2-normalised, concatenated (``[B, parts * C]``)."""
+    Training mode: ``feat`` (the pooled stripes, flattened), ``bn_feat`` (the reduced stripes,
+    flattened), ``part_logits`` ``[B, parts, classes]``, ``attention`` (empty). Eval mode: the
+    pooled stripes L2-normalised over the channels, flattened channel-major (``[B, C * parts]``)."""
 
-    def __init__(self, backbone: Backbone, num_classes: int, parts: int = PARTS, reduced: int = REDUCED_DIM) -> None:
+    def __init__(self, backbone: Backbone, num_classes: int, parts: int = PARTS, reduced: int = REDUCED_DIM,
+                 dropout: float = DROPOUT) -> None:
         super().__init__()
         self.backbone = backbone
         self.parts = parts
         self.pool = nn.AdaptiveAvgPool2d((parts, 1))
+        self.dropout = nn.Dropout(dropout)
         channels = backbone.out_channels
-        self.reduce = nn.ModuleList(nn.Sequential(nn.Linear(channels, reduced), nn.BatchNorm1d(reduced), nn.ReLU())
-                                    for _ in range(parts))
+        self.reduce = nn.Sequential(nn.Conv2d(channels, reduced, 1, bias=False), nn.BatchNorm2d(reduced),
+                                    nn.ReLU(inplace=True))
         self.classifiers = nn.ModuleList(nn.Linear(reduced, num_classes) for _ in range(parts))
+        nn.init.kaiming_normal_(self.reduce[0].weight, mode="fan_out", nonlinearity="relu")  # torchreid's init
+        for clf in self.classifiers:
+            nn.init.normal_(clf.weight, 0, 0.01)
+            nn.init.zeros_(clf.bias)
         self.num_classes = num_classes
         self.out_dim = parts * channels
         self.feature = "bn"
@@ -58,16 +68,16 @@ class PCBModel(nn.Module):
         return self.pool(self.feature_map(images)[0]).squeeze(-1).transpose(1, 2)
 
     def forward(self, images: torch.Tensor) -> Dict[str, torch.Tensor] | torch.Tensor:
-        parts = self.stripes(images)
+        pooled = self.pool(self.feature_map(images)[0])  # [B, C, parts, 1]
         if not self.training:
-            return F.normalize(parts, dim=2).flatten(1)
-        reduced = [block(parts[:, i]) for i, block in enumerate(self.reduce)]
-        logits = torch.stack([clf(h) for clf, h in zip(self.classifiers, reduced)], dim=1)
-        return {"feat": parts.flatten(1), "bn_feat": torch.cat(reduced, 1), "part_logits": logits, "attention": []}
+            return F.normalize(pooled, dim=1).flatten(1)
+        reduced = self.reduce(self.dropout(pooled))  # [B, reduced, parts, 1]
+        logits = torch.stack([clf(reduced[:, :, i, 0]) for i, clf in enumerate(self.classifiers)], dim=1)
+        return {"feat": pooled.flatten(1), "bn_feat": reduced.flatten(1), "part_logits": logits, "attention": []}
 
 
 class PCBObjective(nn.Module):
-    """Sum over stripes of the label-smoothed identity cross-entropy."""
+    """Mean over stripes of the label-smoothed identity cross-entropy (torchreid's DeepSupervision)."""
 
     def __init__(self, num_classes: int, label_smoothing: float) -> None:
         super().__init__()
@@ -76,11 +86,11 @@ class PCBObjective(nn.Module):
     def forward(self, outputs: Dict[str, torch.Tensor], pids: torch.Tensor, *_: object
                 ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
         logits = outputs["part_logits"]
-        loss = sum(self.ce(logits[:, i], pids) for i in range(logits.shape[1]))
+        loss = sum(self.ce(logits[:, i], pids) for i in range(logits.shape[1])) / logits.shape[1]
         return loss, {"ce_parts": loss.detach().float()}
 
 
-class PCBMethod(Method):
+class PCBMethod(RecipeOptimizer):
     """Six-stripe PCB trained with the trainer's optimizer and schedule."""
 
     @classmethod
