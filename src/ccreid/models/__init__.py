@@ -1,4 +1,5 @@
-"""Models: backbones, heads, CRE, BSGA and the assembled :class:`ReIDModel`.
+"""Models: backbones, heads, CRE, BSGA, the assembled :class:`ReIDModel` and its video form
+:class:`VideoReIDModel` (:mod:`ccreid.models.video`).
 
 From Python::
 
@@ -15,6 +16,7 @@ from ccreid.models.bsga import BodyShapeGuidedAttention, bsga_loss
 from ccreid.models.cre import ClothesErasure, CREOutput
 from ccreid.models.presets import PRESETS, Components, resolve_components
 from ccreid.models.reid import ReIDModel
+from ccreid.models.video import VIDEO_VARIANTS, VideoBackbone, VideoReIDModel, build_video_backbone
 from ccreid.models.weights import LoadReport, summarize
 
 __all__ = [
@@ -28,9 +30,13 @@ __all__ = [
     "LoadReport",
     "ReIDModel",
     "ResNetBackbone",
+    "VIDEO_VARIANTS",
+    "VideoBackbone",
+    "VideoReIDModel",
     "bsga_loss",
     "build_backbone",
     "build_model",
+    "build_video_backbone",
     "resolve_components",
     "summarize",
 ]
