@@ -20,7 +20,7 @@ from ccreid.models import ReIDModel, build_backbone
 from ccreid.models.video import VIDEO_VARIANTS, VideoReIDModel, build_video_backbone
 from ccreid.models.video_blocks import AP3DConv, to_clip, to_frames
 
-WIDTH = 0.25
+WIDTH = 0.125
 CLIP = (2, 4, 3, 64, 32)  # B, T, 3, H, W
 
 
@@ -493,6 +493,7 @@ def test_errors_name_the_variant_and_what_to_use() -> None:
 
 
 def test_onnx_export_of_c2d_matches_torch(tmp_path) -> None:
+    """Through the image models' exporter (opset 18: torch.export, ~10 s), dynamic batch."""
     pytest.importorskip("onnx", reason="ONNX export needs the optional extra: pip install 'ccreid[export]'")
     ort = pytest.importorskip("onnxruntime", reason="the parity test needs onnxruntime")
     from ccreid.inference.backends import DEFAULT_OPSET, write_onnx

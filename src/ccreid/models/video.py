@@ -73,8 +73,9 @@ def _blocks(image: Backbone, name: str, stage: str, indices: Tuple[int, ...]) ->
     return blocks
 
 
-def _temporal_conv(kind: str, block: nn.Module, name: str, arch: str, temperature: float,
+def _temporal_conv(kind: Optional[str], block: nn.Module, name: str, arch: str, temperature: float,
                    contrastive_att: bool) -> nn.Module:
+    """The 3D form (``kind``: ``i3d`` or ``ap3d``) of ``block``'s 3x3 convolution."""
     if not isinstance(block, Bottleneck):
         raise CCReIDError(f"video backbone {name!r} inflates the 3x3 convolution of bottleneck blocks; {arch} "
                           "has none (use resnet50 or resnet101)")
@@ -102,8 +103,7 @@ class VideoBackbone(Backbone):
         for stage, indices in variant.temporal_at.items():
             blocks = _blocks(image, name, stage, indices)
             self.temporal[stage] = nn.ModuleDict({
-                str(i): _temporal_conv(str(variant.temporal), blocks[i], name, image.arch, temperature,
-                                       contrastive_att)
+                str(i): _temporal_conv(variant.temporal, blocks[i], name, image.arch, temperature, contrastive_att)
                 for i in indices
             })
         self.non_local = nn.ModuleDict()
