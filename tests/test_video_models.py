@@ -480,6 +480,24 @@ def test_runs_under_bfloat16_autocast_on_cpu(name: str) -> None:
     assert torch.nn.functional.cosine_similarity(features.float(), reference).min() > 0.95
 
 
+def test_image_weights_load_before_or_after_wrapping(tmp_path) -> None:
+    from ccreid.training.pretrained import load_pretrained
+
+    path = tmp_path / "image.pth"
+    torch.save(image_backbone(seed=5).state_dict(), path)
+    before = image_backbone(seed=6)
+    load_pretrained(before, str(path))
+    models = [build_video_backbone("i3d", before), build_video_backbone("i3d", image_backbone(seed=6))]
+    load_pretrained(models[1].image, str(path))
+    assert models[1].pretrained_report["source"] == str(path) and not models[1].pretrained_report["missing"]
+    for model in models:
+        torch.manual_seed(7)
+        randomize(model.temporal)
+    x = clip()
+    with torch.no_grad():
+        torch.testing.assert_close(models[0].eval()(x), models[1].eval()(x), rtol=0, atol=0)
+
+
 def test_errors_name_the_variant_and_what_to_use() -> None:
     with pytest.raises(CCReIDError, match="unknown video backbone 'c3d'; choose one of: c2d, i3d, ap3d, nl, ap3dnl"):
         build_video_backbone("c3d", image_backbone())

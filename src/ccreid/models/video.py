@@ -116,10 +116,6 @@ class VideoBackbone(Backbone):
         """The image backbone's report of the weights loaded into it."""
         return self.image.pretrained_report
 
-    @pretrained_report.setter
-    def pretrained_report(self, report: Optional[LoadReport]) -> None:
-        self.image.pretrained_report = report
-
     def stem(self, x: torch.Tensor) -> torch.Tensor:
         return self.image.stem(x.flatten(0, 1)).unflatten(0, x.shape[:2])
 
