@@ -24,10 +24,8 @@ TEST_INFO = [[0, 1, 100, 1, 330], [2, 2, 100, 2, 331], [3, 3, 101, 1, 332], [4, 
 QUERY_IDX = [0, 2]
 
 
-@pytest.fixture
-def root(tmp_path):
-    root = tmp_path / TRICKY / "mevid"
-    root.mkdir(parents=True)
+def write_mevid(root):
+    root.mkdir(parents=True, exist_ok=True)
     for side, names, info in (("train", TRAIN_NAMES, TRAIN_INFO), ("test", TEST_NAMES, TEST_INFO)):
         (root / f"{side}_name.txt").write_text("".join(f"{n}\n" for n in names))
         for name in names:
@@ -38,6 +36,12 @@ def root(tmp_path):
         else:
             np.savetxt(root / "track_test_info.txt", np.array(info, dtype=float))  # %.18e, as numpy writes
     (root / "query_IDX.txt").write_text("".join(f"{i}\n" for i in QUERY_IDX))
+
+
+@pytest.fixture
+def root(tmp_path):
+    root = tmp_path / TRICKY / "mevid"
+    write_mevid(root)
     return root
 
 
