@@ -4,7 +4,7 @@
   full block of ``seq_len * stride`` frames gives ``stride`` interleaved clips, the rest
   ``rest // seq_len`` clips at a reduced stride, then one loop-padded clip of the last
   ``n % seq_len`` frames; ``ceil(n / seq_len)`` clips in all. A tracklet's feature is the
-  mean of its clips' features.
+  mean of its clips' features; :func:`clip_index` lists the clips of many tracklets.
 - :func:`dense_chunks` / :func:`dense_split`: training tracklets cut into ``step``-frame
   chunks, the last chunk keeping the remainder (``DENSE_SAMPLING``, ``SAMPLING_STEP`` 64).
 - :func:`random_clip`: one training clip (``TemporalRandomCrop``): ``seq_len`` frames at
@@ -84,3 +84,8 @@ def random_clip(num_frames: int, generator: torch.Generator, seq_len: int = SEQ_
         segment = num_frames // seq_len
         return [segment * i + _randint(0, segment - 1, generator) for i in range(seq_len)]
     return sorted(torch.randint(num_frames, (seq_len,), generator=generator).tolist())
+
+
+def clip_index(records: Sequence[TrackletRecord], seq_len: int, stride: int) -> List[Tuple[int, List[int]]]:
+    """``(record index, frame indices)`` of every test clip of ``records``, tracklet by tracklet."""
+    return [(i, clip) for i, r in enumerate(records) for clip in test_clips(r.num_frames, seq_len, stride)]
