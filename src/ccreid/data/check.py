@@ -7,9 +7,9 @@
 
 with STATS = ``{"images", "ids", "cameras", "clothes"}`` (a video dataset adds ``tracklets``,
 ``images`` counting their frames, and ``dropped``, the listed tracklets without frames, where
-its adapter drops any); validation splits appear as protocols named ``val/<name>``. Image and map sizes are read from file headers (PIL
-without decoding, ``.npy`` by memory map); pixels are decoded only with ``deep=True``.
-A dataset that cannot be used (an adapter error, no training image, or a protocol whose
+its adapter drops any); validation splits appear as protocols named ``val/<name>``. Image
+and map sizes are read from file headers (PIL without decoding, ``.npy`` by memory map);
+pixels are decoded only with ``deep=True``. A dataset that cannot be used (an adapter error, no training image, or a protocol whose
 query identities are all absent from its gallery) raises :class:`DatasetUnusable` with a
 one-line reason. ``refused`` is the one-line reason ``ccreid train`` would give for not starting
 (training maps a method reads are missing; it names the ``ccreid parse`` command that makes them),
@@ -30,7 +30,7 @@ from ccreid.data.datasets import LOADERS, Loaded
 from ccreid.data.datasets.common import ParsingRootMissing
 from ccreid.data.labels import LabelSet, get_label_set
 from ccreid.data.manager import missing_maps_error, missing_mode
-from ccreid.data.records import EvalSplit, ImageRecord, Record, TrackletRecord, frame_records
+from ccreid.data.records import EvalSplit, ImageRecord, Record, frame_records, is_video
 from ccreid.data.registry import DATASETS
 from ccreid.errors import CCReIDError, first_line
 from ccreid.evaluation.ranking import valid_match
@@ -50,12 +50,8 @@ def load_with_notes(cfg: DataConfig) -> Loaded:
     return Loaded(DATASETS.get(cfg.name)(cfg))
 
 
-def _is_video(records: Sequence[Record]) -> bool:
-    return any(isinstance(r, TrackletRecord) for r in records)
-
-
 def split_stats(records: Sequence[Record]) -> Dict[str, int]:
-    counts = {"tracklets": len(records)} if _is_video(records) else {}
+    counts = {"tracklets": len(records)} if is_video(records) else {}
     return {
         **counts,
         "images": sum(getattr(r, "num_frames", 1) for r in records),
@@ -79,7 +75,7 @@ def match_problems(name: str, split: EvalSplit) -> List[str]:
     for r in split.gallery:
         views.setdefault(r.pid, set()).add((r.camid, r.clothes_id))
     absent = [q for q in split.query if q.pid not in views]
-    noun = "tracklets" if _is_video(split.query) else "images"
+    noun = "tracklets" if is_video(split.query) else "images"
     problems = []
     if absent:
         absent_ids = {q.pid for q in absent}

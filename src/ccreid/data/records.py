@@ -54,6 +54,11 @@ class TrackletRecord:
 Record = Union[ImageRecord, TrackletRecord]
 
 
+def is_video(records: Sequence[Record]) -> bool:
+    """Whether ``records`` are tracklets."""
+    return any(isinstance(r, TrackletRecord) for r in records)
+
+
 def frame_records(records: Sequence[Record]) -> List[ImageRecord]:
     """Every image: images as they are, each frame of a tracklet as an image of its tracklet's
     identity, camera and outfit (with that frame's parsing map)."""
@@ -108,7 +113,7 @@ class ReIDDataset:
     @property
     def is_video(self) -> bool:
         """Whether the records are tracklets."""
-        return any(isinstance(r, TrackletRecord) for r in self.train)
+        return is_video(self.train)
 
     def all_records(self) -> List[Record]:
         """Training records, then the query and gallery records of every test and validation split
