@@ -125,7 +125,7 @@ def test_records_equal_the_reference_loader(root):
 
 
 def test_data_check_json_counts(root, capsys):
-    main(["data", "check", "--dataset", "ccvid", "--root", str(root), "--json"])
+    assert main(["data", "check", "--dataset", "ccvid", "--root", str(root), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["train"] == {"tracklets": 4, "images": 8, "ids": 3, "cameras": 3, "clothes": 4}
     general = report["protocols"]["general"]
@@ -169,3 +169,10 @@ def test_empty_folder_and_missing_list(root, capsys):
     assert main(["data", "check", "--dataset", "ccvid", "--root", str(root)]) == 2
     err = capsys.readouterr().err
     assert "CCVID: no file gallery.txt under" in err and len(err.strip().splitlines()) == 1
+
+
+def test_data_check_names_the_bad_line_in_one_line(root, capsys):
+    (root / "CCVID/query.txt").write_text("session1/100_01 100 u0_l0\nsession1/100_02 100\n")
+    assert main(["data", "check", "--dataset", "ccvid", "--root", str(root)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "CCVID: query.txt line 2 under " in err

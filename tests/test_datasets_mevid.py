@@ -129,7 +129,7 @@ def test_records_equal_the_reference_loader(root):
 
 
 def test_data_check_counts_dropped_tracklets(root, capsys):
-    main(["data", "check", "--dataset", "mevid", "--root", str(root), "--json"])
+    assert main(["data", "check", "--dataset", "mevid", "--root", str(root), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["train"] == {"tracklets": 3, "images": 6, "ids": 2, "cameras": 2, "clothes": 3, "dropped": 2}
     general = report["protocols"]["general"]
