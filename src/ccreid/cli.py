@@ -474,13 +474,14 @@ def cmd_data_check(args: argparse.Namespace) -> None:
 def _print_check(report: dict, data) -> None:
     """``ccreid data check``'s table, parsing counts and problems."""
     table = Table(title=f"{data.name} at {data.root}")
-    for col in ("split", "images", "ids", "cameras", "clothes"):
+    columns = [k for k in ("tracklets", "images", "ids", "cameras", "clothes", "dropped") if k in report["train"]]
+    for col in ("split", *columns):
         table.add_column(col, justify="left" if col == "split" else "right")
     rows = [("train", report["train"])] + [
         (f"{name} {part}", stats[part]) for name, stats in report["protocols"].items() for part in ("query", "gallery")
     ]
     for label, stats in rows:
-        table.add_row(label, *(str(stats[k]) for k in ("images", "ids", "cameras", "clothes")))
+        table.add_row(label, *(str(stats.get(k, "")) for k in columns))
     console.print(table)
     parsing = report["parsing"]
     if data.parsing.root is None:
