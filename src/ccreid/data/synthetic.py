@@ -24,7 +24,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Dict, Iterator, List, Tuple
+from typing import Callable, Dict, Iterator, List, Tuple
 
 import numpy as np
 from PIL import Image
@@ -94,6 +94,13 @@ def generate(root: str | Path, ids: int = 120, outfits: int = 3, images_per_outf
         raise CCReIDError(f"option --outfits: {outfits} is too few (clothes changing needs at least 2)")
     if images_per_outfit < 1 or height < 32 or width < 16:
         raise CCReIDError("options --images-per-outfit >= 1 and --size at least 32x16 are required")
+    return render_cached(root, options, lambda out: _render_all(out, options, progress))
+
+
+def render_cached(root: Path, options: dict, render: Callable[[Path], None]) -> Path:
+    """``root`` as a synthetic dataset made with ``options``: reused when its ``meta.json`` records
+    them, refused when it records others or ``root`` holds anything else; otherwise ``render(folder)``
+    fills a hidden sibling folder, ``meta.json`` is written and the folder renamed to ``root``."""
     if root.is_file():
         raise CCReIDError(f"{root} is a file, not a folder; choose a folder for the synthetic dataset (ccreid synth "
                           "--out, or the config key data.root)")
@@ -110,7 +117,8 @@ def generate(root: str | Path, ids: int = 120, outfits: int = 3, images_per_outf
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
     (tmp / RENDER_PID).write_text(f"{os.getpid()}\n")
     try:
-        _render_all(tmp, options, progress)
+        render(tmp)
+        (tmp / "meta.json").write_text(json.dumps(options, indent=2) + "\n")
         (tmp / RENDER_PID).unlink()
         if root.exists():
             root.rmdir()
@@ -141,12 +149,16 @@ def _remove_stale_renders(root: Path) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def read_meta(meta: Path) -> dict:
-    """The generation options recorded in a dataset's ``meta.json`` (one-line error when damaged)."""
+def _read_json(meta: Path) -> object:
     try:
-        options = json.loads(meta.read_text())
+        return json.loads(meta.read_text())
     except (OSError, ValueError) as err:
         raise CCReIDError(f"{meta} is damaged ({type(err).__name__}); delete {meta.parent} to generate it again")
+
+
+def read_meta(meta: Path) -> dict:
+    """The generation options recorded in a dataset's ``meta.json`` (one-line error when damaged)."""
+    options = _read_json(meta)
     if not isinstance(options, dict) or not {"ids", "outfits", "images_per_outfit", "height", "width",
                                              "seed"} <= set(options):
         raise CCReIDError(f"{meta} lacks the generation options; delete {meta.parent} to generate it again")
@@ -155,7 +167,7 @@ def read_meta(meta: Path) -> dict:
 
 def _made_with(meta: Path, options: dict) -> bool:
     """Whether the dataset whose ``meta.json`` is ``meta`` was generated with ``options``."""
-    return read_meta(meta) == options
+    return _read_json(meta) == options
 
 
 def _render_all(out: Path, options: dict, progress: bool) -> None:
@@ -182,7 +194,6 @@ def _render_all(out: Path, options: dict, progress: bool) -> None:
         writer = csv.DictWriter(handle, fieldnames=FIELDS)
         writer.writeheader()
         writer.writerows(rows)
-    (out / "meta.json").write_text(json.dumps(options, indent=2) + "\n")
 
 
 def read_manifest(root: str | Path) -> Dict[str, List[ImageRecord]]:
