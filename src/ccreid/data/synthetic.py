@@ -14,6 +14,8 @@ for val and test identities the gallery is outfit 0 from cameras 0 and 1, the
 same-clothes (SC) queries are outfit 0 from camera 2 and the clothes-changing (CC)
 queries are the other outfits from camera 3, so a CC query's outfit never appears in
 that person's gallery. Training identities show every outfit from random cameras.
+:func:`render_cached` (reuse, refusal, render into a hidden folder then rename) also makes
+the video benchmark (:mod:`ccreid.data.synthetic_video`).
 """
 
 from __future__ import annotations

@@ -351,10 +351,10 @@ def walk(rng: np.random.Generator, ident: Identity, frames: int) -> List[Pose]:
         progress, cycle = t / max(frames - 1, 1), np.sin(phase + 2 * np.pi * t / period)
         poses.append(Pose(
             scale=float(scale * (1 + growth * progress) * (1 + 0.01 * jitter[t, 0])),
-            view=float(np.clip(view + turn * progress, 0.6, 1.0)), shift=float(shift + drift * progress
-                                                                                + 0.004 * jitter[t, 1]),
-            top=float(np.clip(top + 0.25 * abs(cycle) + 0.03 * jitter[t, 2], 0.0, 1.0)), swing=float(arms * cycle),
-            stride=float(spread), lift=float(feet * cycle)))
+            view=float(np.clip(view + turn * progress, 0.6, 1.0)),
+            shift=float(shift + drift * progress + 0.004 * jitter[t, 1]),
+            top=float(np.clip(top + 0.25 * abs(cycle) + 0.03 * jitter[t, 2], 0.0, 1.0)),
+            swing=float(arms * cycle), stride=float(spread), lift=float(feet * cycle)))
     return poses
 
 
