@@ -142,3 +142,27 @@ def test_frames_move_while_the_outfit_stays():
     colours = [rgb[labels == kind].mean(0) for rgb, labels in shots]
     assert all((labels == kind).sum() > 50 for _, labels in shots)
     assert max(np.abs(c - colours[0]).max() for c in colours) < 12  # the same garment colours throughout
+
+
+def test_clothes_are_a_shortcut(tmp_path):
+    """A colour histogram of the person's pixels (no learning) re-identifies same-clothes queries far
+    better than clothes-changing ones: the shortcut a clothes-changing method must resist is there."""
+    root = generate_video(tmp_path / "v", ids=30, outfits=3, tracklets_per_outfit=2, frames=4, height=64, width=32)
+    lists = reference_lists(root)
+
+    def histogram(frames):
+        counts = []
+        for frame in frames:
+            rgb = np.asarray(Image.open(frame)).reshape(-1, 3) // 64
+            person = np.asarray(Image.open(frame.replace("/CCVID/", "/parsing/CCVID/")[:-4] + ".png")).ravel() > 0
+            counts.append(np.bincount((rgb @ [16, 4, 1])[person], minlength=64) / person.sum())
+        return np.mean(counts, 0)
+
+    gallery = [(histogram(f), pid, cam, clothes) for f, pid, cam, clothes in lists["gallery"]]
+    hits = {True: [], False: []}  # same clothes in the gallery -> rank-1 hits
+    for frames, pid, cam, clothes in lists["query"]:
+        feature = histogram(frames)
+        same = any(g[1] == pid and g[3] == clothes for g in gallery)
+        kept = [g for g in gallery if not (g[1] == pid and (g[2] == cam or (not same and g[3] == clothes)))]
+        hits[same].append(min(kept, key=lambda g: np.abs(g[0] - feature).sum())[1] == pid)
+    assert np.mean(hits[True]) > np.mean(hits[False]) + 0.3

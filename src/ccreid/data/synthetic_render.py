@@ -199,19 +199,23 @@ def draw_person(canvas: Canvas, ident: Identity, outfit: Outfit, rng: np.random.
     draw_pose(canvas, ident, outfit, sample_pose(rng, ident), width, height)
 
 
+def _place(pose: Pose, width: int, height: int) -> Tuple[float, float, float]:
+    """A person's height, centre column and top row in pixels."""
+    ph = height * min(pose.scale, 0.98)
+    return ph, width / 2 + pose.shift * width, (height - ph) * pose.top
+
+
 def person_origin(pose: Pose, width: int, height: int) -> Tuple[int, int]:
     """The pixel ``(row, column)`` of the top centre of a person in ``pose`` (patterns move with it)."""
-    ph = height * min(pose.scale, 0.98)
-    return int((height - ph) * pose.top), int(width / 2 + pose.shift * width)
+    _, cx, top = _place(pose, width, height)
+    return int(top), int(cx)
 
 
 def draw_pose(canvas: Canvas, ident: Identity, outfit: Outfit, pose: Pose, width: int, height: int) -> None:
     """Draw one person in ``pose``."""
-    ph = height * min(pose.scale, 0.98)  # person height in pixels
+    ph, cx, top = _place(pose, width, height)
     pw = ph / 2.4  # reference width
     view = pose.view
-    cx = width / 2 + pose.shift * width
-    top = (height - ph) * pose.top
     y = lambda f: top + f * ph  # noqa: E731
     sh, hp = ident.shoulder * pw * view, ident.hip * pw * view
     limb, leg = ident.limb * pw, ident.leg * pw
