@@ -166,3 +166,11 @@ def test_clothes_are_a_shortcut(tmp_path):
         kept = [g for g in gallery if not (g[1] == pid and (g[2] == cam or (not same and g[3] == clothes)))]
         hits[same].append(min(kept, key=lambda g: np.abs(g[0] - feature).sum())[1] == pid)
     assert np.mean(hits[True]) > np.mean(hits[False]) + 0.3
+
+
+def test_the_image_adapter_names_a_video_folder_for_what_it_is(root):
+    from ccreid.config import DataConfig
+    from ccreid.data.registry import DATASETS
+
+    with pytest.raises(CCReIDError, match="video benchmark.*data.root"):
+        DATASETS.get("synthetic")(DataConfig(name="synthetic", root=str(root)))

@@ -163,7 +163,9 @@ def read_meta(meta: Path) -> dict:
     options = _read_json(meta)
     if not isinstance(options, dict) or not {"ids", "outfits", "images_per_outfit", "height", "width",
                                              "seed"} <= set(options):
-        raise CCReIDError(f"{meta} lacks the generation options; delete {meta.parent} to generate it again")
+        raise CCReIDError(f"{meta} lacks the image benchmark's generation options (another dataset, such as the "
+                          f"video benchmark, or a damaged one); set data.root to another folder, or delete "
+                          f"{meta.parent} to generate it again")
     return options
 
 
