@@ -48,8 +48,8 @@ def main() -> None:
             f"Machine: {result['machine']}\n\n{tracklets} tracklets, {min(frames)}-{max(frames)} frames at 128x64 "
             f"(seeds 0-{args.repeats - 1}; a JPEG frame and a PNG map each), one process: mean "
             f"**{mean:.1f} s** ({rate:.0f} frames/s), runs {', '.join(f'{s:.1f}' for s in seconds)} s, of which CPU time "
-            f"{', '.join(f'{s:.1f}' for s in cpu)} s (the rest: waiting for the disk and for the other processes of "
-            f"the machine, see load_avg).\n")
+            f"{', '.join(f'{s:.1f}' for s in cpu)} s (the rest: waiting for the cores the machine's other processes "
+            f"hold, see load_avg, and for the disk).\n")
     write_text(args.out + ".md", text)
     print(text)
 
