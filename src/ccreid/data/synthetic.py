@@ -36,7 +36,7 @@ from ccreid.config import DataConfig
 from ccreid.data.manifest import int_cell, read_rows
 from ccreid.data.records import EvalSplit, ImageRecord, ReIDDataset, relabel
 from ccreid.data.registry import DATASETS
-from ccreid.data.synthetic_render import NUM_CAMERAS, render, sample_identity, sample_outfit
+from ccreid.data.synthetic_render import NUM_CAMERAS, Identity, Outfit, render, sample_identity, sample_outfit
 from ccreid.errors import CCReIDError
 
 FORMAT_VERSION = 1
@@ -55,6 +55,18 @@ def split_identities(ids: int, extra_test_ids: int = 0) -> Tuple[range, range, r
     return range(n_train), range(n_train, n_train + n_val), range(n_train + n_val, ids + extra_test_ids)
 
 
+def training_cameras(seed: int, pid: int, count: int) -> np.ndarray:
+    """The random cameras of a training identity's ``count`` images (or tracklets), outfit after outfit."""
+    return np.random.default_rng([seed, pid, 31337]).integers(0, NUM_CAMERAS, count)
+
+
+def cast(seed: int, people: int, outfits: int) -> Tuple[List[Identity], List[List[Outfit]]]:
+    """Persons ``0..people-1`` of ``seed`` and their ``outfits`` outfits each."""
+    pids = range(people)
+    return ([sample_identity(np.random.default_rng([seed, pid, 1])) for pid in pids],
+            [[sample_outfit(np.random.default_rng([seed, pid, 2, o])) for o in range(outfits)] for pid in pids])
+
+
 def plan(ids: int, outfits: int, images_per_outfit: int, seed: int,
          extra_test_ids: int = 0) -> Iterator[Tuple[int, int, int, int, str]]:
     """Every image to render as ``(pid, outfit, camera, n, split)``."""
@@ -62,7 +74,7 @@ def plan(ids: int, outfits: int, images_per_outfit: int, seed: int,
     n_query = max(1, images_per_outfit // 2)
     for pid in range(test.stop):
         if pid in train:
-            cams = np.random.default_rng([seed, pid, 31337]).integers(0, NUM_CAMERAS, outfits * images_per_outfit)
+            cams = training_cameras(seed, pid, outfits * images_per_outfit)
             for o in range(outfits):
                 for n in range(images_per_outfit):
                     yield pid, o, int(cams[o * images_per_outfit + n]), n, "train"
@@ -177,9 +189,7 @@ def _made_with(meta: Path, options: dict) -> bool:
 def _render_all(out: Path, options: dict, progress: bool) -> None:
     ids, outfits, seed = options["ids"], options["outfits"], options["seed"]
     extra, height, width = options.get("extra_test_ids", 0), options["height"], options["width"]
-    pids = range(ids + extra)
-    people = [sample_identity(np.random.default_rng([seed, pid, 1])) for pid in pids]
-    wardrobe = [[sample_outfit(np.random.default_rng([seed, pid, 2, o])) for o in range(outfits)] for pid in pids]
+    people, wardrobe = cast(seed, ids + extra, outfits)
     rows: List[Dict[str, object]] = []
     jobs = list(plan(ids, outfits, options["images_per_outfit"], seed, extra))
     for pid, o, cam, n, split in tqdm(jobs, desc="synth", disable=not progress, unit="img"):

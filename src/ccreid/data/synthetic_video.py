@@ -29,13 +29,14 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from ccreid.data.synthetic import render_cached, split_identities
-from ccreid.data.synthetic_render import NUM_CAMERAS, render_tracklet, sample_identity, sample_outfit
+from ccreid.data.synthetic import cast, render_cached, split_identities, training_cameras
+from ccreid.data.synthetic_render import NUM_CAMERAS, render_tracklet
 from ccreid.errors import CCReIDError
 
 FORMAT_VERSION = 1
 DATASET = "CCVID"  # the folder the ccvid adapter reads
 LISTS = ("train", "query", "gallery", "val_query", "val_gallery")
+STREAM = 24  # last word of a tracklet's random seed: its stream differs from every image's
 
 
 class Tracklet(NamedTuple):
@@ -67,7 +68,7 @@ def plan_video(ids: int, outfits: int, tracklets_per_outfit: int, seed: int,
     n_query = max(1, per // 2)
     for pid in range(test.stop):
         if pid in train:
-            cams = np.random.default_rng([seed, pid, 31337]).integers(0, NUM_CAMERAS, outfits * per)
+            cams = training_cameras(seed, pid, outfits * per)
             for o in range(outfits):
                 seen: Dict[int, int] = {}
                 for cam in (int(c) for c in cams[o * per:(o + 1) * per]):
@@ -111,12 +112,10 @@ def generate_video(root: str | Path, ids: int = 60, outfits: int = 3, tracklets_
 
 def _render_all(out: Path, options: dict, progress: bool) -> None:
     ids, outfits, seed, frames = options["ids"], options["outfits"], options["seed"], options["frames"]
-    pids = range(ids + options["extra_test_ids"])
-    people = [sample_identity(np.random.default_rng([seed, pid, 1])) for pid in pids]
-    wardrobe = [[sample_outfit(np.random.default_rng([seed, pid, 2, o])) for o in range(outfits)] for pid in pids]
+    people, wardrobe = cast(seed, ids + options["extra_test_ids"], outfits)
     jobs = list(plan_video(ids, outfits, options["tracklets_per_outfit"], seed, options["extra_test_ids"]))
     for job in tqdm(jobs, desc="synth video", disable=not progress, unit="tracklet"):
-        rng = np.random.default_rng([seed, job.pid, job.outfit, job.camera, job.k, 24])
+        rng = np.random.default_rng([seed, job.pid, job.outfit, job.camera, job.k, STREAM])
         length = int(rng.integers(frames - frames // 4, frames + 1))
         shots = render_tracklet(people[job.pid], wardrobe[job.pid][job.outfit], job.camera, rng, length,
                                 options["height"], options["width"], seed)
