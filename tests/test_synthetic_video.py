@@ -9,7 +9,9 @@ import pytest
 from PIL import Image
 
 from ccreid.data.synthetic import generate
-from ccreid.data.synthetic_render import GARMENTS, NUM_CAMERAS, render_tracklet, sample_identity, sample_outfit
+from ccreid.data.synthetic_render import (
+    GARMENTS, NUM_CAMERAS, Gait, render_tracklet, sample_gait, sample_identity, sample_outfit, walk,
+)
 from ccreid.data.synthetic_video import LISTS, generate_video, plan_video
 from ccreid.errors import CCReIDError
 
@@ -135,7 +137,7 @@ def test_reuse_and_refusal(root, tmp_path):
 def test_frames_move_while_the_outfit_stays():
     rng = np.random.default_rng(7)
     ident, outfit = sample_identity(rng), sample_outfit(rng)
-    shots = render_tracklet(ident, outfit, 0, np.random.default_rng(1), 12, 128, 64, seed=0)
+    shots = render_tracklet(ident, sample_gait(rng), outfit, 0, np.random.default_rng(1), 12, 128, 64, seed=0)
     for (rgb, labels), (rgb_next, labels_next) in zip(shots, shots[1:]):
         assert (labels != labels_next).any() and (rgb != rgb_next).any()
     kind = outfit.upper_kind
@@ -174,3 +176,13 @@ def test_the_image_adapter_names_a_video_folder_for_what_it_is(root):
 
     with pytest.raises(CCReIDError, match="video benchmark.*data.root"):
         DATASETS.get("synthetic")(DataConfig(name="synthetic", root=str(root)))
+
+
+@pytest.mark.parametrize("gait", [Gait(8.0, 0.06, 0.02), Gait(12.0, 0.12, 0.04)])
+def test_every_walk_of_a_person_keeps_their_gait(gait):
+    ident = sample_identity(np.random.default_rng(0))
+    for seed in range(3):
+        swing = np.array([pose.swing for pose in walk(np.random.default_rng(seed), ident, gait, 60)])
+        rising = np.flatnonzero((swing[:-1] < 0) & (swing[1:] >= 0))
+        assert abs(np.diff(rising).mean() - gait.period) < 0.1 * gait.period  # frames per step cycle
+        assert 0.85 * gait.arms < np.abs(swing).max() < 1.06 * gait.arms

@@ -6,7 +6,7 @@ into the label image (no anti-aliasing), so the parsing map is exact. Identity t
 colours, patterns, lengths, shoes, hat, scarf) per outfit; camera and per-image
 nuisances (background, illumination, resolution, noise, pose, scale, position) vary.
 :func:`render_tracklet` renders a walk (:func:`walk`): the frames of one person in one
-outfit before one camera, with gait, approach, drift and a slowly turning view.
+outfit before one camera, with the person's gait, approach, drift and a slowly turning view.
 """
 
 from __future__ import annotations
@@ -337,18 +337,33 @@ def render(ident: Identity, outfit: Outfit, camera: int, rng: np.random.Generato
     return np.clip(rgb, 0, 255).astype(np.uint8), labels
 
 
-def walk(rng: np.random.Generator, ident: Identity, frames: int) -> List[Pose]:
+@dataclass(frozen=True)
+class Gait:
+    """How a person walks, in every outfit: frames per step cycle, arm swing and foot lift
+    (fractions of the person's height); each walk varies them by a few percent."""
+
+    period: float
+    arms: float
+    feet: float
+
+
+def sample_gait(rng: np.random.Generator) -> Gait:
+    """The gait of a new person."""
+    return Gait(float(rng.uniform(8, 12)), float(rng.uniform(0.06, 0.12)), float(rng.uniform(0.02, 0.04)))
+
+
+def walk(rng: np.random.Generator, ident: Identity, gait: Gait, frames: int) -> List[Pose]:
     """The poses of ``ident`` walking towards a camera for ``frames`` frames.
 
-    A gait cycle of 8-12 frames swings the arms, lifts the feet in turn and bobs the body;
-    across the tracklet the person grows (approaches), drifts sideways and slowly turns
-    (``view``), with a little per-frame jitter of position and scale.
+    Each gait cycle swings the arms, lifts the feet in turn and bobs the body; across the
+    tracklet the person grows (approaches), drifts sideways and slowly turns (``view``),
+    with a little per-frame jitter of position and scale.
     """
     scale, growth = ident.height * rng.uniform(0.85, 0.96), rng.uniform(0.0, 0.1)
     view, turn = rng.uniform(0.7, 1.0), rng.uniform(-0.15, 0.15)
     shift, drift, top = rng.uniform(-0.06, 0.06), rng.uniform(-0.05, 0.05), rng.uniform(0.3, 0.6)
-    period, phase = rng.uniform(8, 12), rng.uniform(0, 2 * np.pi)
-    arms, feet, spread = rng.uniform(0.06, 0.12), rng.uniform(0.02, 0.04), rng.uniform(-0.03, 0.03)
+    period, arms, feet = (value * rng.uniform(0.95, 1.05) for value in (gait.period, gait.arms, gait.feet))
+    phase, spread = rng.uniform(0, 2 * np.pi), rng.uniform(-0.03, 0.03)
     jitter = rng.normal(0, 1, (frames, 3))
     poses = []
     for t in range(frames):
@@ -362,14 +377,14 @@ def walk(rng: np.random.Generator, ident: Identity, frames: int) -> List[Pose]:
     return poses
 
 
-def render_tracklet(ident: Identity, outfit: Outfit, camera: int, rng: np.random.Generator, frames: int,
+def render_tracklet(ident: Identity, gait: Gait, outfit: Outfit, camera: int, rng: np.random.Generator, frames: int,
                     height: int, width: int, seed: int) -> List[Tuple[np.ndarray, np.ndarray]]:
     """The frames of one walk (:func:`walk`): ``(uint8 [H, W, 3], LIP labels uint8 [H, W])`` each.
 
     Outfit, pattern period, illumination and resolution hold for the whole tracklet; the
     pattern moves with the body; the sensor noise is new in every frame.
     """
-    poses = walk(rng, ident, frames)
+    poses = walk(rng, ident, gait, frames)
     period, gain = pattern_period(outfit, rng), rng.uniform(0.8, 1.2)
     low_res = camera == 2 or rng.uniform() < 0.2
     out = []

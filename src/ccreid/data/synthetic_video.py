@@ -11,12 +11,14 @@ A session is an outfit (``session1`` = outfit 0, label ``o0``). The camera numbe
 is ``1 + camera + 4 k`` (the k-th tracklet of that person, outfit and camera); as the third
 session's numbers gain 12 in the CCVID reader, the number modulo 4 always tells the camera
 (background, colour cast), and two tracklets of a person never share a number in one session.
-People and outfits are those of the image benchmark with the same seed (:mod:`ccreid.data.synthetic`),
-and so is the protocol: identities split train 50 % / val 10 % (at least 2) / test (the rest,
-plus ``extra_test_ids``); for val and test identities the gallery is outfit 0 from cameras 0
-and 1, the queries are outfit 0 from camera 2 (same clothes) and the other outfits from
-camera 3 (clothes changing), so a CC query's outfit never appears in that person's gallery.
-Training identities walk in every outfit before random cameras. Each tracklet has between
+People and outfits are those of the image benchmark with the same seed (:mod:`ccreid.data.synthetic`);
+each person also has a gait (step period, arm swing, foot lift) that holds in every outfit, a
+clothes-independent cue that only motion shows. The protocol is the image benchmark's:
+identities split train 50 % / val 10 % (at least 2) / test (the rest, plus ``extra_test_ids``);
+for val and test identities the gallery is outfit 0 from cameras 0 and 1, the queries are
+outfit 0 from camera 2 (same clothes) and the other outfits from camera 3 (clothes
+changing), so a CC query's outfit never appears in that person's gallery. Training
+identities walk in every outfit before random cameras. Each tracklet has between
 ``frames - frames // 4`` and ``frames`` frames.
 """
 
@@ -30,7 +32,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ccreid.data.synthetic import cast, render_cached, split_identities, training_cameras
-from ccreid.data.synthetic_render import NUM_CAMERAS, render_tracklet
+from ccreid.data.synthetic_render import NUM_CAMERAS, render_tracklet, sample_gait
 from ccreid.errors import CCReIDError
 
 FORMAT_VERSION = 1
@@ -113,12 +115,13 @@ def generate_video(root: str | Path, ids: int = 60, outfits: int = 3, tracklets_
 def _render_all(out: Path, options: dict, progress: bool) -> None:
     ids, outfits, seed, frames = options["ids"], options["outfits"], options["seed"], options["frames"]
     people, wardrobe = cast(seed, ids + options["extra_test_ids"], outfits)
+    gaits = [sample_gait(np.random.default_rng([seed, pid, 3])) for pid in range(len(people))]
     jobs = list(plan_video(ids, outfits, options["tracklets_per_outfit"], seed, options["extra_test_ids"]))
     for job in tqdm(jobs, desc="synth video", disable=not progress, unit="tracklet"):
         rng = np.random.default_rng([seed, job.pid, job.outfit, job.camera, job.k, STREAM])
         length = int(rng.integers(frames - frames // 4, frames + 1))
-        shots = render_tracklet(people[job.pid], wardrobe[job.pid][job.outfit], job.camera, rng, length,
-                                options["height"], options["width"], seed)
+        shots = render_tracklet(people[job.pid], gaits[job.pid], wardrobe[job.pid][job.outfit], job.camera, rng,
+                                length, options["height"], options["width"], seed)
         images, maps = out / DATASET / job.path, out / "parsing" / DATASET / job.path
         images.mkdir(parents=True)
         maps.mkdir(parents=True)
