@@ -60,7 +60,8 @@ class _Sections:
 
 @dataclass
 class SyntheticConfig(_Sections):
-    """Options of the procedural dataset (used when ``data.name=synthetic``)."""
+    """Options of the procedural datasets (used when ``data.name=synthetic``); ``frames`` and
+    ``tracklets_per_outfit`` are the video benchmark's (``ccreid.data.synthetic_video``)."""
 
     ids: int = setting(120, min=1)
     extra_test_ids: int = setting(0, min=0, meaning="0: none")
@@ -69,6 +70,8 @@ class SyntheticConfig(_Sections):
     height: int = setting(128, min=1)
     width: int = setting(64, min=1)
     seed: int = 0
+    frames: int = setting(16, min=2)  # video: the longest tracklet (each has frames - frames // 4 .. frames)
+    tracklets_per_outfit: int = setting(2, min=1)  # video: per person and outfit (training), gallery per person
 
 
 @dataclass
