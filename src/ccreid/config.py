@@ -86,6 +86,16 @@ class ParsingConfig(_Sections):
 
 
 @dataclass
+class VideoDataConfig(_Sections):
+    """Clips of tracklets (video datasets: ccvid, mevid, synthetic_video), as Simple-CCReID samples them."""
+
+    seq_len: int = setting(8, min=1)  # frames per clip, in training and at test
+    stride: int = setting(4, min=1)  # frame step inside a clip
+    # training tracklets cut into chunks of this many frames (the last keeps the rest); 0: whole tracklets
+    chunk: int = setting(64, min=0, meaning="0: whole tracklets (MEVID's DENSE_SAMPLING False)")
+
+
+@dataclass
 class DataConfig(_Sections):
     name: str = "synthetic"
     root: str = "data/synthetic"
@@ -101,6 +111,7 @@ class DataConfig(_Sections):
     cache_mb: int = setting(0, min=0, meaning="0: off")
     parsing: ParsingConfig = field(default_factory=ParsingConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    video: VideoDataConfig = field(default_factory=VideoDataConfig)
 
 
 @dataclass
@@ -114,6 +125,9 @@ class ModelConfig(_Sections):
     width_mult: float = 1.0
     last_stride: int = 1
     pooling: str = setting("avg", choices=POOLINGS)
+    # video backbone around the image one: c2d | i3d | ap3d | nl | ap3dnl; None: an image model (a video
+    # dataset sets c2d when it is left unset)
+    video: Optional[str] = None
 
 
 @dataclass

@@ -163,7 +163,7 @@ def _remove_stale_renders(root: Path) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _read_json(meta: Path) -> object:
+def read_json(meta: Path) -> object:
     try:
         return json.loads(meta.read_text())
     except (OSError, ValueError) as err:
@@ -172,7 +172,7 @@ def _read_json(meta: Path) -> object:
 
 def read_meta(meta: Path) -> dict:
     """The generation options recorded in a dataset's ``meta.json`` (one-line error when damaged)."""
-    options = _read_json(meta)
+    options = read_json(meta)
     if not isinstance(options, dict) or not {"ids", "outfits", "images_per_outfit", "height", "width",
                                              "seed"} <= set(options):
         raise CCReIDError(f"{meta} lacks the image benchmark's generation options (another dataset, such as the "
@@ -183,7 +183,7 @@ def read_meta(meta: Path) -> dict:
 
 def _made_with(meta: Path, options: dict) -> bool:
     """Whether the dataset whose ``meta.json`` is ``meta`` was generated with ``options``."""
-    return _read_json(meta) == options
+    return read_json(meta) == options
 
 
 def _render_all(out: Path, options: dict, progress: bool) -> None:

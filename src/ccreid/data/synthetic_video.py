@@ -31,7 +31,11 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from ccreid.data.synthetic import cast, render_cached, split_identities, training_cameras
+from ccreid.config import DataConfig
+from ccreid.data.datasets.ccvid import eval_protocols, train_split
+from ccreid.data.datasets.common import Loaded, ParsingIndex, mirror_bases, register
+from ccreid.data.records import ReIDDataset
+from ccreid.data.synthetic import read_json, cast, render_cached, split_identities, training_cameras
 from ccreid.data.synthetic_render import NUM_CAMERAS, render_tracklet, sample_gait
 from ccreid.errors import CCReIDError
 
@@ -131,3 +135,29 @@ def _render_all(out: Path, options: dict, progress: bool) -> None:
     for name in LISTS:
         lines = "".join(job.line + "\n" for job in jobs if job.split == name)
         (out / DATASET / f"{name}.txt").write_text(lines)
+
+
+#: the generation options a video folder's ``meta.json`` records -> the ``data.synthetic`` keys they fill
+META_KEYS = ("ids", "extra_test_ids", "outfits", "tracklets_per_outfit", "frames", "height", "width", "seed")
+
+
+@register("synthetic_video", video=True)
+def load_synthetic_video(cfg: DataConfig) -> Loaded:
+    """The video benchmark at ``cfg.root``: a folder that holds one is used as it is (its options copied
+    into ``cfg.synthetic``, so the run's config records them); only a missing one is generated. Its maps
+    (``root/parsing``) are always found; validation identities come from ``val_query/val_gallery.txt``."""
+    s, meta = cfg.synthetic, Path(cfg.root) / "meta.json"
+    if meta.is_file():
+        made = read_json(meta)
+        if isinstance(made, dict) and made.get("kind") == "video":
+            for key in META_KEYS:
+                setattr(s, key, made.get(key, getattr(s, key)))
+    root = generate_video(cfg.root, s.ids, s.outfits, s.tracklets_per_outfit, s.frames, s.height, s.width, s.seed,
+                          extra_test_ids=s.extra_test_ids)
+    base = root / DATASET
+    parsing = ParsingIndex(str(root / "parsing"), mirror_bases(base, (DATASET,)))
+    protocols = eval_protocols(base, "query.txt", "gallery.txt", parsing)
+    val = eval_protocols(base, "val_query.txt", "val_gallery.txt", parsing)
+    dataset = ReIDDataset("synthetic_video", train_split(base, "train.txt", parsing), protocols, val, "lip",
+                          maps_base=str(parsing.base))
+    return Loaded(dataset)

@@ -21,7 +21,7 @@ from ccreid.data.datasets.common import (
     Loaded, ParsingIndex, dataset_root, encode, find_base, frame_maps, make_dataset, mirror_bases, protocol,
     read_lines, register,
 )
-from ccreid.data.records import RULES, TrackletRecord
+from ccreid.data.records import RULES, EvalSplit, TrackletRecord
 from ccreid.errors import CCReIDError
 
 LABEL = "CCVID"
@@ -94,16 +94,25 @@ def _records(base: Path, entries: Sequence[Entry], pids: Dict[str, int], clothes
     return out
 
 
-@register("ccvid")
+def train_split(base: Path, name: str, parsing: ParsingIndex) -> List[TrackletRecord]:
+    """The tracklets of list ``name``, pids and outfits relabelled ``0..N-1`` (sorted strings)."""
+    train = _entries(base, name)
+    return _records(base, train, encode(e.pid for e in train), encode(e.clothes for e in train), parsing)
+
+
+def eval_protocols(base: Path, query_list: str, gallery_list: str, parsing: ParsingIndex) -> Dict[str, EvalSplit]:
+    """``general`` / ``sc`` / ``cc`` on two lists: raw integer pids, outfits encoded jointly over both."""
+    query, gallery = _entries(base, query_list), _entries(base, gallery_list)
+    clothes = encode(e.clothes for e in query + gallery)
+    pids = {e.pid: int(e.pid) for e in query + gallery}
+    query_records, gallery_records = (_records(base, split, pids, clothes, parsing) for split in (query, gallery))
+    return {rule: protocol(query_records, gallery_records, rule) for rule in RULES}
+
+
+@register("ccvid", video=True)
 def load_ccvid(cfg: DataConfig) -> Loaded:
     root = dataset_root(LABEL, cfg.root)
     base = find_base(LABEL, root, LISTS, EXPECTED, WRAPPERS, files=True)
     parsing = ParsingIndex(cfg.parsing.root, mirror_bases(base, WRAPPERS))
-    train, query, gallery = (_entries(base, name) for name in LISTS)
-    train_records = _records(base, train, encode(e.pid for e in train), encode(e.clothes for e in train), parsing)
-    test_clothes = encode(e.clothes for e in query + gallery)
-    test_pids = {e.pid: int(e.pid) for e in query + gallery}
-    query_records, gallery_records = (_records(base, split, test_pids, test_clothes, parsing)
-                                      for split in (query, gallery))
-    protocols = {rule: protocol(query_records, gallery_records, rule) for rule in RULES}
-    return Loaded(make_dataset("ccvid", cfg, parsing, train_records, protocols))
+    protocols = eval_protocols(base, LISTS[1], LISTS[2], parsing)
+    return Loaded(make_dataset("ccvid", cfg, parsing, train_split(base, LISTS[0], parsing), protocols))

@@ -21,7 +21,7 @@ from typing import Callable, Dict, Hashable, Iterable, List, Optional, Sequence,
 
 from ccreid.config import DataConfig
 from ccreid.data.records import EvalSplit, ImageRecord, Record, ReIDDataset, relabel
-from ccreid.data.registry import DATASETS
+from ccreid.data.registry import DATASETS, VIDEO_DATASETS
 from ccreid.errors import CCReIDError, first_line
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
@@ -58,12 +58,15 @@ Loader = Callable[[DataConfig], Loaded]
 LOADERS: Dict[str, Loader] = {}
 
 
-def register(name: str) -> Callable[[Loader], Loader]:
-    """Register ``loader`` as dataset ``name`` (in DATASETS and LOADERS)."""
+def register(name: str, video: bool = False) -> Callable[[Loader], Loader]:
+    """Register ``loader`` as dataset ``name`` (in DATASETS and LOADERS; ``video``: its records are
+    tracklets, in VIDEO_DATASETS)."""
 
     def add(loader: Loader) -> Loader:
         DATASETS.register(name)(lambda cfg: loader(cfg).dataset)
         LOADERS[name] = loader
+        if video:
+            VIDEO_DATASETS.add(name)
         return loader
 
     return add

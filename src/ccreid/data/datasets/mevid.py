@@ -148,7 +148,7 @@ def _names(base: Path, name: str) -> List[str]:
     return [line.rstrip() for line in read_lines(LABEL, base / name, base)]
 
 
-@register("mevid")
+@register("mevid", video=True)
 def load_mevid(cfg: DataConfig) -> Loaded:
     root = dataset_root(LABEL, cfg.root)
     base = find_base(LABEL, root, FILES, EXPECTED, WRAPPERS, files=True)
