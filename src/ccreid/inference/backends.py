@@ -162,7 +162,7 @@ class TorchNet(InferenceNet):
     @torch.no_grad()
     def forward(self, images: torch.Tensor, camids: Optional[torch.Tensor] = None) -> torch.Tensor:
         images = images.to(self.device, non_blocking=True)
-        if self.channels_last:
+        if self.channels_last and images.dim() == 4:  # clips [B, T, 3, H, W] stay as they are
             images = images.contiguous(memory_format=torch.channels_last)
         if not self.bf16_checked:  # the first batch's size: a wrong CPU bf16 kernel is refused
             require_right_bf16(self.net, images)
@@ -261,5 +261,5 @@ def embed(net: InferenceNet, images: torch.Tensor, flip: bool = True,
     images = images.to(net.device, non_blocking=True)
     feats = net(images, camids)
     if flip:
-        feats = (feats + net(torch.flip(images, dims=[3]), camids)) / 2
+        feats = (feats + net(torch.flip(images, dims=[-1]), camids)) / 2  # images or clips: mirror the width
     return feats

@@ -60,6 +60,8 @@ class PixelSampling:
 class PSMethod(Method):
     """The baseline trained on originals and pixel-sampled copies."""
 
+    runs_on_clips = False  # pixel sampling works on images
+
     @classmethod
     def needs_parsing(cls, preset: Preset) -> bool:
         return True

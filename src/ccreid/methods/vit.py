@@ -120,6 +120,8 @@ def build_vit(cfg: ModelConfig, height: int, width: int) -> nn.Module:
 class ViTMethod(PaperMethod):
     """The baseline's losses and optimizer on a ViT (BSGA has no CNN stage to follow: refused)."""
 
+    runs_on_clips = False  # its network takes images
+
     @classmethod
     def build_network(cls, cfg: Config, preset: Preset, num_classes: int) -> nn.Module:
         if Switches.of(preset).bsga:
