@@ -28,7 +28,7 @@ def test_ours_on_clips_resumes_bit_identically_after_a_kill(tmp_path):
     assert any(s.get("num_erased", 0) > 0 for s in steps) and all(s["bsga"] > 0 for s in steps if "bsga" in s)
 
 
-def test_video_run_tests_as_it_trained_with_one_feature_per_tracklet(tmp_path):
+def test_video_run_tests_as_it_trained_with_one_feature_per_tracklet(tmp_path, capsys):
     out = tmp_path / "run"
     assert main([*train_args(out, tmp_path / "synthetic"), "model.preset=cal", "loss.cal.start_epoch=0",
                  "train.epochs=1", *VIDEO]) == 0
@@ -42,6 +42,15 @@ def test_video_run_tests_as_it_trained_with_one_feature_per_tracklet(tmp_path):
     splits = json.loads((out / "results.json").read_text())
     assert feats.shape[0] < 6 * 40 and torch.allclose(feats.norm(dim=1), torch.ones(len(feats)), atol=1e-5)
     assert splits["presets"]["cal"]["general"]["queries"] > 0
+    npz = tmp_path / "cc.npz"
+    assert main(["extract", "--weights", str(out / "model.safetensors"), "--protocol", "cc", "--out", str(npz)]) == 0
+    import numpy as np
+
+    stored = np.load(npz)
+    assert stored["qf"].shape[0] == len(stored["q_frames"]) and stored["q_frames"].min() >= 4  # frames - frames // 4
+    capsys.readouterr()
+    assert main(["eval", "--features", str(npz), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["mAP"] == pytest.approx(tested["cc"]["mAP"], abs=1e-3)
 
 
 @pytest.mark.parametrize("extra, message", [
