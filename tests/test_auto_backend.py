@@ -75,16 +75,16 @@ def test_auto_gives_the_fp32_features_and_exports_once_into_the_user_cache(weigh
 @needs_onnxruntime
 def test_the_cache_key_follows_the_weights_the_settings_and_the_input_size(weights):
     model, _ = load_model(weights)
-    key = export_key(model, (HEIGHT, WIDTH), 18)
-    assert export_key(load_model(weights)[0], (HEIGHT, WIDTH), 18) == key  # the same network, another load
-    assert export_key(model, (HEIGHT * 2, WIDTH), 18) != key
-    assert export_key(model, (HEIGHT, WIDTH), 17) != key
+    key = export_key(model, (3, HEIGHT, WIDTH), 18)
+    assert export_key(load_model(weights)[0], (3, HEIGHT, WIDTH), 18) == key  # the same network, another load
+    assert export_key(model, (3, HEIGHT * 2, WIDTH), 18) != key
+    assert export_key(model, (3, HEIGHT, WIDTH), 17) != key
     model.feature = "pre"  # the eval output changes, the weights do not
-    assert export_key(model, (HEIGHT, WIDTH), 18) != key
+    assert export_key(model, (3, HEIGHT, WIDTH), 18) != key
     model.feature = "bn"
     with torch.no_grad():
         next(model.parameters()).add_(1e-3)
-    assert export_key(model, (HEIGHT, WIDTH), 18) != key
+    assert export_key(model, (3, HEIGHT, WIDTH), 18) != key
 
 
 def test_the_cache_folder_is_the_users_and_never_the_weights(monkeypatch, tmp_path):
@@ -146,7 +146,7 @@ def test_auto_falls_back_to_torch_when_the_export_fails(weights, cache, monkeypa
 @needs_onnxruntime
 def test_auto_falls_back_to_torch_when_the_cache_cannot_be_written(weights, tmp_path, monkeypatch, caplog):
     (tmp_path / "file").write_text("")
-    key = export_key(load_model(weights)[0], (HEIGHT, WIDTH), 18)
+    key = export_key(load_model(weights)[0], (3, HEIGHT, WIDTH), 18)
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "file" / "cache"))  # a file in the path: mkdir fails
     images = torch.randn(2, 3, HEIGHT, WIDTH)
     with caplog.at_level(logging.INFO, logger="ccreid"):

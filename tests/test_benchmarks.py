@@ -66,3 +66,19 @@ def test_extract_benchmark_times_the_default_engine_and_judges_it_against_the_ba
     assert "0.980x" in verdict and "1.020x" in verdict and "1.100x (paired median wall)" in verdict
     assert "misses the >= 1.0 target" in verdict
     assert "meets" in bench_extract.judge({default: 1.0}, {default: 1.01}, rounds, "onnxruntime")
+
+
+@pytest.mark.parametrize("layout", ["mevid", "ccvid"])
+def test_video_listing_benchmark_builds_trees_its_adapters_read_whole(tmp_path, layout):
+    """The timed trees are real layouts: every frame and tracklet built is listed, none dropped."""
+    import bench_video_listing
+    from ccreid.data.check import check_dataset
+
+    tracklets = bench_video_listing.BUILDERS[layout](tmp_path, 1000, 3)
+    report = check_dataset(layout, str(tmp_path))
+    general = report["protocols"]["general"]
+    parts = [report["train"], general["query"], general["gallery"]]
+    assert sum(p["tracklets"] for p in parts) == tracklets == 333
+    assert sum(p["images"] for p in parts) == 1000
+    assert all(p.get("dropped", 0) == 0 for p in parts)
+    assert report["train"]["ids"] > 50 and general["query"]["ids"] > 10

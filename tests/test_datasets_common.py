@@ -143,7 +143,7 @@ def test_encoding_and_relabelling_are_sorted(tmp_path):
 
 def test_every_name_of_the_issue_is_registered():
     for name in ("prcc", "vcclothes", "nkup", "ltcc", "celebreid", "celebreid_light", "deepchange",
-                 "market1501", "custom", "synthetic"):
+                 "market1501", "custom", "synthetic", "last", "ccvid", "mevid"):
         assert name in DATASETS
 
 

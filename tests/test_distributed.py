@@ -20,7 +20,7 @@ from ccreid.methods import PRESETS, build_model_from_config
 from ccreid.runs.checkpoint import load_weights
 from ccreid.runtime.distributed import setup
 from ccreid.training.step import TrainStep
-from tiny_run import PRESET_NEEDS
+from tiny_run import PRESET_NEEDS, VIDEO
 
 pytestmark = pytest.mark.skipif(
     not (dist.is_available() and dist.is_gloo_available()),
@@ -116,10 +116,11 @@ def _torchrun(out, data, *extra):
 
 
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize("preset", ["ours", "ours+cal"])
-def test_torchrun_trains_logs_once_and_resumes_exactly(tmp_path, preset):
+@pytest.mark.parametrize("preset, kind", [("ours", []), ("ours+cal", []), ("ours", VIDEO)], ids=["ours", "ours+cal",
+                                                                                                 "ours-video"])
+def test_torchrun_trains_logs_once_and_resumes_exactly(tmp_path, preset, kind):
     out, data = tmp_path / "run", tmp_path / "synthetic"
-    method = [f"model.preset={preset}", "loss.cal.start_epoch=0"]
+    method = [f"model.preset={preset}", "loss.cal.start_epoch=0", *kind]
     _torchrun(out, data, *method)  # 8 training identities, 2 ranks x 2 identities a step: 3 steps an epoch
     steps = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [s["iter"] for s in steps] == list(range(1, 7))  # rank 0 alone logs

@@ -28,6 +28,10 @@ from test_datasets_prcc import TRAIN as PRCC_TRAIN
 from test_datasets_prcc import VAL as PRCC_VAL
 from test_datasets_vcclothes import FILES as VC
 from test_datasets_celebreid import FILES as CELEB
+from test_datasets_ccvid import write_ccvid
+from test_datasets_last import FILES as LAST
+from test_datasets_mevid import write_mevid
+from ccreid.data.records import frame_records
 from tiny_run import TINY
 
 
@@ -56,6 +60,9 @@ TREES = {
     "nkup_market_style": lambda root: write_tree(root / "NKUP", NKUP_MARKET),
     "deepchange": _deepchange,
     "custom": _custom,
+    "last": lambda root: write_tree(root / "last", LAST),
+    "ccvid": write_ccvid,
+    "mevid": lambda root: write_mevid(root / "mevid"),
 }
 
 
@@ -75,7 +82,7 @@ def test_mirrored_maps_are_found_by_the_adapter(tmp_path, case):
         write_png_map(item.png)  # what ccreid parse writes there
     dataset = load(name, data_root, parsing=out)
     splits = [*dataset.protocols.values(), *dataset.val.values()]
-    records = [*dataset.train, *(r for s in splits for r in (*s.query, *s.gallery))]
+    records = frame_records([*dataset.train, *(r for s in splits for r in (*s.query, *s.gallery))])
     by_image = {str(item.image): str(item.png) for item in items}
     assert records and {r.path for r in records} == set(by_image)
     assert all(r.parsing_path == by_image[r.path] for r in records)
@@ -84,7 +91,7 @@ def test_mirrored_maps_are_found_by_the_adapter(tmp_path, case):
 #: the folder inside the dataset folder that data.root may name instead (the loader accepts both)
 INNER = {"prcc": "rgb", "vcclothes": "VC-Clothes", "ltcc": "LTCC_ReID", "market1501": "Market-1501-v15.09.15",
          "celebreid": "Celeb-reID", "nkup": "NKUP2_0126/NKUP2", "nkup_market_style": "NKUP",
-         "deepchange": "DeepChangeDataset"}
+         "deepchange": "DeepChangeDataset", "last": "last"}
 
 
 @pytest.mark.parametrize("case", sorted(INNER))

@@ -14,3 +14,7 @@ TINY = [
 
 #: what a preset needs beyond TINY (FIRe²'s FAR: max pooling and two map cells per part)
 PRESET_NEEDS = {"fire": ["model.pooling=avgmax", "model.last_stride=1", "loss.fire.start_epoch=0"]}
+
+#: TINY's overrides on the synthetic video benchmark: short tracklets, 2-frame clips (a 64x32 frame)
+VIDEO = ["data.name=synthetic_video", "data.synthetic.frames=6", "data.synthetic.tracklets_per_outfit=2",
+         "data.video.seq_len=2", "data.video.stride=2", "data.video.chunk=0", "model.pooling=max", "test.flip=false"]

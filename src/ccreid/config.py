@@ -60,7 +60,8 @@ class _Sections:
 
 @dataclass
 class SyntheticConfig(_Sections):
-    """Options of the procedural dataset (used when ``data.name=synthetic``)."""
+    """Options of the procedural datasets (used when ``data.name=synthetic``); ``frames`` and
+    ``tracklets_per_outfit`` are the video benchmark's (``ccreid.data.synthetic_video``)."""
 
     ids: int = setting(120, min=1)
     extra_test_ids: int = setting(0, min=0, meaning="0: none")
@@ -69,6 +70,8 @@ class SyntheticConfig(_Sections):
     height: int = setting(128, min=1)
     width: int = setting(64, min=1)
     seed: int = 0
+    frames: int = setting(16, min=2)  # video: the longest tracklet (each has frames - frames // 4 .. frames)
+    tracklets_per_outfit: int = setting(2, min=1)  # video: per person and outfit (training), gallery per person
 
 
 @dataclass
@@ -80,6 +83,16 @@ class ParsingConfig(_Sections):
     labels: str = "lip"  # lip | atr | pascal | path to a table
     missing: str = setting("auto", choices=MISSING_MODES)  # auto (error when CRE/BSGA need maps) | error | skip
     weights: Optional[str] = None  # SCHP .pth: `ccreid train` parses missing maps into `root` first
+
+
+@dataclass
+class VideoDataConfig(_Sections):
+    """Clips of tracklets (video datasets: ccvid, mevid, synthetic_video), as Simple-CCReID samples them."""
+
+    seq_len: int = setting(8, min=1)  # frames per clip, in training and at test
+    stride: int = setting(4, min=1)  # frame step inside a clip
+    # training tracklets cut into chunks of this many frames (the last keeps the rest); 0: whole tracklets
+    chunk: int = setting(64, min=0, meaning="0: whole tracklets (MEVID's DENSE_SAMPLING False)")
 
 
 @dataclass
@@ -100,6 +113,7 @@ class DataConfig(_Sections):
     cache_mb: int = setting(0, min=0, meaning="0: off")
     parsing: ParsingConfig = field(default_factory=ParsingConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    video: VideoDataConfig = field(default_factory=VideoDataConfig)
 
 
 @dataclass
@@ -113,6 +127,9 @@ class ModelConfig(_Sections):
     width_mult: float = 1.0
     last_stride: int = 1
     pooling: str = setting("avg", choices=POOLINGS)
+    # video backbone around the image one: c2d | i3d | ap3d | nl | ap3dnl; None: an image model (a video
+    # dataset sets c2d when it is left unset)
+    video: Optional[str] = None
 
 
 @dataclass

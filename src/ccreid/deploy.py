@@ -27,10 +27,12 @@ from torchvision.transforms.v2.functional import pil_to_tensor
 from ccreid.config import Config
 from ccreid.data.dataset import read_image
 from ccreid.data.transforms import build_test_transform
+from ccreid.data.video import test_clips
 from ccreid.errors import CCReIDError
 from ccreid.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from ccreid.inference.backends import (DEFAULT_OPSET, INSTALL_EXPORT, check_backend, embed, prepare, uses_camids,
                                        write_onnx)
+from ccreid.inference.evaluator import tracklet_features
 from ccreid.methods.restore import load_checkpoint_config, plugins_override, trained_model
 from ccreid.models import ReIDModel
 from ccreid.runtime.device import resolve_device
@@ -75,7 +77,8 @@ class Embedder:
 
     def __init__(self, model: ReIDModel, height: int, width: int, flip: bool = True,
                  device: Union[str, torch.device] = "cpu", batch_size: int = 64, backend: str = "auto",
-                 precision: str = "fp32") -> None:
+                 precision: str = "fp32", clips: Optional[Tuple[int, int]] = None) -> None:
+        self.clips = clips  # a video model's (seq_len, stride): it embeds tracklets
         self.model = model.to(device).eval()
         self.device = torch.device(device)
         self.net = prepare(self.model, self.device, backend, precision)
@@ -92,8 +95,9 @@ class Embedder:
         resolved = resolve_device(device)
         check_backend(backend, precision, resolved)
         model, cfg = load_model(weights, resolved, overrides)
+        clips = None if cfg.model.video is None else (cfg.data.video.seq_len, cfg.data.video.stride)
         return cls(model, cfg.data.height, cfg.data.width, cfg.test.flip if flip is None else flip,
-                   resolved, batch_size or cfg.test.batch_size, backend, precision)
+                   resolved, batch_size or cfg.test.batch_size, backend, precision, clips)
 
     @property
     def dim(self) -> int:
@@ -114,6 +118,9 @@ class Embedder:
               camids: Optional[Sequence[int]] = None) -> torch.Tensor:
         """``float32 [B,D]`` L2-normalised features on CPU, in input order; ``camids`` (one per
         image) for a model trained with a camera embedding (``model.vit.sie``)."""
+        if self.clips is not None:
+            raise CCReIDError("this checkpoint is a video model: embed a tracklet's frames with "
+                              "embed_tracklet(frames)")
         items = [images] if isinstance(images, (str, Path, Image.Image)) else images
         if torch.is_tensor(items):
             items = [items] if items.dim() == 3 else list(items.unbind(0))
@@ -124,6 +131,21 @@ class Embedder:
                                      None if cams is None else cams[i:i + self.batch_size]).cpu()
                   for i in range(0, len(items), self.batch_size)]
         return torch.cat(chunks) if chunks else torch.empty(0, self.dim)
+
+
+    def embed_tracklet(self, frames: Union[Sequence[ImageInput], torch.Tensor]) -> torch.Tensor:
+        """A video model's ``float32 [D]`` feature of one tracklet (its frames in time order): the mean
+        of its test clips' features (:func:`~ccreid.data.video.test_clips`), L2-normalised, as
+        ``ccreid test`` computes it."""
+        if self.clips is None:
+            raise CCReIDError("this checkpoint is an image model: embed images with embed(images)")
+        batch = self.preprocess(frames)
+        if not len(batch):
+            raise CCReIDError("frames: a tracklet needs at least one frame")
+        clips = torch.stack([batch[index] for index in test_clips(len(batch), *self.clips)])
+        feats = torch.cat([embed(self.net, clips[i:i + self.batch_size], self.flip).cpu()
+                           for i in range(0, len(clips), self.batch_size)])
+        return tracklet_features(feats, torch.zeros(len(feats), dtype=torch.long), 1)[0]
 
 
 def load(weights: Union[str, Path], device: str = "auto", flip: Optional[bool] = None,
@@ -147,7 +169,8 @@ class _Normalized(nn.Module):
 def export_onnx(weights: Union[str, Path], out: Union[str, Path], opset: int = DEFAULT_OPSET,
                 normalize: bool = True, plugins: Sequence[str] = ()) -> list[Path]:
     """Write ``out`` (one ``.onnx`` file): ``images [batch,3,H,W] -> features [batch,D]`` (a ViT
-    with camera embedding takes ``camids [batch]`` int64 as a second input).
+    with camera embedding takes ``camids [batch]`` int64 as a second input; a video model takes
+    clips ``[batch,T,3,H,W]`` of ``T = data.video.seq_len`` frames, recorded as ``ccreid.seq_len``).
 
     ``normalize`` appends the L2 normalisation (features then match ``embed`` without
     flip). Opsets >= 18 use torch's ``torch.export`` exporter; older ones (down to 13)
@@ -168,7 +191,8 @@ def export_onnx(weights: Union[str, Path], out: Union[str, Path], opset: int = D
     net = _Normalized(model) if normalize else model
     out = Path(out)
     with atomic_path(out) as tmp:
-        write_onnx(net, torch.zeros(2, 3, cfg.data.height, cfg.data.width), tmp, opset)
+        frames = () if cfg.model.video is None else (cfg.data.video.seq_len,)
+        write_onnx(net, torch.zeros(2, *frames, 3, cfg.data.height, cfg.data.width), tmp, opset)
         proto = onnx.load(str(tmp))
         written = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=opset)
         if written != opset:  # the exporter may fall back to another opset: say so instead of writing it
@@ -176,6 +200,8 @@ def export_onnx(weights: Union[str, Path], out: Union[str, Path], opset: int = D
                               f"use --opset {written} or another version")
         meta = {"ccreid.height": cfg.data.height, "ccreid.width": cfg.data.width, "ccreid.mean": list(IMAGENET_MEAN),
                 "ccreid.std": list(IMAGENET_STD), "ccreid.normalized": normalize, "ccreid.preset": cfg.model.preset}
+        if cfg.model.video is not None:
+            meta |= {"ccreid.seq_len": cfg.data.video.seq_len, "ccreid.video": cfg.model.video}
         onnx.helper.set_model_props(proto, {k: str(v) for k, v in meta.items()})
         onnx.save(proto, str(tmp))
     return [out]

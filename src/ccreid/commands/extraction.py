@@ -9,7 +9,8 @@ Sources:
   ``gallery`` (or no split column) gallery rows, other splits are left out;
 - a protocol of the checkpoint's dataset (``protocol="cc"`` ...): its query and gallery
   with every label and the protocol's rule, so ``ccreid eval`` on the file reproduces
-  ``ccreid test``.
+  ``ccreid test``; of a video checkpoint, one row per tracklet (the mean of its test clips'
+  features), its first frame as its path and its frame count in ``q_frames`` / ``g_frames``.
 
 Features are L2-normalised (flip-averaged unless ``flip=False``), float32.
 """
@@ -27,7 +28,7 @@ import torch.nn.functional as F
 from ccreid.data.dataset import ReIDImageDataset
 from ccreid.data.manager import DataManager
 from ccreid.data.manifest import int_cell, read_rows
-from ccreid.data.records import ImageRecord
+from ccreid.data.records import ImageRecord, is_video
 from ccreid.data.transforms import build_test_transform
 from ccreid.deploy import load_model
 from ccreid.errors import CCReIDError
@@ -119,8 +120,12 @@ def extract_to_file(
     check_backend(backend, precision, resolved)
     model, cfg = load_model(weights, resolved, overrides)
     flip = cfg.test.flip if flip is None else flip
-    if protocol is not None:
-        manager = DataManager(cfg, need_parsing=False)
+    if images is not None and cfg.model.video is not None:
+        raise CCReIDError(f"weights file {weights} is a video model: it extracts tracklets of its dataset "
+                          "(--protocol NAME), or use ccreid.load(weights).embed_tracklet(frames)")
+    cfg.data.workers = workers
+    manager = DataManager(cfg, need_parsing=False) if protocol is not None else None
+    if manager is not None:
         splits = manager.eval_splits("test")
         if protocol not in splits:
             raise CCReIDError(f"--protocol: dataset {cfg.data.name!r} defines {', '.join(splits)}, not {protocol!r}")
@@ -136,11 +141,14 @@ def extract_to_file(
     net = prepare(model, resolved, backend, precision)
     arrays: Dict[str, np.ndarray] = dict(recorded)
     for side, records in sides.items():
-        loader = torch.utils.data.DataLoader(ReIDImageDataset(records, transform, need_parsing=False),
-                                             batch_size=batch_size or cfg.test.batch_size, num_workers=workers)
+        size = batch_size or cfg.test.batch_size
+        loader = manager.loader(records, size) if manager is not None else torch.utils.data.DataLoader(
+            ReIDImageDataset(records, transform, need_parsing=False), batch_size=size, num_workers=workers)
         feats = extract_features(net, loader, resolved, flip, progress, desc=f"extract {side}")
         arrays[f"{side}f"] = F.normalize(feats, dim=1).numpy().astype(np.float32)
-        arrays[f"{side}_paths"] = np.array([r.path for r in records])
+        arrays[f"{side}_paths"] = np.array([r.path for r in records])  # a tracklet: its first frame
+        if is_video(records):
+            arrays[f"{side}_frames"] = np.array([r.num_frames for r in records], dtype=np.int64)
         for attr, key in LABEL_COLUMNS.items():  # the CSV columns are ImageRecord's attribute names
             if key in known[side]:
                 arrays[f"{side}_{key}"] = np.array([getattr(r, attr) for r in records], dtype=np.int64)

@@ -5,10 +5,11 @@
     {"dataset", "train": STATS, "protocols": {NAME: {"query": STATS, "gallery": STATS}}, "unreadable",
      "parsing": {"found", "missing", "resized"}, "problems": [...], "refused"}
 
-with STATS = ``{"images", "ids", "cameras", "clothes"}``; validation splits appear as
-protocols named ``val/<name>``. Image and map sizes are read from file headers (PIL
-without decoding, ``.npy`` by memory map); pixels are decoded only with ``deep=True``.
-A dataset that cannot be used (an adapter error, no training image, or a protocol whose
+with STATS = ``{"images", "ids", "cameras", "clothes"}`` (a video dataset adds ``tracklets``,
+``images`` counting their frames, and ``dropped``, the listed tracklets without frames, where
+its adapter drops any); validation splits appear as protocols named ``val/<name>``. Image
+and map sizes are read from file headers (PIL without decoding, ``.npy`` by memory map);
+pixels are decoded only with ``deep=True``. A dataset that cannot be used (an adapter error, no training image, or a protocol whose
 query identities are all absent from its gallery) raises :class:`DatasetUnusable` with a
 one-line reason. ``refused`` is the one-line reason ``ccreid train`` would give for not starting
 (training maps a method reads are missing; it names the ``ccreid parse`` command that makes them),
@@ -29,7 +30,7 @@ from ccreid.data.datasets import LOADERS, Loaded
 from ccreid.data.datasets.common import ParsingRootMissing
 from ccreid.data.labels import LabelSet, get_label_set
 from ccreid.data.manager import missing_maps_error, missing_mode
-from ccreid.data.records import EvalSplit, ImageRecord
+from ccreid.data.records import EvalSplit, ImageRecord, Record, frame_records, is_video
 from ccreid.data.registry import DATASETS
 from ccreid.errors import CCReIDError, first_line
 from ccreid.evaluation.ranking import valid_match
@@ -49,13 +50,23 @@ def load_with_notes(cfg: DataConfig) -> Loaded:
     return Loaded(DATASETS.get(cfg.name)(cfg))
 
 
-def split_stats(records: Sequence[ImageRecord]) -> Dict[str, int]:
+def split_stats(records: Sequence[Record]) -> Dict[str, int]:
+    counts = {"tracklets": len(records)} if is_video(records) else {}
     return {
-        "images": len(records),
+        **counts,
+        "images": sum(getattr(r, "num_frames", 1) for r in records),
         "ids": len({r.pid for r in records}),
         "cameras": len({r.camid for r in records}),
         "clothes": len({r.clothes_id for r in records}),
     }
+
+
+def _with_dropped(stats: Dict[str, int], loaded: Loaded, part: str, protocol: str = "") -> Dict[str, int]:
+    """``stats`` plus the adapter's count of tracklets of ``part`` dropped for having no frame
+    (test protocols only: validation splits are not counted)."""
+    if part in loaded.dropped and not protocol.startswith("val/"):
+        stats["dropped"] = loaded.dropped[part]
+    return stats
 
 
 def match_problems(name: str, split: EvalSplit) -> List[str]:
@@ -64,19 +75,20 @@ def match_problems(name: str, split: EvalSplit) -> List[str]:
     for r in split.gallery:
         views.setdefault(r.pid, set()).add((r.camid, r.clothes_id))
     absent = [q for q in split.query if q.pid not in views]
+    noun = "tracklets" if is_video(split.query) else "images"
     problems = []
     if absent:
         absent_ids = {q.pid for q in absent}
         query_ids = {q.pid for q in split.query}
         problems.append(f"protocol {name}: {len(absent_ids)} of {len(query_ids)} query identities "
-                        f"({len(absent)} of {len(split.query)} query images) are absent from the gallery "
+                        f"({len(absent)} of {len(split.query)} query {noun}) are absent from the gallery "
                         f"(e.g. pid {absent[0].pid}: {absent[0].path})")
     unmatched = sum(
         1 for q in split.query
         if q.pid in views and not any(valid_match(split.rule, cam == q.camid, c == q.clothes_id) for cam, c in views[q.pid])
     )
     if unmatched:
-        problems.append(f"protocol {name}: {unmatched} of {len(split.query)} query images have no valid gallery "
+        problems.append(f"protocol {name}: {unmatched} of {len(split.query)} query {noun} have no valid gallery "
                         f"match under the {split.rule} rule (they are skipped when scoring)")
     return problems
 
@@ -202,20 +214,21 @@ def check_dataset(name: str, root: str, parsing_root: Optional[str] = None, labe
             raise DatasetUnusable(f"{name}: protocol {key}: no query identity appears in the gallery "
                                   f"(e.g. pid {split.query[0].pid}: {split.query[0].path}); "
                                   f"expected query and gallery to share identities")
-        report_protocols[key] = {"query": split_stats(split.query), "gallery": split_stats(split.gallery)}
+        report_protocols[key] = {part: _with_dropped(split_stats(getattr(split, part)), loaded, part, key)
+                                 for part in ("query", "gallery")}
         problems += match_problems(key, split)
-    everything = list({r.path: r for r in dataset.train + [
-        r for split in splits.values() for r in split.query + split.gallery]}.values())
+    everything = frame_records(list({r.path: r for r in dataset.train + [
+        r for split in splits.values() for r in split.query + split.gallery]}.values()))
     parsing_counts, parsing_problems = _parsing_report(everything, cfg.parsing.root, label_set)
     problems += parsing_problems
     unreadable = 0
     if deep:
         deep_problems, unreadable = _deep_problems(everything, label_set.num_classes, progress)
         problems += deep_problems
-    refused = missing_maps_error(cfg, dataset.train, need_parsing)
+    refused = missing_maps_error(cfg, frame_records(dataset.train), need_parsing)
     return {
         "dataset": name,
-        "train": split_stats(dataset.train),
+        "train": _with_dropped(split_stats(dataset.train), loaded, "train"),
         "protocols": report_protocols,
         "parsing": parsing_counts,
         "problems": problems,

@@ -27,10 +27,12 @@ from ccreid.config import Config, DataConfig
 from ccreid.data.dataset import ReIDImageDataset, missing_map_message, parse_hint
 from ccreid.data.datasets.common import ParsingRootMissing
 from ccreid.data.labels import LabelSet, get_label_set
-from ccreid.data.records import EvalSplit, ImageRecord, ReIDDataset
+from ccreid.data.clips import ReIDClipDataset
+from ccreid.data.records import EvalSplit, ImageRecord, Record, ReIDDataset, frame_records, is_video
 from ccreid.data.registry import DATASETS
 from ccreid.data.sampler import ClothesAwarePKSampler
 from ccreid.data.transforms import build_test_transform, build_train_transform
+from ccreid.data.video import clip_index, dense_split
 from ccreid.errors import CCReIDError
 
 logger = logging.getLogger(__name__)
@@ -91,13 +93,20 @@ class DataManager:
         self._check_files()
         train_transform = build_train_transform(data.height, data.width, data.flip_p, data.pad, data.erasing_p,
                                                 data.color_jitter)
-        self.train_set = ReIDImageDataset(self.dataset.train, train_transform, need_parsing, self.missing,
-                                          num_labels=self.label_set.num_classes)
-        if data.cache_mb and not self.train_set.preload(data.cache_mb * 2**20):
-            logger.warning("training images do not fit in data.cache_mb=%d MB: decoding them every epoch "
-                           "(raise data.cache_mb to keep them, or set it to 0)", data.cache_mb)
-        pids = [r.pid for r in self.dataset.train]
-        clothes = [r.clothes_id for r in self.dataset.train]
+        if self.dataset.is_video:  # one random clip of each chunk of a tracklet per item
+            self.train_records = dense_split(self.dataset.train, data.video.chunk)
+            self.train_set = ReIDClipDataset(self.train_records, train_transform, (data.height, data.width),
+                                             need_parsing, self.missing, seq_len=data.video.seq_len,
+                                             stride=data.video.stride)
+        else:
+            self.train_records = self.dataset.train
+            self.train_set = ReIDImageDataset(self.dataset.train, train_transform, need_parsing, self.missing,
+                                              num_labels=self.label_set.num_classes)
+            if data.cache_mb and not self.train_set.preload(data.cache_mb * 2**20):
+                logger.warning("training images do not fit in data.cache_mb=%d MB: decoding them every epoch "
+                               "(raise data.cache_mb to keep them, or set it to 0)", data.cache_mb)
+        pids = [r.pid for r in self.train_records]
+        clothes = [r.clothes_id for r in self.train_records]
         self.sampler = ClothesAwarePKSampler(
             pids, clothes, data.ids_per_batch, data.images_per_id, cfg.seed, self.rank, world_size
         )
@@ -115,8 +124,8 @@ class DataManager:
 
     def foreign_labels_note(self) -> Optional[str]:
         """A warning when training maps held labels outside the label set (None otherwise)."""
-        stats = self.train_set.parsing_stats
-        if not stats.foreign:
+        stats = getattr(self.train_set, "parsing_stats", None)  # clip datasets do not count them
+        if stats is None or not stats.foreign:
             return None
         labels = self.label_set
         return (f"{stats.foreign} parsing map(s) hold labels outside data.parsing.labels={labels.name} "
@@ -134,12 +143,18 @@ class DataManager:
         self.train_loader.generator.manual_seed(self.cfg.seed * 1_000_003 + epoch + self.rank * 7_919)
 
     def loader(
-        self, records: List[ImageRecord], batch_size: Optional[int] = None, need_parsing: bool = False
+        self, records: List[Record], batch_size: Optional[int] = None, need_parsing: bool = False
     ) -> DataLoader:
-        """Records in order (test transform; ``batch_size`` defaults to ``test.batch_size``)."""
-        dataset = ReIDImageDataset(
-            records, build_test_transform(self.cfg.data.height, self.cfg.data.width), need_parsing, self.missing
-        )
+        """Records in order (test transform; ``batch_size`` defaults to ``test.batch_size``); tracklets
+        as their test clips (:func:`~ccreid.data.video.clip_index`; ``index``: the tracklet's position)."""
+        data = self.cfg.data
+        transform = build_test_transform(data.height, data.width)
+        if is_video(records):
+            clips = clip_index(records, data.video.seq_len, data.video.stride)
+            dataset = ReIDClipDataset(records, transform, (data.height, data.width), need_parsing, self.missing,
+                                      clips=clips, seq_len=data.video.seq_len, stride=data.video.stride)
+        else:
+            dataset = ReIDImageDataset(records, transform, need_parsing, self.missing)
         size = batch_size or self.cfg.test.batch_size
         return DataLoader(dataset, batch_size=size, shuffle=False, **self._loader_options())
 
@@ -179,7 +194,7 @@ class DataManager:
             raise CCReIDError(
                 f"image file {missing[0].path} not found{more}; check data.root or regenerate the dataset"
             )
-        refusal = missing_maps_error(self.cfg.data, self.dataset.train, self.need_parsing)
+        refusal = missing_maps_error(self.cfg.data, frame_records(self.dataset.train), self.need_parsing)
         if refusal is not None:
             raise refusal
 

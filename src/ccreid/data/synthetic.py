@@ -14,6 +14,8 @@ for val and test identities the gallery is outfit 0 from cameras 0 and 1, the
 same-clothes (SC) queries are outfit 0 from camera 2 and the clothes-changing (CC)
 queries are the other outfits from camera 3, so a CC query's outfit never appears in
 that person's gallery. Training identities show every outfit from random cameras.
+:func:`render_cached` (reuse, refusal, render into a hidden folder then rename) also makes
+the video benchmark (:mod:`ccreid.data.synthetic_video`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Dict, Iterator, List, Tuple
+from typing import Callable, Dict, Iterator, List, Tuple
 
 import numpy as np
 from PIL import Image
@@ -34,7 +36,7 @@ from ccreid.config import DataConfig
 from ccreid.data.manifest import int_cell, read_rows
 from ccreid.data.records import EvalSplit, ImageRecord, ReIDDataset, relabel
 from ccreid.data.registry import DATASETS
-from ccreid.data.synthetic_render import NUM_CAMERAS, render, sample_identity, sample_outfit
+from ccreid.data.synthetic_render import NUM_CAMERAS, Identity, Outfit, render, sample_identity, sample_outfit
 from ccreid.errors import CCReIDError
 
 FORMAT_VERSION = 1
@@ -53,6 +55,18 @@ def split_identities(ids: int, extra_test_ids: int = 0) -> Tuple[range, range, r
     return range(n_train), range(n_train, n_train + n_val), range(n_train + n_val, ids + extra_test_ids)
 
 
+def training_cameras(seed: int, pid: int, count: int) -> np.ndarray:
+    """The random cameras of a training identity's ``count`` images (or tracklets), outfit after outfit."""
+    return np.random.default_rng([seed, pid, 31337]).integers(0, NUM_CAMERAS, count)
+
+
+def cast(seed: int, people: int, outfits: int) -> Tuple[List[Identity], List[List[Outfit]]]:
+    """Persons ``0..people-1`` of ``seed`` and their ``outfits`` outfits each."""
+    pids = range(people)
+    return ([sample_identity(np.random.default_rng([seed, pid, 1])) for pid in pids],
+            [[sample_outfit(np.random.default_rng([seed, pid, 2, o])) for o in range(outfits)] for pid in pids])
+
+
 def plan(ids: int, outfits: int, images_per_outfit: int, seed: int,
          extra_test_ids: int = 0) -> Iterator[Tuple[int, int, int, int, str]]:
     """Every image to render as ``(pid, outfit, camera, n, split)``."""
@@ -60,7 +74,7 @@ def plan(ids: int, outfits: int, images_per_outfit: int, seed: int,
     n_query = max(1, images_per_outfit // 2)
     for pid in range(test.stop):
         if pid in train:
-            cams = np.random.default_rng([seed, pid, 31337]).integers(0, NUM_CAMERAS, outfits * images_per_outfit)
+            cams = training_cameras(seed, pid, outfits * images_per_outfit)
             for o in range(outfits):
                 for n in range(images_per_outfit):
                     yield pid, o, int(cams[o * images_per_outfit + n]), n, "train"
@@ -94,6 +108,13 @@ def generate(root: str | Path, ids: int = 120, outfits: int = 3, images_per_outf
         raise CCReIDError(f"option --outfits: {outfits} is too few (clothes changing needs at least 2)")
     if images_per_outfit < 1 or height < 32 or width < 16:
         raise CCReIDError("options --images-per-outfit >= 1 and --size at least 32x16 are required")
+    return render_cached(root, options, lambda out: _render_all(out, options, progress))
+
+
+def render_cached(root: Path, options: dict, render: Callable[[Path], None]) -> Path:
+    """``root`` as a synthetic dataset made with ``options``: reused when its ``meta.json`` records
+    them, refused when it records others or ``root`` holds anything else; otherwise ``render(folder)``
+    fills a hidden sibling folder, ``meta.json`` is written and the folder renamed to ``root``."""
     if root.is_file():
         raise CCReIDError(f"{root} is a file, not a folder; choose a folder for the synthetic dataset (ccreid synth "
                           "--out, or the config key data.root)")
@@ -110,7 +131,8 @@ def generate(root: str | Path, ids: int = 120, outfits: int = 3, images_per_outf
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
     (tmp / RENDER_PID).write_text(f"{os.getpid()}\n")
     try:
-        _render_all(tmp, options, progress)
+        render(tmp)
+        (tmp / "meta.json").write_text(json.dumps(options, indent=2) + "\n")
         (tmp / RENDER_PID).unlink()
         if root.exists():
             root.rmdir()
@@ -141,29 +163,33 @@ def _remove_stale_renders(root: Path) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def read_meta(meta: Path) -> dict:
-    """The generation options recorded in a dataset's ``meta.json`` (one-line error when damaged)."""
+def read_json(meta: Path) -> object:
     try:
-        options = json.loads(meta.read_text())
+        return json.loads(meta.read_text())
     except (OSError, ValueError) as err:
         raise CCReIDError(f"{meta} is damaged ({type(err).__name__}); delete {meta.parent} to generate it again")
+
+
+def read_meta(meta: Path) -> dict:
+    """The generation options recorded in a dataset's ``meta.json`` (one-line error when damaged)."""
+    options = read_json(meta)
     if not isinstance(options, dict) or not {"ids", "outfits", "images_per_outfit", "height", "width",
                                              "seed"} <= set(options):
-        raise CCReIDError(f"{meta} lacks the generation options; delete {meta.parent} to generate it again")
+        raise CCReIDError(f"{meta} lacks the image benchmark's generation options (another dataset, such as the "
+                          f"video benchmark, or a damaged one); set data.root to another folder, or delete "
+                          f"{meta.parent} to generate it again")
     return options
 
 
 def _made_with(meta: Path, options: dict) -> bool:
     """Whether the dataset whose ``meta.json`` is ``meta`` was generated with ``options``."""
-    return read_meta(meta) == options
+    return read_json(meta) == options
 
 
 def _render_all(out: Path, options: dict, progress: bool) -> None:
     ids, outfits, seed = options["ids"], options["outfits"], options["seed"]
     extra, height, width = options.get("extra_test_ids", 0), options["height"], options["width"]
-    pids = range(ids + extra)
-    people = [sample_identity(np.random.default_rng([seed, pid, 1])) for pid in pids]
-    wardrobe = [[sample_outfit(np.random.default_rng([seed, pid, 2, o])) for o in range(outfits)] for pid in pids]
+    people, wardrobe = cast(seed, ids + extra, outfits)
     rows: List[Dict[str, object]] = []
     jobs = list(plan(ids, outfits, options["images_per_outfit"], seed, extra))
     for pid, o, cam, n, split in tqdm(jobs, desc="synth", disable=not progress, unit="img"):
@@ -182,7 +208,6 @@ def _render_all(out: Path, options: dict, progress: bool) -> None:
         writer = csv.DictWriter(handle, fieldnames=FIELDS)
         writer.writeheader()
         writer.writerows(rows)
-    (out / "meta.json").write_text(json.dumps(options, indent=2) + "\n")
 
 
 def read_manifest(root: str | Path) -> Dict[str, List[ImageRecord]]:

@@ -5,6 +5,8 @@ into the label image (no anti-aliasing), so the parsing map is exact. Identity t
 (body shape, skin, hair, facial marks) are constant per person; outfit traits (garment
 colours, patterns, lengths, shoes, hat, scarf) per outfit; camera and per-image
 nuisances (background, illumination, resolution, noise, pose, scale, position) vary.
+:func:`render_tracklet` renders a walk (:func:`walk`): the frames of one person in one
+outfit before one camera, with the person's gait, approach, drift and a slowly turning view.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import colorsys
 from functools import lru_cache
 from dataclasses import dataclass
-from typing import Tuple
+from typing import List, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -119,6 +121,22 @@ def sensor_noise(height: int, width: int) -> np.ndarray:
     return bank
 
 
+@lru_cache(maxsize=64)
+def camera_cast(camera: int, seed: int) -> np.ndarray:
+    """The fixed colour cast (per-channel gain) of a camera."""
+    cast = np.random.default_rng([seed, 104729, camera]).uniform(0.8, 1.2, 3).astype(np.float32)
+    cast.flags.writeable = False
+    return cast
+
+
+@lru_cache(maxsize=8)
+def _grid(height: int, width: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Row and column index of every pixel."""
+    yy, xx = np.mgrid[0:height, 0:width]
+    yy.flags.writeable = xx.flags.writeable = False
+    return yy, xx
+
+
 class Canvas:
     """An RGB image and its label map drawn with identical primitives."""
 
@@ -149,32 +167,76 @@ def _limb(x0: float, y0: float, x1: float, y1: float, thick: float):
     return [(x0 + ox, y0 + oy), (x1 + ox, y1 + oy), (x1 - ox, y1 - oy), (x0 - ox, y0 - oy)]
 
 
+@dataclass(frozen=True)
+class Pose:
+    """Where and how a person stands in one image (fractions; see :func:`draw_pose`).
+
+    ``scale``: person height / image height (capped at 0.98); ``view``: width factor (< 1
+    turned sideways); ``shift``: horizontal offset of the centre / image width; ``top``:
+    where the head lies in the free vertical space (0 top, 1 bottom); ``swing``: arm swing,
+    ``stride``: feet spread and ``lift``: raised foot (> 0 left, < 0 right), / person height.
+    """
+
+    scale: float
+    view: float
+    shift: float
+    top: float
+    swing: float
+    stride: float
+    lift: float = 0.0
+
+
+def sample_pose(rng: np.random.Generator, ident: Identity) -> Pose:
+    """A random still pose of ``ident`` (the image generator's nuisance draw)."""
+    scale = ident.height * rng.uniform(0.9, 1.04)
+    view, shift, top = rng.uniform(0.7, 1.0), rng.uniform(-0.08, 0.08), rng.uniform(0.2, 0.8)
+    return Pose(float(scale), float(view), float(shift), float(top), float(rng.uniform(-0.12, 0.12)),
+                float(rng.uniform(-0.06, 0.06)))
+
+
 def draw_person(canvas: Canvas, ident: Identity, outfit: Outfit, rng: np.random.Generator, width: int, height: int) -> None:
     """Draw one person (pose, viewpoint, scale and position drawn from ``rng``)."""
-    scale = ident.height * rng.uniform(0.9, 1.04)
-    ph = height * min(scale, 0.98)  # person height in pixels
+    draw_pose(canvas, ident, outfit, sample_pose(rng, ident), width, height)
+
+
+def _place(pose: Pose, width: int, height: int) -> Tuple[float, float, float]:
+    """A person's height, centre column and top row in pixels."""
+    ph = height * min(pose.scale, 0.98)
+    return ph, width / 2 + pose.shift * width, (height - ph) * pose.top
+
+
+def person_origin(pose: Pose, width: int, height: int) -> Tuple[int, int]:
+    """The pixel ``(row, column)`` of the top centre of a person in ``pose`` (patterns move with it)."""
+    _, cx, top = _place(pose, width, height)
+    return int(top), int(cx)
+
+
+def draw_pose(canvas: Canvas, ident: Identity, outfit: Outfit, pose: Pose, width: int, height: int) -> None:
+    """Draw one person in ``pose``."""
+    ph, cx, top = _place(pose, width, height)
     pw = ph / 2.4  # reference width
-    view = rng.uniform(0.7, 1.0)  # < 1: turned sideways, narrower
-    cx = width / 2 + rng.uniform(-0.08, 0.08) * width
-    top = (height - ph) * rng.uniform(0.2, 0.8)
+    view = pose.view
     y = lambda f: top + f * ph  # noqa: E731
     sh, hp = ident.shoulder * pw * view, ident.hip * pw * view
     limb, leg = ident.limb * pw, ident.leg * pw
     head_r = ident.head * ph
-    swing = rng.uniform(-0.12, 0.12) * ph
-    stride = rng.uniform(-0.06, 0.06) * ph
+    swing = pose.swing * ph
+    stride = pose.stride * ph
+    lifts = {-1: max(pose.lift, 0.0) * ph, 1: max(-pose.lift, 0.0) * ph}
     skin, sleeve_end, leg_end = ident.skin, (0.47 if outfit.long_sleeves else 0.30), (0.93 if outfit.long_legs else 0.70)
 
     # legs (skin), then lower garment over them, then shoes
-    hip_y, foot_y = y(0.52), y(0.95)
+    hip_y = y(0.52)
     for label, sign, shoe in ((L_LEG, -1, L_SHOE), (R_LEG, 1, R_SHOE)):
+        foot_y = y(0.95) - lifts[sign]
         x_hip, x_foot = cx + sign * (hp - leg / 2), cx + sign * (hp * 0.6) + sign * stride * 0.3
         canvas.polygon(_limb(x_hip, hip_y, x_foot, foot_y, leg), skin, label)
         if outfit.upper_kind != DRESS and outfit.lower_kind == PANTS:
             end = hip_y + (leg_end - 0.52) / 0.43 * (foot_y - hip_y)
             xe = x_hip + (x_foot - x_hip) * (end - hip_y) / (foot_y - hip_y)
             canvas.polygon(_limb(x_hip, hip_y - 2, xe, end, leg * 1.15), outfit.lower, PANTS)
-        canvas.rectangle([x_foot - leg * 0.7, foot_y - 1, x_foot + leg * 0.7, y(1.0)], outfit.shoes, shoe)
+        canvas.rectangle([x_foot - leg * 0.7, foot_y - 1, x_foot + leg * 0.7, y(1.0) - lifts[sign]], outfit.shoes,
+                         shoe)
     if outfit.upper_kind != DRESS and outfit.lower_kind == SKIRT:
         canvas.polygon([(cx - hp, hip_y - 2), (cx + hp, hip_y - 2), (cx + hp * 1.5, y(0.72)), (cx - hp * 1.5, y(0.72))],
                        outfit.lower, SKIRT)
@@ -211,13 +273,19 @@ def draw_person(canvas: Canvas, ident: Identity, outfit: Outfit, rng: np.random.
         canvas.rectangle([cx - head_r * 1.0, hy - head_r * 1.25, cx + head_r * 1.0, hy - head_r * 0.55], outfit.hat, HAT)
 
 
-def apply_pattern(rgb: np.ndarray, labels: np.ndarray, outfit: Outfit, rng: np.random.Generator) -> None:
-    """Stripes / checks / dots in the secondary colour on the upper garment (in place)."""
+def pattern_period(outfit: Outfit, rng: np.random.Generator) -> int:
+    """The period in pixels of the upper garment's pattern (0 for a plain one: ``rng`` is left untouched)."""
+    return 0 if outfit.pattern == "plain" else int(rng.integers(4, 8))
+
+
+def apply_pattern(rgb: np.ndarray, labels: np.ndarray, outfit: Outfit, period: int,
+                  origin: Tuple[int, int] = (0, 0)) -> None:
+    """Stripes / checks / dots in the secondary colour on the upper garment (in place), their grid
+    anchored at pixel ``origin`` (row, column)."""
     if outfit.pattern == "plain":
         return
-    h, w = labels.shape
-    yy, xx = np.mgrid[0:h, 0:w]
-    period = int(rng.integers(4, 8))
+    yy, xx = _grid(*labels.shape)
+    yy, xx = yy - origin[0], xx - origin[1]
     if outfit.pattern == "stripes":
         on = (yy // (period // 2)) % 2 == 0
     elif outfit.pattern == "checks":
@@ -225,6 +293,31 @@ def apply_pattern(rgb: np.ndarray, labels: np.ndarray, outfit: Outfit, rng: np.r
     else:
         on = ((yy % period) < 2) & ((xx % period) < 2)
     rgb[on & (labels == outfit.upper_kind)] = outfit.upper2
+
+
+def _clean(canvas: Canvas, outfit: Outfit, camera: int, seed: int, period: int,
+           origin: Tuple[int, int] = (0, 0)) -> Tuple[np.ndarray, np.ndarray]:
+    """The drawn person with its pattern over the camera background: ``float32 [H, W, 3]`` and labels."""
+    labels = np.asarray(canvas.labels).copy()
+    rgb = np.asarray(canvas.rgb).astype(np.float32)
+    apply_pattern(rgb, labels, outfit, period, origin)
+    background = camera_background(camera, *labels.shape, seed)
+    return np.where(labels[..., None] == 0, background, rgb), labels
+
+
+def degrade(rgb: np.ndarray, labels: np.ndarray, camera: int, seed: int, gain: float, noise_at: Tuple[int, int],
+            low_res: bool) -> Tuple[np.ndarray, np.ndarray]:
+    """Camera colour cast times illumination ``gain``, the sensor-noise window at ``noise_at`` and,
+    when ``low_res``, the same nearest down/up sampling of the pixels and the labels."""
+    height, width = labels.shape
+    cast = camera_cast(camera, seed)
+    oy, ox = noise_at
+    noise = sensor_noise(height, width)[oy:oy + height, ox:ox + width]
+    rgb = rgb * (cast * np.float32(gain)) + noise
+    if low_res:
+        rgb, labels = rgb[::2, ::2].repeat(2, 0).repeat(2, 1)[:height, :width], \
+            labels[::2, ::2].repeat(2, 0).repeat(2, 1)[:height, :width]
+    return rgb, labels
 
 
 def render(ident: Identity, outfit: Outfit, camera: int, rng: np.random.Generator, height: int, width: int,
@@ -236,17 +329,70 @@ def render(ident: Identity, outfit: Outfit, camera: int, rng: np.random.Generato
     """
     canvas = Canvas(height, width)
     draw_person(canvas, ident, outfit, rng, width, height)
-    labels = np.asarray(canvas.labels).copy()
-    rgb = np.asarray(canvas.rgb).astype(np.float32)
-    apply_pattern(rgb, labels, outfit, rng)
-    background = camera_background(camera, height, width, seed)
-    rgb = np.where(labels[..., None] == 0, background, rgb)
+    rgb, labels = _clean(canvas, outfit, camera, seed, pattern_period(outfit, rng))
     if nuisances:
-        cast = np.random.default_rng([seed, 104729, camera]).uniform(0.8, 1.2, 3).astype(np.float32)
-        oy, ox = rng.integers(0, height), rng.integers(0, width)
-        noise = sensor_noise(height, width)[oy:oy + height, ox:ox + width]
-        rgb = rgb * (cast * np.float32(rng.uniform(0.8, 1.2))) + noise
-        if camera == 2 or rng.uniform() < 0.2:  # low resolution: the same nearest down/up on both
-            rgb, labels = rgb[::2, ::2].repeat(2, 0).repeat(2, 1)[:height, :width], \
-                labels[::2, ::2].repeat(2, 0).repeat(2, 1)[:height, :width]
+        noise_at = int(rng.integers(0, height)), int(rng.integers(0, width))
+        gain = rng.uniform(0.8, 1.2)
+        rgb, labels = degrade(rgb, labels, camera, seed, gain, noise_at, camera == 2 or rng.uniform() < 0.2)
     return np.clip(rgb, 0, 255).astype(np.uint8), labels
+
+
+@dataclass(frozen=True)
+class Gait:
+    """How a person walks, in every outfit: frames per step cycle, arm swing and foot lift
+    (fractions of the person's height); each walk varies them by a few percent."""
+
+    period: float
+    arms: float
+    feet: float
+
+
+def sample_gait(rng: np.random.Generator) -> Gait:
+    """The gait of a new person."""
+    return Gait(float(rng.uniform(8, 12)), float(rng.uniform(0.06, 0.12)), float(rng.uniform(0.02, 0.04)))
+
+
+def walk(rng: np.random.Generator, ident: Identity, gait: Gait, frames: int) -> List[Pose]:
+    """The poses of ``ident`` walking towards a camera for ``frames`` frames.
+
+    Each gait cycle swings the arms, lifts the feet in turn and bobs the body; across the
+    tracklet the person grows (approaches), drifts sideways and slowly turns (``view``),
+    with a little per-frame jitter of position and scale.
+    """
+    scale, growth = ident.height * rng.uniform(0.85, 0.96), rng.uniform(0.0, 0.1)
+    view, turn = rng.uniform(0.7, 1.0), rng.uniform(-0.15, 0.15)
+    shift, drift, top = rng.uniform(-0.06, 0.06), rng.uniform(-0.05, 0.05), rng.uniform(0.3, 0.6)
+    period, arms, feet = (value * rng.uniform(0.95, 1.05) for value in (gait.period, gait.arms, gait.feet))
+    phase, spread = rng.uniform(0, 2 * np.pi), rng.uniform(-0.03, 0.03)
+    jitter = rng.normal(0, 1, (frames, 3))
+    poses = []
+    for t in range(frames):
+        progress, cycle = t / max(frames - 1, 1), np.sin(phase + 2 * np.pi * t / period)
+        poses.append(Pose(
+            scale=float(scale * (1 + growth * progress) * (1 + 0.01 * jitter[t, 0])),
+            view=float(np.clip(view + turn * progress, 0.6, 1.0)),
+            shift=float(shift + drift * progress + 0.004 * jitter[t, 1]),
+            top=float(np.clip(top + 0.25 * abs(cycle) + 0.03 * jitter[t, 2], 0.0, 1.0)),
+            swing=float(arms * cycle), stride=float(spread), lift=float(feet * cycle)))
+    return poses
+
+
+def render_tracklet(ident: Identity, gait: Gait, outfit: Outfit, camera: int, rng: np.random.Generator, frames: int,
+                    height: int, width: int, seed: int) -> List[Tuple[np.ndarray, np.ndarray]]:
+    """The frames of one walk (:func:`walk`): ``(uint8 [H, W, 3], LIP labels uint8 [H, W])`` each.
+
+    Outfit, pattern period, illumination and resolution hold for the whole tracklet; the
+    pattern moves with the body; the sensor noise is new in every frame.
+    """
+    poses = walk(rng, ident, gait, frames)
+    period, gain = pattern_period(outfit, rng), rng.uniform(0.8, 1.2)
+    low_res = camera == 2 or rng.uniform() < 0.2
+    out = []
+    for pose in poses:
+        canvas = Canvas(height, width)
+        draw_pose(canvas, ident, outfit, pose, width, height)
+        rgb, labels = _clean(canvas, outfit, camera, seed, period, person_origin(pose, width, height))
+        noise_at = int(rng.integers(0, height)), int(rng.integers(0, width))
+        rgb, labels = degrade(rgb, labels, camera, seed, gain, noise_at, low_res)
+        out.append((np.clip(rgb, 0, 255).astype(np.uint8), labels))
+    return out

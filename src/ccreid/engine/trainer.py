@@ -31,7 +31,7 @@ from ccreid.engine.parsing_maps import (ParsePlan, check_recorded_labels, parse_
 from ccreid.engine.training import build_training, check_model
 from ccreid.errors import CCReIDError
 from ccreid.inference.evaluator import evaluate_splits
-from ccreid.methods import DataInfo, Method, Preset, resolve_preset
+from ccreid.methods import DataInfo, Method, Preset, complete_video, resolve_preset
 from ccreid.methods.restore import trained_model
 from ccreid.models import summarize
 from ccreid.plugins import plugin_hashes
@@ -149,6 +149,7 @@ def _prepare_data(cfg: Config, info: DistInfo, progress: bool,
     """Every check before work, the missing parsing maps, seeding, then the data: its manager, the run's
     config completed from it (as YAML) and the validation splits of ``train.select_on=val``."""
     preset = resolve_preset(cfg)
+    complete_video(cfg, preset)  # model.video from the dataset's kind, before anything is checked or built
     needs_parsing = preset.method.needs_parsing(preset)
     plan = _check_before_work(cfg, preset, needs_parsing, checks_model)
     if plan is not None:

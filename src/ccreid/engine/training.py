@@ -68,7 +68,8 @@ class Training:
 
 def _example_batch(cfg: Config, device: torch.device, channels_last: bool) -> torch.Tensor:
     """Zeros shaped like one training batch (P x K images at the data size)."""
-    shape = (cfg.data.ids_per_batch * cfg.data.images_per_id, 3, cfg.data.height, cfg.data.width)
+    frames = () if cfg.model.video is None else (cfg.data.video.seq_len,)
+    shape = (cfg.data.ids_per_batch * cfg.data.images_per_id, *frames, 3, cfg.data.height, cfg.data.width)
     example = torch.zeros(shape, device=device)
     return example.contiguous(memory_format=torch.channels_last) if channels_last else example
 
@@ -79,7 +80,7 @@ def build_training(cfg: Config, data: DataInfo, device: torch.device, info: Opti
     autocast(device, amp)  # an amp mode the device lacks fails here, before any work
     preset = resolve_preset(cfg)
     method = preset.method(cfg, preset, data)
-    channels_last = use_channels_last(device, cfg.train.channels_last)
+    channels_last = use_channels_last(device, cfg.train.channels_last) and cfg.model.video is None  # 4-D only
     model = method.build_model().to(device)
     model.feature = cfg.test.feature
     if channels_last:

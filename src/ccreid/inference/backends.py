@@ -162,7 +162,7 @@ class TorchNet(InferenceNet):
     @torch.no_grad()
     def forward(self, images: torch.Tensor, camids: Optional[torch.Tensor] = None) -> torch.Tensor:
         images = images.to(self.device, non_blocking=True)
-        if self.channels_last:
+        if self.channels_last and images.dim() == 4:  # clips [B, T, 3, H, W] stay as they are
             images = images.contiguous(memory_format=torch.channels_last)
         if not self.bf16_checked:  # the first batch's size: a wrong CPU bf16 kernel is refused
             require_right_bf16(self.net, images)
@@ -198,15 +198,15 @@ class OnnxRuntimeNet(InferenceNet):
         self.fallback = fallback
         self.run: Optional[Callable] = None  # (images, camids) -> features, set by the first batch
 
-    def _session(self, model: nn.Module, size: tuple):
-        """An ONNX Runtime session of ``model``'s cached export at image ``size`` (a damaged cache
-        entry is exported again)."""
+    def _session(self, model: nn.Module, shape: tuple):
+        """An ONNX Runtime session of ``model``'s cached export for inputs of ``shape`` after the batch
+        axis (images ``(3, H, W)``, clips ``(T, 3, H, W)``; a damaged cache entry is exported again)."""
         options = self.ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle threads would steal CPU
-        key = export_key(model, size, DEFAULT_OPSET)
+        key = export_key(model, shape, DEFAULT_OPSET)
         for attempt in (1, 2):
-            path = cached_file(key, lambda tmp: export_or_explain(model, torch.zeros(2, 3, *size), tmp))
+            path = cached_file(key, lambda tmp: export_or_explain(model, torch.zeros(2, *shape), tmp))
             try:
                 return self.ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
             except Exception as err:  # onnxruntime's own error types: a file it cannot read
@@ -217,10 +217,10 @@ class OnnxRuntimeNet(InferenceNet):
                 path.unlink(missing_ok=True)
 
     def _start(self, example: torch.Tensor) -> Callable:
-        """The session's forward at ``example``'s image size, or (``fallback``, on a failure) the torch network."""
+        """The session's forward at ``example``'s input shape, or (``fallback``, on a failure) the torch network."""
         model, self.model = self.model, None
         try:
-            session = self._session(model, tuple(example.shape[2:]))
+            session = self._session(model, tuple(example.shape[1:]))
         except CCReIDError as err:
             if not self.fallback:
                 raise CCReIDError(f"option --backend onnxruntime: {err}; use --backend torch") from None
@@ -261,5 +261,5 @@ def embed(net: InferenceNet, images: torch.Tensor, flip: bool = True,
     images = images.to(net.device, non_blocking=True)
     feats = net(images, camids)
     if flip:
-        feats = (feats + net(torch.flip(images, dims=[3]), camids)) / 2
+        feats = (feats + net(torch.flip(images, dims=[-1]), camids)) / 2  # images or clips: mirror the width
     return feats

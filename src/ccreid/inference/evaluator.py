@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ccreid.config import TestConfig
+from ccreid.data.clips import ReIDClipDataset
 from ccreid.data.datasets import single_shot_galleries
 from ccreid.data.records import EvalSplit, ImageRecord
 from ccreid.errors import CCReIDError
@@ -37,15 +39,30 @@ def extract_features(
     progress: bool = False,
     desc: str = "extract",
 ) -> torch.Tensor:
-    """Features of every image in ``loader`` order (flip-averaged when ``flip``), on CPU.
+    """Features of every image in ``loader`` order (flip-averaged when ``flip``), on CPU; of a loader of
+    clips (:class:`~ccreid.data.clips.ReIDClipDataset`), one per tracklet: the mean of its clips' features,
+    L2-normalised (Simple-CCReID).
 
     ``model``: a network from :func:`ccreid.inference.backends.prepare`, or a model, which is then
     prepared with the torch backend (an optimised eval copy: the model itself is not changed)."""
     net = model if isinstance(model, InferenceNet) else prepare(model, device)
     chunks: List[torch.Tensor] = []
+    owners: List[torch.Tensor] = []
     for batch in tqdm(loader, desc=desc, disable=not progress, leave=False, unit="batch"):
         chunks.append(embed(net, batch["image"], flip, batch["camid"] if net.uses_camids else None).cpu())
-    return torch.cat(chunks) if chunks else torch.empty(0)
+        owners.append(batch["index"])
+    feats = torch.cat(chunks) if chunks else torch.empty(0)
+    if isinstance(loader.dataset, ReIDClipDataset):
+        return tracklet_features(feats, torch.cat(owners), len(loader.dataset.records))
+    return feats
+
+
+def tracklet_features(clip_feats: torch.Tensor, owners: torch.Tensor, num_tracklets: int) -> torch.Tensor:
+    """One feature per tracklet: the mean of the features of its clips (``owners``: each clip's
+    tracklet), L2-normalised."""
+    sums = clip_feats.new_zeros(num_tracklets, clip_feats.shape[1]).index_add_(0, owners, clip_feats)
+    counts = torch.bincount(owners, minlength=num_tracklets).clamp(min=1).to(clip_feats.dtype)
+    return F.normalize(sums / counts[:, None], dim=1)
 
 
 def extract_all(

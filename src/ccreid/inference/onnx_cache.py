@@ -66,7 +66,8 @@ def _settings(module: nn.Module) -> list:
 
 
 def export_key(model: nn.Module, size: tuple, opset: int) -> str:
-    """The cache key of ``model`` exported at input ``size`` (``(H, W)``) with ``opset`` (see the module docstring)."""
+    """The cache key of ``model`` exported for inputs of ``size`` after the batch axis (``(3, H, W)``, clips
+    ``(T, 3, H, W)``) with ``opset`` (see the module docstring)."""
     import onnxscript
 
     digest = hashlib.sha256(repr((tuple(size), opset, torch.__version__, onnxscript.__version__)).encode())

@@ -3,8 +3,8 @@ more from the config key ``plugins`` (see docs/EXTENDING.md)."""
 
 from ccreid.config import register_check
 from ccreid.errors import CCReIDError
-from ccreid.methods.base import (PRESETS, DataInfo, Method, Preset, build_model_from_config, lr_factor,
-                                 register_preset, resolve_preset)
+from ccreid.methods.base import (PRESETS, DataInfo, Method, Preset, build_model_from_config, complete_video,
+                                 lr_factor, register_preset, resolve_preset)
 # register the built-in presets and config sections; paper first: its sections come first in config.yaml
 from ccreid.methods import paper  # noqa: F401  (isort: skip)
 from ccreid.methods import cal, fire, pcb, ps, vit  # noqa: F401
@@ -21,5 +21,6 @@ def check_config(cfg) -> None:
                           f"choose one of: {', '.join(PRESETS)}")
 
 
-__all__ = ["PRESETS", "DataInfo", "Method", "Preset", "build_model_from_config", "check_config", "lr_factor",
+__all__ = ["PRESETS", "DataInfo", "Method", "Preset", "build_model_from_config", "check_config", "complete_video",
+           "lr_factor",
            "register_preset", "resolve_preset"]

@@ -12,7 +12,7 @@ register presets the same way and are loaded by the config key ``plugins``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type
+from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, Type
 
 import torch
 from torch import nn
@@ -20,8 +20,10 @@ from torch import nn
 from ccreid.config import Config, ModelConfig
 from ccreid.data.labels import LabelSet
 from ccreid.data.records import ImageRecord, ReIDDataset
+from ccreid.data.registry import is_video_dataset
+from ccreid.errors import CCReIDError
 from ccreid.losses import ReIDObjective
-from ccreid.models import ReIDModel
+from ccreid.models import ReIDModel, VideoReIDModel, build_video_backbone
 from ccreid.registry import Registry
 from ccreid.training.hooks import HookBase
 from ccreid.training.pretrained import pretrained_backbone
@@ -86,6 +88,9 @@ class Method:
     step and the hooks (:meth:`set_epoch` before each epoch); checkpoints hold :meth:`state_dict`.
     """
 
+    #: whether the method trains on clips of tracklets (video datasets); one that does not is refused there
+    runs_on_clips: ClassVar[bool] = True
+
     def __init__(self, cfg: Config, preset: Preset, data: DataInfo) -> None:
         self.cfg = cfg
         self.preset = preset
@@ -113,10 +118,14 @@ class Method:
 
     @classmethod
     def build_network(cls, cfg: Config, preset: Preset, num_classes: int) -> nn.Module:
-        """The network this method trains and tests (rebuilt from a checkpoint's config by ``ccreid test``)."""
+        """The network this method trains and tests (rebuilt from a checkpoint's config by ``ccreid test``):
+        on clips (``model.video``) the image backbone inside a video backbone."""
         model = cfg.model
-        return ReIDModel(pretrained_backbone(model), num_classes, pooling=model.pooling,
-                         **cls.network_options(cfg, preset))
+        backbone, options = pretrained_backbone(model), cls.network_options(cfg, preset)
+        if model.video is None:
+            return ReIDModel(backbone, num_classes, pooling=model.pooling, **options)
+        return VideoReIDModel(build_video_backbone(model.video, backbone), num_classes, pooling=model.pooling,
+                              **options)
 
     @classmethod
     def network_options(cls, cfg: Config, preset: Preset) -> Dict[str, Any]:
@@ -205,6 +214,20 @@ class EpochGates(HookBase):
 
     def before_epoch(self) -> None:
         self.method.set_epoch(self.trainer.state.epoch)
+
+
+def complete_video(cfg: Config, preset: Preset) -> None:
+    """``model.video`` from the dataset: ``c2d`` when a video dataset leaves it unset; a video backbone
+    on an image dataset, or a method that does not train on clips, is refused in one line."""
+    video = is_video_dataset(cfg.data.name)
+    if video and cfg.model.video is None:
+        cfg.model.video = "c2d"
+    if not video and cfg.model.video is not None:
+        raise CCReIDError(f"config key 'model.video': dataset {cfg.data.name!r} holds images, not tracklets; "
+                          "leave model.video unset (it is for video datasets: ccvid, mevid, synthetic_video)")
+    if video and not preset.method.runs_on_clips:
+        raise CCReIDError(f"model.preset={preset.name} does not train on clips yet; on video dataset "
+                          f"{cfg.data.name!r} use baseline, baseline+bsga, baseline+bctri or cal")
 
 
 def build_model_from_config(cfg: Config, num_classes: int) -> nn.Module:

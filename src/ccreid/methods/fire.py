@@ -220,6 +220,8 @@ class FireMethod(Method):
     """FIRe² (docs/METHOD.md): the baseline network with average+max pooling, the identity loss,
     and from ``loss.fire.start_epoch`` on the per-epoch clustering, FFM, FAR and the triplet loss."""
 
+    runs_on_clips = False  # FAR and the clustering work on image features
+
     @classmethod
     def build_network(cls, cfg, preset, num_classes: int) -> nn.Module:
         base = super().build_network(cfg, preset, num_classes)

@@ -155,7 +155,8 @@ class PaperMethod(Method):
 
 class ErasedCopies:
     """CRE as a batch transform: appends the erased copies of :class:`ClothesErasure` (clothes id
-    ``c + num_clothes``: another outfit of the same identity), counted as ``num_erased``."""
+    ``c + num_clothes``: another outfit of the same identity), counted as ``num_erased``; of a batch
+    of clips, copies of the clips with a map on every frame, every frame erased."""
 
     def __init__(self, erasure: ClothesErasure, num_clothes: int) -> None:
         self.erasure, self.num_clothes = erasure, num_clothes
@@ -164,7 +165,8 @@ class ErasedCopies:
         counts = {"num_without_map": int((~batch.has_parsing).sum())}
         if self.erasure.p == 0.0:
             return replace(batch, counts=batch.counts | {"num_erased": 0} | counts)
-        index, copies = self.erasure.copies(batch.images, batch.parsing, batch.has_parsing, generator)
+        copies_of = self.erasure.clip_copies if batch.images.dim() == 5 else self.erasure.copies
+        index, copies = copies_of(batch.images, batch.parsing, batch.has_parsing, generator)
         return batch.with_copies(index, copies, batch.clothes[index] + self.num_clothes,
                                  num_erased=int(index.numel()), **counts)
 

@@ -93,6 +93,8 @@ class PCBObjective(nn.Module):
 class PCBMethod(RecipeOptimizer):
     """Six-stripe PCB trained with the trainer's optimizer and schedule."""
 
+    runs_on_clips = False  # its network takes images
+
     @classmethod
     def build_network(cls, cfg: Config, preset: Preset, num_classes: int) -> nn.Module:
         model = cfg.model

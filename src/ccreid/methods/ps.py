@@ -151,6 +151,8 @@ class PixelSampling:
 class PSMethod(RecipeOptimizer):
     """The baseline trained on originals and pixel-sampled copies, with the feature loss."""
 
+    runs_on_clips = False  # pixel sampling works on images
+
     @classmethod
     def needs_parsing(cls, preset: Preset) -> bool:
         return True

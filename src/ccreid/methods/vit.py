@@ -166,6 +166,7 @@ class ViTMethod(RecipeOptimizer, PaperMethod):
     """The baseline's losses and optimizer on a ViT (BSGA has no CNN stage to follow: refused)."""
 
     pretrained_prefix = "vit."
+    runs_on_clips = False  # its network takes images
 
     @classmethod
     def build_network(cls, cfg: Config, preset: Preset, num_classes: int) -> nn.Module:

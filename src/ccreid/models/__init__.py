@@ -1,4 +1,5 @@
-"""Models: backbones, heads, CRE, BSGA and the assembled :class:`ReIDModel`.
+"""Models: backbones, heads, CRE, BSGA, the assembled :class:`ReIDModel` and its video form
+:class:`VideoReIDModel` (:mod:`ccreid.models.video`).
 
 From Python::
 
@@ -16,6 +17,7 @@ from ccreid.models.backbones import BACKBONES, Backbone, ResNetBackbone, build_b
 from ccreid.models.bsga import BodyShapeGuidedAttention, bsga_loss
 from ccreid.models.cre import ClothesErasure, CREOutput
 from ccreid.models.reid import ReIDModel
+from ccreid.models.video import VIDEO_VARIANTS, VideoBackbone, VideoReIDModel, build_video_backbone
 from ccreid.models.weights import LoadReport, summarize
 
 __all__ = [
@@ -27,9 +29,13 @@ __all__ = [
     "LoadReport",
     "ReIDModel",
     "ResNetBackbone",
+    "VIDEO_VARIANTS",
+    "VideoBackbone",
+    "VideoReIDModel",
     "bsga_loss",
     "build_backbone",
     "build_model",
+    "build_video_backbone",
     "summarize",
 ]
 

@@ -126,12 +126,23 @@ class ClothesErasure(nn.Module):
     def copies(self, images: torch.Tensor, parsing: torch.Tensor, has_parsing: torch.Tensor,
                generator: Optional[torch.Generator] = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The rows chosen (a map, then probability ``p``) and their erased copies."""
-        chosen = has_parsing.to(torch.bool)
-        if self.p < 1.0:
-            draw = torch.rand(images.shape[0], generator=generator, device=images.device)
-            chosen = chosen & (draw < self.p)
-        index = chosen.nonzero().squeeze(1)
+        index = self._chosen(has_parsing.to(torch.bool), generator)
         return index, self.erase(images[index], parsing[index], generator)
+
+    def clip_copies(self, clips: torch.Tensor, parsing: torch.Tensor, has_parsing: torch.Tensor,
+                    generator: Optional[torch.Generator] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Clips ``[B, T, 3, H, W]`` (maps ``[B, T, H, W]``, ``has_parsing`` ``[B, T]``): the clips chosen
+        (a map on every frame, then probability ``p``) and their copies, every frame erased."""
+        index = self._chosen(has_parsing.to(torch.bool).all(1), generator)
+        frames = self.erase(clips[index].flatten(0, 1), parsing[index].flatten(0, 1), generator)
+        return index, frames.unflatten(0, (len(index), clips.shape[1]))
+
+    def _chosen(self, with_map: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
+        """Indices of the rows with a map that are drawn with probability ``p``."""
+        if self.p < 1.0:
+            draw = torch.rand(with_map.shape[0], generator=generator, device=with_map.device)
+            with_map = with_map & (draw < self.p)
+        return with_map.nonzero().squeeze(1)
 
     def forward(
         self,

@@ -68,7 +68,10 @@ class BNNeckHead(nn.Module):
         nn.init.normal_(self.classifier.weight, std=0.001)
 
     def forward(self, fmap: torch.Tensor) -> Dict[str, torch.Tensor]:
-        feat = self.pool(fmap).flatten(1)
+        return self.neck(self.pool(fmap).flatten(1))
+
+    def neck(self, feat: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """The outputs for pooled features ``feat`` ``[B, out_dim]``."""
         bn_feat = self.bnneck(feat)
         out = {"feat": feat, "bn_feat": bn_feat}
         if self.training:

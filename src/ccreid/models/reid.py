@@ -62,11 +62,15 @@ class ReIDModel(nn.Module):
                 attention.append(amap)
         return x, attention
 
+    def head_outputs(self, fmap: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """The head's outputs (``feat``, ``bn_feat``, ``logits`` in training) for ``fmap``."""
+        return self.head(fmap)
+
     def forward(
         self, images: torch.Tensor, return_attention: bool = False
     ) -> Union[torch.Tensor, Dict[str, Union[torch.Tensor, List[torch.Tensor]]]]:
         fmap, attention = self.feature_map(images)
-        out: Dict[str, Union[torch.Tensor, List[torch.Tensor]]] = dict(self.head(fmap))
+        out: Dict[str, Union[torch.Tensor, List[torch.Tensor]]] = dict(self.head_outputs(fmap))
         out["attention"] = attention
         if self.training or return_attention:
             return out

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from ccreid.config import DataConfig, ParsingConfig
 from ccreid.data.datasets.common import IMAGE_EXTENSIONS
+from ccreid.data.records import frame_records
 from ccreid.errors import CCReIDError
 from ccreid.parsing.checkpoint import CheckpointInfo
 from ccreid.parsing.parser import HumanParser
@@ -108,11 +109,12 @@ def dataset_items(name: str, root: str | Path, out: str | Path) -> List[ParseIte
     dataset = load_with_notes(DataConfig(name=name, root=str(root), parsing=parsing)).dataset
     base = Path(dataset.maps_base) if dataset.maps_base else dataset_base(root)
     check_output(out, [base])
-    train = sorted({Path(r.path) for r in dataset.train})
-    images = train + sorted({Path(r.path) for r in dataset.all_records()} - set(train))
+    every = frame_records(dataset.all_records())  # a tracklet's frames are its images
+    train = sorted({Path(r.path) for r in frame_records(dataset.train)})
+    images = train + sorted({Path(r.path) for r in every} - set(train))
     if not images:
         raise CCReIDError(f"dataset {name} at {root} lists no images")
-    found = {Path(r.path): Path(r.parsing_path) for r in dataset.all_records() if r.parsing_path}
+    found = {Path(r.path): Path(r.parsing_path) for r in every if r.parsing_path}
     return [ParseItem(item.image, found[item.image].with_suffix("")) if item.image in found else item
             for item in _mirror(images, base, out, f"dataset {name}")]
 

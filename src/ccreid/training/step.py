@@ -26,7 +26,7 @@ class TrainBatch:
     (:meth:`with_copies`: CRE's erased copies, PS's sampled copies); the transforms run in order.
     """
 
-    images: torch.Tensor  # [B, 3, H, W], normalised
+    images: torch.Tensor  # [B, 3, H, W], normalised; clips: [B, T, 3, H, W] (maps [B, T, H, W])
     pids: torch.Tensor
     clothes: torch.Tensor
     index: torch.Tensor  # each row's position in the training set
@@ -94,7 +94,8 @@ class TrainStep:
         images, pids, clothes, parsing, camids = batch.images, batch.pids, batch.clothes, batch.parsing, batch.camids
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        body_mask, has_mask = (parsing > 0, (parsing >= 0).flatten(1).any(1)) if parsing is not None else (None, None)
+        frames = parsing if parsing is None or parsing.dim() == 3 else parsing.flatten(0, 1)  # clips: per frame
+        body_mask, has_mask = (frames > 0, (frames >= 0).flatten(1).any(1)) if frames is not None else (None, None)
         with autocast(device, self.amp):
             outputs = self.net(images, camids=camids) if self.uses_camids else self.net(images)
         outputs = {k: (v.float() if torch.is_tensor(v) else [a.float() for a in v]) for k, v in outputs.items()}

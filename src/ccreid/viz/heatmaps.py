@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from ccreid.config import Config
-from ccreid.data.records import ImageRecord
+from ccreid.data.records import ImageRecord, is_video
 from ccreid.data.registry import DATASETS
 from ccreid.data.transforms import build_test_transform
 from ccreid.deploy import as_uint8_images, load_model
@@ -51,6 +51,9 @@ def sample_records(cfg: Config, num: int, seed: int = 0) -> List[ImageRecord]:
     if not protocols:
         raise CCReIDError(f"dataset {cfg.data.name!r} at {cfg.data.root} has no test protocols to sample images from")
     split = protocols.get("cc") or next(iter(protocols.values()))
+    if is_video(split.query):
+        raise CCReIDError(f"dataset {cfg.data.name!r} holds tracklets: activation and attention maps are drawn for "
+                          "image models only (so far)")
     records = sorted({r.path: r for r in split.query}.values(), key=lambda r: r.path)
     return sorted(random.Random(seed).sample(records, min(num, len(records))), key=lambda r: r.path)
 

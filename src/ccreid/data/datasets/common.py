@@ -17,12 +17,12 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Hashable, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Hashable, Iterable, List, Optional, Sequence, Tuple, Union
 
 from ccreid.config import DataConfig
-from ccreid.data.records import EvalSplit, ImageRecord, ReIDDataset, relabel
-from ccreid.data.registry import DATASETS
-from ccreid.errors import CCReIDError
+from ccreid.data.records import EvalSplit, ImageRecord, Record, ReIDDataset, relabel
+from ccreid.data.registry import DATASETS, VIDEO_DATASETS
+from ccreid.errors import CCReIDError, first_line
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 PARSING_EXTENSIONS = (".png", ".npy")  # in order of preference when both exist
@@ -44,10 +44,12 @@ class Item:
 
 @dataclass
 class Loaded:
-    """An adapter's result: the dataset plus caveats to show in ``data check``."""
+    """An adapter's result: the dataset plus caveats to show in ``data check``; ``dropped``
+    counts the listed tracklets left out for having no frame, per split (train, query, gallery)."""
 
     dataset: ReIDDataset
     notes: List[str] = field(default_factory=list)
+    dropped: Dict[str, int] = field(default_factory=dict)
 
 
 Loader = Callable[[DataConfig], Loaded]
@@ -56,12 +58,15 @@ Loader = Callable[[DataConfig], Loaded]
 LOADERS: Dict[str, Loader] = {}
 
 
-def register(name: str) -> Callable[[Loader], Loader]:
-    """Register ``loader`` as dataset ``name`` (in DATASETS and LOADERS)."""
+def register(name: str, video: bool = False) -> Callable[[Loader], Loader]:
+    """Register ``loader`` as dataset ``name`` (in DATASETS and LOADERS; ``video``: its records are
+    tracklets, in VIDEO_DATASETS)."""
 
     def add(loader: Loader) -> Loader:
         DATASETS.register(name)(lambda cfg: loader(cfg).dataset)
         LOADERS[name] = loader
+        if video:
+            VIDEO_DATASETS.add(name)
         return loader
 
     return add
@@ -78,18 +83,30 @@ def dataset_root(label: str, root: str) -> Path:
 
 
 def find_base(label: str, root: Path, subdirs: Sequence[str], expected: str,
-              wrappers: Sequence[str] = ()) -> Path:
-    """The folder holding every ``subdirs``: ``root/<wrapper>`` or ``root`` itself.
+              wrappers: Sequence[str] = (), files: bool = False) -> Path:
+    """The folder holding every ``subdirs`` (list files when ``files``): ``root/<wrapper>`` or
+    ``root`` itself.
 
-    Raises naming the first missing sub-folder of the most complete candidate.
+    Raises naming the first missing entry of the most complete candidate.
     """
+    present = Path.is_file if files else Path.is_dir
     candidates = [root / w for w in wrappers if (root / w).is_dir()] + [root]
     for base in candidates:
-        if all((base / s).is_dir() for s in subdirs):
+        if all(present(base / s) for s in subdirs):
             return base
-    best = max(candidates, key=lambda b: sum((b / s).is_dir() for s in subdirs))
-    missing = next(s for s in subdirs if not (best / s).is_dir())
-    raise CCReIDError(f"{label}: no folder {missing} under {best} (expected {expected})")
+    best = max(candidates, key=lambda b: sum(present(b / s) for s in subdirs))
+    missing = next(s for s in subdirs if not present(best / s))
+    raise CCReIDError(f"{label}: no {'file' if files else 'folder'} {missing} under {best} (expected {expected})")
+
+
+def read_lines(label: str, path: Path, base: Path) -> List[str]:
+    """The lines of a list file as Python's file iteration gives them, newlines removed."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise CCReIDError(f"{label}: cannot read {rel(path, base)} under {base} ({type(err).__name__}: {first_line(err)})")
+    lines = text.split("\n")
+    return lines[:-1] if lines[-1] == "" else lines
 
 
 def list_images(label: str, folder: Path, base: Path, expected: str) -> List[Path]:
@@ -198,7 +215,7 @@ class ParsingIndex:
                 if prefix + stem not in self.maps or ext.lower() == PARSING_EXTENSIONS[0]:
                     self.maps[prefix + stem] = os.path.join(directory, name)
 
-    def find(self, image: Path) -> Optional[str]:
+    def find(self, image: Union[str, Path]) -> Optional[str]:
         """The map of ``image``, or None (no parsing root, or no map)."""
         if not self.maps:
             return None
@@ -209,6 +226,14 @@ class ParsingIndex:
                 if found and found != str(image):  # a PNG image is never its own map
                     return found
         return None
+
+
+def frame_maps(parsing: ParsingIndex, frames: Sequence[str]) -> Optional[Tuple[Optional[str], ...]]:
+    """A tracklet's parsing maps, one per frame, or None when no frame has one."""
+    if not parsing.maps:
+        return None
+    maps = tuple(parsing.find(frame) for frame in frames)
+    return maps if any(maps) else None
 
 
 def encode(keys: Iterable[Hashable]) -> Dict[Hashable, int]:
@@ -241,11 +266,11 @@ def camera_subset(split: Sequence[ImageRecord], camids: Iterable[int]) -> List[I
     return [r for r in split if r.camid in keep]
 
 
-def protocol(query: Sequence[ImageRecord], gallery: Sequence[ImageRecord], rule: str = "general") -> EvalSplit:
+def protocol(query: Sequence[Record], gallery: Sequence[Record], rule: str = "general") -> EvalSplit:
     return EvalSplit(list(query), list(gallery), rule)
 
 
-def make_dataset(name: str, cfg: DataConfig, parsing: ParsingIndex, train: List[ImageRecord],
+def make_dataset(name: str, cfg: DataConfig, parsing: ParsingIndex, train: Sequence[Record],
                  protocols: Dict[str, EvalSplit], val: Optional[Dict[str, EvalSplit]] = None) -> ReIDDataset:
-    return ReIDDataset(name=name, train=train, protocols=protocols, val=val or {}, label_set=cfg.parsing.labels,
+    return ReIDDataset(name=name, train=list(train), protocols=protocols, val=val or {}, label_set=cfg.parsing.labels,
                        maps_base=str(parsing.base))
