@@ -26,6 +26,9 @@ def test_ours_on_clips_resumes_bit_identically_after_a_kill(tmp_path):
     assert _results(full, "ours") == _results(victim, "ours")
     steps = [json.loads(x) for x in (full / "metrics.jsonl").read_text().splitlines()]
     assert any(s.get("num_erased", 0) > 0 for s in steps) and all(s["bsga"] > 0 for s in steps if "bsga" in s)
+    pictures = {p.name for p in (full / "report_files").glob("*.png")}  # maps per frame, tracklets as strips
+    assert {"actmap.png", "attention_ours.png"} <= pictures and any(n.startswith("ranks_") for n in pictures)
+    assert "skipped" not in (full / "report.html").read_text()
 
 
 def test_video_run_tests_as_it_trained_with_one_feature_per_tracklet(tmp_path, capsys):

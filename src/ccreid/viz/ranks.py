@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 from torch import nn
 from PIL import Image, ImageDraw
 
 from ccreid.config import Config
 from ccreid.data.manager import DataManager
-from ccreid.data.records import EvalSplit, ImageRecord
+from ccreid.data.records import EvalSplit, ImageRecord, Record, TrackletRecord
 from ccreid.deploy import load_model
 from ccreid.errors import CCReIDError
 from ccreid.evaluation import evaluate, pairwise_distance
@@ -130,6 +131,19 @@ def top_k(pf: ProtocolFeatures, query_indices: Sequence[int], k: int) -> List[Li
     return lists
 
 
+#: frames a tracklet shows in a ranked list (evenly spaced, first and last included)
+STRIP_FRAMES = 4
+
+
+def record_tile(record: Record, size: Tuple[int, int]) -> np.ndarray:
+    """An image's tile, or a tracklet's strip of :data:`STRIP_FRAMES` evenly spaced frames."""
+    if not isinstance(record, TrackletRecord):
+        return load_tile(record.path, size)
+    last = record.num_frames - 1
+    picks = sorted({round(i * last / (STRIP_FRAMES - 1)) for i in range(STRIP_FRAMES)})
+    return np.concatenate([load_tile(record.frames[i], size) for i in picks], axis=1)
+
+
 def _mark(img: Image.Image, same_clothes: bool) -> Image.Image:
     """Yellow dot (same clothes as the query) or ring (other clothes), outlined in black."""
     draw = ImageDraw.Draw(img)
@@ -144,10 +158,10 @@ def render_ranks(pf: ProtocolFeatures, query_indices: Sequence[int], k: int, siz
     rows = []
     for qi, ranked in zip(query_indices, top_k(pf, query_indices, k)):
         query = pf.split.query[qi]
-        row = [captioned(framed(load_tile(query.path, size), BLUE), f"id {query.pid}")]
+        row = [captioned(framed(record_tile(query, size), BLUE), f"id {query.pid}")]
         for rank, (gi, dist) in enumerate(ranked, 1):
             gallery = pf.split.gallery[gi]
-            cell = framed(load_tile(gallery.path, size), GREEN if gallery.pid == query.pid else RED)
+            cell = framed(record_tile(gallery, size), GREEN if gallery.pid == query.pid else RED)
             row.append(captioned(_mark(cell, gallery.clothes_id == query.clothes_id), f"{rank}: {dist:.2f}"))
         rows.append(row)
     return grid(rows, ["query", *(f"rank {r}" for r in range(1, k + 1))], f"{title} - {LEGEND}")
