@@ -126,3 +126,45 @@ def test_bad_options_are_one_line_and_write_nothing(schp_data, schp_checkpoint, 
         err = capsys.readouterr().err
         assert expected in err and "Traceback" not in err, err
     assert not any((tmp_path / f"o{i}").exists() for i in range(1, 7)) and not (images / "maps").exists()
+
+
+@pytest.mark.timeout(240)
+def test_torchrun_shares_the_images_and_writes_what_one_process_writes(schp_data, schp_checkpoint, tmp_path):
+    """Two processes parse every other batch; the maps equal a single process's byte for byte; a rerun
+    (an interrupted job) skips the maps already complete; an unreadable image is listed once."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    images = tmp_path / "in"
+    images.mkdir()
+    sources = sorted((schp_data / "images").iterdir())
+    for i in range(5):
+        shutil.copy(sources[i % 3], images / f"{i}{sources[i % 3].suffix}")
+    (images / "9_broken.jpg").write_bytes(b"not an image")
+    weights = schp_checkpoint("lip")
+
+    def torchrun(out, processes=2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}",
+               "--master_addr=127.0.0.1", f"--master_port={port}", "-m", "ccreid", "parse", "--weights",
+               str(weights), "--images", str(images), "--out", str(out), "--device", "cpu", "--amp", "off", "--batch", "2", "--quiet", "--workers", "0"]
+        return subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True,
+                              timeout=200)
+
+    assert torchrun(tmp_path / "one", processes=1).returncode != 0  # the same threads: the broken image fails it
+    two = tmp_path / "two"
+    done = torchrun(two)
+    assert done.returncode != 0 and "1 image(s) could not be parsed" in done.stderr
+    assert "parsed 5, skipped 0 (already complete), failed 1" in done.stdout
+    pngs = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*.png"))
+    assert pngs == sorted(p.relative_to(two) for p in two.rglob("*.png")) and len(pngs) == 5
+    for name in pngs:
+        assert (two / name).read_bytes() == (tmp_path / "one" / name).read_bytes(), name
+    assert (two / ERRORS_NAME).read_text().count("9_broken.jpg") == 1
+    (two / pngs[0]).unlink()  # as if the job had been killed before that map
+    again = torchrun(two)
+    assert "parsed 1, skipped 4" in again.stdout

@@ -224,28 +224,39 @@ def cmd_ablation(args: argparse.Namespace) -> None:
 
 
 def cmd_parse(args: argparse.Namespace) -> None:
-    from ccreid.parsing import dataset_items, folder_items, inspect_checkpoint, parse_with
-    from ccreid.parsing.parser import resolve_parse_amp
-    from ccreid.runtime.device import resolve_device
+    from ccreid.runtime.distributed import setup
 
     if (args.dataset is None) != (args.root is None):
         raise CCReIDError("options --dataset and --root go together: --dataset NAME --root DATASET_FOLDER")
-    device = resolve_device(args.device, option="--device")
-    amp = resolve_parse_amp(device, args.amp)
+    info = setup(args.device, option="--device")  # under torchrun: this process's device and share of the images
+    try:
+        _parse_on(args, info)
+    finally:
+        info.close()
+
+
+def _parse_on(args: argparse.Namespace, info) -> None:
+    from ccreid.parsing import dataset_items, folder_items, inspect_checkpoint, parse_with
+    from ccreid.parsing.parser import resolve_parse_amp
+
+    amp = resolve_parse_amp(info.device, args.amp)
     items = (folder_items(args.images, args.out) if args.images is not None
              else dataset_items(args.dataset, args.root, args.out))
     checkpoint = inspect_checkpoint(args.weights, args.labels)
     variant = checkpoint.variant
-    if not args.quiet:
+    shared = f" ({info.world_size} processes)" if info.enabled else ""
+    if not args.quiet and info.is_main:
         err_console.print(f"{len(items)} images, {variant.name} labels ({variant.num_classes} classes) at "
-                          f"{variant.input_size[0]}x{variant.input_size[1]} on {device}, precision {amp}",
-                          highlight=False)
-    summary = parse_with(checkpoint, items, args.out, args.device, args.amp, args.logits, args.batch, args.overwrite,
-                         _progress(args), args.workers)
+                          f"{variant.input_size[0]}x{variant.input_size[1]} on {info.device}{shared}, precision "
+                          f"{amp}", highlight=False)
+    summary = parse_with(checkpoint, items, args.out, str(info.device), args.amp, args.logits, args.batch,
+                         args.overwrite, _progress(args), args.workers)
     rate = summary.parsed / summary.seconds if summary.seconds > 0 else 0.0
     stale = f", removed {summary.stale_removed} stale temporary file(s)" if summary.stale_removed else ""
-    console.print(f"parsed {summary.parsed}, skipped {summary.skipped} (already complete), failed {summary.failed} "
-                  f"in {summary.seconds:.1f} s ({rate:.2f} images/s){stale}; maps in {args.out}", highlight=False)
+    if info.is_main:
+        console.print(f"parsed {summary.parsed}, skipped {summary.skipped} (already complete), failed "
+                      f"{summary.failed} in {summary.seconds:.1f} s ({rate:.2f} images/s){stale}; maps in {args.out}",
+                      highlight=False)
     if summary.failed:
         raise CCReIDError(f"{summary.failed} image(s) could not be parsed; see {summary.errors_file}")
 

@@ -12,6 +12,7 @@ with the reason and the rest is parsed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from ccreid.parsing.checkpoint import CheckpointInfo
 from ccreid.parsing.parser import HumanParser
 from ccreid.parsing.store import ERRORS_NAME, ParseItem, ParseOutput, open_output, plan, write_maps
 from ccreid.parsing.warp import PersonBox, preprocess, read_bgr
+from ccreid.runtime.distributed import current
 from ccreid.runtime.io import write_text
 
 
@@ -165,25 +167,30 @@ def _loader(parser: HumanParser, todo: Sequence[ParseItem], batch: int, workers:
 def run_job(parser: HumanParser, todo: Sequence[ParseItem], output: ParseOutput, logits: bool = False,
             batch: Optional[int] = None, workers: Optional[int] = None, progress: bool = False) -> ParseSummary:
     """Parse ``todo`` into ``output`` (held by :func:`open_output`): images decoded and warped in
-    ``workers`` DataLoader processes (0: here) while the network runs, ``batch`` images per pass."""
+    ``workers`` DataLoader processes (0: here) while the network runs, ``batch`` images per pass.
+    Under ``torchrun`` each process parses every ``world_size``-th batch of ``todo`` (the batches a
+    single process would run, so the maps are the same) and process 0 writes the error list."""
     batch = parser.default_batch if batch is None else batch
     workers = default_workers() if workers is None else workers
     if batch < 1 or workers < 0:
         raise CCReIDError(f"option --batch: {batch} must be >= 1" if batch < 1 else
                           f"option --workers: {workers} must be >= 0")
-    start = time.perf_counter()
+    start, info = time.perf_counter(), current()
     summary = ParseSummary(stale_removed=output.stale_removed)
-    if todo:
-        output.record()
-    with tqdm(total=len(todo), unit="img", disable=not progress, desc="parsing") as bar:
-        for ready in _loader(parser, todo, batch, workers):
+    mine = [item for first in range(info.rank * batch, len(todo), info.world_size * batch)
+            for item in todo[first:first + batch]]
+    with tqdm(total=len(mine), unit="img", disable=not progress, desc="parsing") as bar:
+        for ready in _loader(parser, mine, batch, workers):
             summary.failures += ready.failures
             if ready.items:
                 for item, item_logits in zip(ready.items, parser.image_logits(ready.inputs, ready.boxes)):
                     write_maps(item, item_logits, logits, output.checkpoint.fingerprint)
                 summary.parsed += len(ready.items)
             bar.update(len(ready.items) + len(ready.failures))
-    summary.errors_file = _write_errors(output.folder, summary.failures)
+    shares = info.all_gather_object((summary.parsed, summary.failures))
+    summary.parsed, summary.failures = sum(n for n, _ in shares), [f for _, fails in shares for f in fails]
+    if info.is_main:
+        summary.errors_file = _write_errors(output.folder, summary.failures)
     summary.seconds = time.perf_counter() - start
     return summary
 
@@ -201,10 +208,26 @@ def _write_errors(folder: Path, failures: Sequence[tuple]) -> Optional[Path]:
 def _parse(checkpoint: CheckpointInfo, build: Callable[[], HumanParser], items: Sequence[ParseItem],
            out: str | Path, logits: bool, batch: Optional[int], overwrite: bool, progress: bool,
            workers: Optional[int], option: str = "--out") -> ParseSummary:
-    with open_output(out, checkpoint, items, overwrite, option) as output:
-        todo = plan(items, output, logits, overwrite)
-        summary = (run_job(build(), todo, output, logits, batch, workers, progress) if todo
+    """Under ``torchrun``, process 0 holds the folder (lock, checks, manifest) and plans; every
+    process learns the plan (or process 0's refusal, raised everywhere) and parses its share."""
+    info = current()
+    with contextlib.ExitStack() as held:
+        output, todo, refusal = None, None, None
+        if info.is_main:
+            try:
+                output = held.enter_context(open_output(out, checkpoint, items, overwrite, option))
+                todo = plan(items, output, logits, overwrite)
+            except CCReIDError as err:
+                refusal = str(err)
+        refusal, todo, output = info.all_gather_object((refusal, todo, output))[0]
+        if refusal is not None:
+            raise CCReIDError(refusal)
+        if todo and info.is_main:
+            output.record()
+        info.barrier()
+        summary = (run_job(build(), todo, output, logits, batch, workers, progress and info.is_main) if todo
                    else ParseSummary(stale_removed=output.stale_removed))
+        info.barrier()  # every share written before process 0 lets the folder go
     summary.skipped = len(items) - len(todo)
     return summary
 

@@ -107,25 +107,25 @@ def _torchrun_env() -> Tuple[int, int, int]:
     return rank, world, local
 
 
-def _rank_device(name: str, local_rank: int, distributed: bool) -> torch.device:
-    """``train.device`` resolved for this process: ``cuda:LOCAL_RANK`` on CUDA under torchrun."""
-    device = resolve_device(name)
+def _rank_device(name: str, local_rank: int, distributed: bool, option: str) -> torch.device:
+    """The device ``option`` names, resolved for this process: ``cuda:LOCAL_RANK`` on CUDA under torchrun."""
+    device = resolve_device(name, option)
     if not distributed or device.type == "cpu":
         return device
+    where = f"option {option}" if option.startswith("-") else f"config key '{option}'"
     if device.type != "cuda":
-        raise CCReIDError(f"config key 'train.device': {device.type} does not support multi-process training "
-                          "(use cuda or cpu)")
+        raise CCReIDError(f"{where}: {device.type} does not support multi-process work (use cuda or cpu)")
     if ":" in name:
-        raise CCReIDError(f"config key 'train.device': {name} under torchrun; use cuda or auto "
-                          "(each process takes cuda:LOCAL_RANK)")
+        raise CCReIDError(f"{where}: {name} under torchrun; use cuda or auto (each process takes cuda:LOCAL_RANK)")
     if local_rank >= torch.cuda.device_count():
         raise CCReIDError(f"torchrun environment: LOCAL_RANK={local_rank} but only {torch.cuda.device_count()} "
                           f"CUDA GPUs are visible (lower --nproc_per_node)")
     return torch.device("cuda", local_rank)
 
 
-def setup(device_name: str, sync_bn: bool = False) -> DistInfo:
-    """Join the job torchrun started (if any) and pick this process's device.
+def setup(device_name: str, sync_bn: bool = False, option: str = "train.device") -> DistInfo:
+    """Join the job torchrun started (if any) and pick this process's device (``option``: the config
+    key or command-line option that named it, for errors).
 
     ``sync_bn`` is checked here: SyncBatchNorm needs CUDA when there are several processes.
     """
@@ -136,7 +136,7 @@ def setup(device_name: str, sync_bn: bool = False) -> DistInfo:
     else:
         rank, world, local = _torchrun_env()
         owns = world > 1
-    device = _rank_device(device_name, local, world > 1)
+    device = _rank_device(device_name, local, world > 1, option)
     if world > 1 and sync_bn and device.type != "cuda":
         raise CCReIDError(f"config key 'train.sync_bn': SyncBatchNorm needs CUDA, not {device.type} "
                           "(set train.sync_bn=false)")
