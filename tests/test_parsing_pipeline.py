@@ -151,7 +151,8 @@ def test_torchrun_shares_the_images_and_writes_what_one_process_writes(schp_data
             port = s.getsockname()[1]
         cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}",
                "--master_addr=127.0.0.1", f"--master_port={port}", "-m", "ccreid", "parse", "--weights",
-               str(weights), "--images", str(images), "--out", str(out), "--device", "cpu", "--amp", "off", "--batch", "2", "--quiet", "--workers", "0"]
+               str(weights), "--images", str(images), "--out", str(out), "--device", "cpu", "--amp", "off",
+               "--batch", "2", "--quiet", "--workers", "0"]
         return subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True,
                               timeout=200)
 
