@@ -109,9 +109,34 @@ def test_a_video_checkpoint_embeds_tracklets_and_exports_clips(tmp_path):
     feature = embedder.embed_tracklet(list(tracklet.frames))
     torch.testing.assert_close(feature, saved[tracklet.path], atol=1e-5, rtol=0)  # the run's tracklet feature
 
+    single, shared = tmp_path / "one.npz", tmp_path / "two.npz"  # extraction under torchrun: shares, one file
+    assert main(["extract", "--weights", str(out / "model.safetensors"), "--protocol", "general", "--out", str(single),
+                 "--device", "cpu", "--backend", "torch"]) == 0
+    _torchrun_extract(out / "model.safetensors", shared)
+    one, two = np.load(single), np.load(shared)
+    assert list(one["g_paths"]) == list(two["g_paths"]) and list(one["q_frames"]) == list(two["q_frames"])
+    np.testing.assert_allclose(one["gf"], two["gf"], atol=1e-5)
+    np.testing.assert_allclose(one["qf"], two["qf"], atol=1e-5)
+
     [onnx_file] = export_onnx(out / "model.safetensors", tmp_path / "video.onnx")
     session = onnxruntime.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
     clips = torch.randn(3, 2, 3, 64, 32)
     got = session.run(["features"], {"images": clips.numpy()})[0]
     want = torch.nn.functional.normalize(embedder.model(clips), dim=1).detach().numpy()
     np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def _torchrun_extract(weights, out):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={port}", "-m", "ccreid", "extract", "--weights", str(weights), "--protocol", "general",
+           "--out", str(out), "--device", "cpu", "--backend", "torch"]
+    done = subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=200)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -33,9 +33,9 @@ from ccreid.data.transforms import build_test_transform
 from ccreid.deploy import load_model
 from ccreid.errors import CCReIDError
 from ccreid.inference.backends import check_backend, prepare
-from ccreid.inference.evaluator import extract_features
+from ccreid.inference.evaluator import extract_all
 from ccreid.runs.features_io import PROTOCOL_KEY, save_features
-from ccreid.runtime.device import resolve_device
+from ccreid.runtime.distributed import DistInfo, setup
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 LABEL_COLUMNS = {"pid": "pids", "camid": "camids", "clothes_id": "clothes"}
@@ -112,11 +112,23 @@ def extract_to_file(
     """Extract the features of ``images`` or of the dataset's ``protocol`` into ``out`` (.npz).
 
     ``backend`` / ``precision``: how the network runs (:func:`ccreid.inference.backends.prepare`).
-    Returns the number of query and gallery rows written.
+    Under ``torchrun`` each process extracts a share of the images (or tracklets) and process 0
+    writes the file. Returns the number of query and gallery rows written.
     """
     if (images is None) == (protocol is None):
         raise CCReIDError("pass exactly one of --images DIR|CSV and --protocol NAME")
-    resolved = resolve_device(device)
+    info = setup(device, option="--device")
+    try:
+        return _extract(info, weights, out, images, protocol, overrides, flip, batch_size, workers, progress,
+                        backend, precision)
+    finally:
+        info.close()
+
+
+def _extract(info: DistInfo, weights: str | Path, out: str | Path, images: Optional[str | Path],
+             protocol: Optional[str], overrides: Sequence[str], flip: Optional[bool], batch_size: Optional[int],
+             workers: int, progress: bool, backend: str, precision: str) -> Dict[str, int]:
+    resolved = info.device
     check_backend(backend, precision, resolved)
     model, cfg = load_model(weights, resolved, overrides)
     flip = cfg.test.flip if flip is None else flip
@@ -140,11 +152,12 @@ def extract_to_file(
     transform = build_test_transform(cfg.data.height, cfg.data.width)
     net = prepare(model, resolved, backend, precision)
     arrays: Dict[str, np.ndarray] = dict(recorded)
+    size = batch_size or cfg.test.batch_size
+    make_loader = (lambda shard: manager.loader(shard, size)) if manager is not None else (
+        lambda shard: torch.utils.data.DataLoader(ReIDImageDataset(shard, transform, need_parsing=False),
+                                                  batch_size=size, num_workers=workers))
     for side, records in sides.items():
-        size = batch_size or cfg.test.batch_size
-        loader = manager.loader(records, size) if manager is not None else torch.utils.data.DataLoader(
-            ReIDImageDataset(records, transform, need_parsing=False), batch_size=size, num_workers=workers)
-        feats = extract_features(net, loader, resolved, flip, progress, desc=f"extract {side}")
+        feats = extract_all(net, records, make_loader, resolved, flip, progress and info.is_main)
         arrays[f"{side}f"] = F.normalize(feats, dim=1).numpy().astype(np.float32)
         arrays[f"{side}_paths"] = np.array([r.path for r in records])  # a tracklet: its first frame
         if is_video(records):
@@ -152,5 +165,6 @@ def extract_to_file(
         for attr, key in LABEL_COLUMNS.items():  # the CSV columns are ImageRecord's attribute names
             if key in known[side]:
                 arrays[f"{side}_{key}"] = np.array([getattr(r, attr) for r in records], dtype=np.int64)
-    save_features(out, **arrays)
+    if info.is_main:
+        save_features(out, **arrays)
     return {"query": len(sides.get("q", ())), "gallery": len(sides["g"])}

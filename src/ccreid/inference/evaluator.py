@@ -46,15 +46,14 @@ def extract_features(
     ``model``: a network from :func:`ccreid.inference.backends.prepare`, or a model, which is then
     prepared with the torch backend (an optimised eval copy: the model itself is not changed)."""
     net = model if isinstance(model, InferenceNet) else prepare(model, device)
+    clips = isinstance(getattr(loader, "dataset", None), ReIDClipDataset)
     chunks: List[torch.Tensor] = []
-    owners: List[torch.Tensor] = []
+    owners: List[torch.Tensor] = []  # clips: each one's tracklet
     for batch in tqdm(loader, desc=desc, disable=not progress, leave=False, unit="batch"):
         chunks.append(embed(net, batch["image"], flip, batch["camid"] if net.uses_camids else None).cpu())
-        owners.append(batch["index"])
+        owners += [batch["index"]] if clips else []
     feats = torch.cat(chunks) if chunks else torch.empty(0)
-    if isinstance(loader.dataset, ReIDClipDataset):
-        return tracklet_features(feats, torch.cat(owners), len(loader.dataset.records))
-    return feats
+    return tracklet_features(feats, torch.cat(owners), len(loader.dataset.records)) if clips else feats
 
 
 def tracklet_features(clip_feats: torch.Tensor, owners: torch.Tensor, num_tracklets: int) -> torch.Tensor:
