@@ -33,8 +33,9 @@ from tqdm import tqdm
 
 from ccreid.config import DataConfig
 from ccreid.data.datasets.ccvid import eval_protocols, train_split
-from ccreid.data.datasets.common import Loaded, ParsingIndex, mirror_bases, register
+from ccreid.data.datasets.common import ParsingIndex, mirror_bases
 from ccreid.data.records import ReIDDataset
+from ccreid.data.registry import DATASETS, VIDEO_DATASETS
 from ccreid.data.synthetic import read_json, cast, render_cached, split_identities, training_cameras
 from ccreid.data.synthetic_render import NUM_CAMERAS, render_tracklet, sample_gait
 from ccreid.errors import CCReIDError
@@ -141,8 +142,8 @@ def _render_all(out: Path, options: dict, progress: bool) -> None:
 META_KEYS = ("ids", "extra_test_ids", "outfits", "tracklets_per_outfit", "frames", "height", "width", "seed")
 
 
-@register("synthetic_video", video=True)
-def load_synthetic_video(cfg: DataConfig) -> Loaded:
+@DATASETS.register("synthetic_video")
+def load_synthetic_video(cfg: DataConfig) -> ReIDDataset:
     """The video benchmark at ``cfg.root``: a folder that holds one is used as it is (its options copied
     into ``cfg.synthetic``, so the run's config records them); only a missing one is generated. Its maps
     (``root/parsing``) are always found; validation identities come from ``val_query/val_gallery.txt``."""
@@ -158,6 +159,8 @@ def load_synthetic_video(cfg: DataConfig) -> Loaded:
     parsing = ParsingIndex(str(root / "parsing"), mirror_bases(base, (DATASET,)))
     protocols = eval_protocols(base, "query.txt", "gallery.txt", parsing)
     val = eval_protocols(base, "val_query.txt", "val_gallery.txt", parsing)
-    dataset = ReIDDataset("synthetic_video", train_split(base, "train.txt", parsing), protocols, val, "lip",
-                          maps_base=str(parsing.base))
-    return Loaded(dataset)
+    return ReIDDataset("synthetic_video", train_split(base, "train.txt", parsing), protocols, val, "lip",
+                       maps_base=str(parsing.base))
+
+
+VIDEO_DATASETS.add("synthetic_video")
