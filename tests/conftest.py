@@ -51,3 +51,16 @@ def schp_checkpoint(schp_data, tmp_path_factory):
         return made[labels]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def parsed_run(schp_checkpoint, tmp_path_factory) -> Path:
+    """A folder where ``ccreid train`` of test_parsing_datasets' 18 people images, with no maps yet and
+    ``data.parsing.weights`` (LIP), parsed them (``maps/``; SCHP at 473x473: ~1 s an image on a CPU) and
+    trained (``run/``). Read, never changed, by the tests of that run (copy it to change it)."""
+    from ccreid.cli import main
+    from test_parsing_datasets import parse_train_args
+
+    root = tmp_path_factory.mktemp("parsed_run")
+    assert main(parse_train_args(root, f"data.parsing.weights={schp_checkpoint('lip')}")) == 0
+    return root
