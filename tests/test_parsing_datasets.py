@@ -172,7 +172,8 @@ def test_train_parses_missing_maps_first(schp_checkpoint, parsed_run, tmp_path, 
     assert main(base + [f"data.parsing.weights={schp_checkpoint('atr')}"]) == 2  # labels stay lip
     assert "is an SCHP atr checkpoint but data.parsing.labels=lip; set data.parsing.labels=atr" in capsys.readouterr().err
     assert not maps.exists()
-    assert len(list((parsed_run / "maps").rglob("*.png"))) == 18 and (parsed_run / "run" / "model.safetensors").is_file()
+    assert len(list((parsed_run / "maps").rglob("*.png"))) == 18
+    assert (parsed_run / "run" / "model.safetensors").is_file()
     for name in ("maps", "run"):  # that run and its maps here: every map exists
         shutil.copytree(parsed_run / name, tmp_path / name)
     from ccreid.parsing import HumanParser

@@ -34,9 +34,10 @@ def test_a_run_ending_in_its_warmup_or_before_cal_starts_warns(tiny_data, tmp_pa
 
 def test_keep_checkpoints_keeps_the_last_n(tiny_data, tmp_path, warnings):
     three = ["train.epochs=3", "train.warmup_epochs=3", "loss.cal.start_epoch=2", "train.checkpoint_every=1"]
-    assert _train(tiny_data(), tmp_path, "default", *three) == ["epoch-0002"]  # the final epoch writes the weights instead
+    data = tiny_data()
+    assert _train(data, tmp_path, "default", *three) == ["epoch-0002"]  # the final epoch writes the weights instead
     assert warnings == []  # every gate is reached in the last epoch
-    assert _train(tiny_data(), tmp_path, "two", *three, "train.keep_checkpoints=2") == ["epoch-0001", "epoch-0002"]
+    assert _train(data, tmp_path, "two", *three, "train.keep_checkpoints=2") == ["epoch-0001", "epoch-0002"]
 
 
 def test_the_old_key_name_still_loads():
