@@ -24,6 +24,29 @@ def user_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """``tiny_data(*overrides)``: a folder holding the synthetic dataset of tiny_run.TINY with ``overrides``
+    (``data.synthetic.*`` keys, e.g. ``data.synthetic.ids=16``), rendered once a session per distinct
+    dataset. Only for tests that read their data: never one that changes, corrupts or renders its folder."""
+    from ccreid.config import load_config
+    from ccreid.data.synthetic import generate
+    from tiny_run import TINY
+
+    made = {}
+
+    def get(*overrides: str) -> Path:
+        s = load_config("synthetic", [*TINY, *overrides]).data.synthetic
+        options = dict(ids=s.ids, outfits=s.outfits, images_per_outfit=s.images_per_outfit, height=s.height,
+                       width=s.width, seed=s.seed, extra_test_ids=s.extra_test_ids)
+        key = tuple(options.values())
+        if key not in made:
+            made[key] = generate(tmp_path_factory.mktemp("tiny_data") / "synthetic", **options)
+        return made[key]
+
+    return get
+
+
+@pytest.fixture(scope="session")
 def schp_data() -> Path:
     if not (SCHP_DATA / "make_checkpoint.py").is_file():
         pytest.skip(f"SCHP parity data not found at {SCHP_DATA} (set CCREID_SCHP_DATA)")
@@ -51,3 +74,16 @@ def schp_checkpoint(schp_data, tmp_path_factory):
         return made[labels]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def parsed_run(schp_checkpoint, tmp_path_factory) -> Path:
+    """A folder where ``ccreid train`` of test_parsing_datasets' 18 people images, with no maps yet and
+    ``data.parsing.weights`` (LIP), parsed them (``maps/``; SCHP at 473x473: ~1 s an image on a CPU) and
+    trained (``run/``). Read, never changed, by the tests of that run (copy it to change it)."""
+    from ccreid.cli import main
+    from test_parsing_datasets import parse_train_args
+
+    root = tmp_path_factory.mktemp("parsed_run")
+    assert main(parse_train_args(root, f"data.parsing.weights={schp_checkpoint('lip')}")) == 0
+    return root

@@ -55,9 +55,8 @@ def _sgd(model):
     return torch.optim.SGD(model.parameters(), lr=0.1, weight_decay=5e-4)
 
 
-def _ddp_worker(rank: int, port: int, out: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+def _joint_batch_job(rank: int, out: str) -> None:
+    """Two SGD steps of the model under DDP on rank ``rank``'s half of the batch; saves grads and state."""
     model, objective, batch = _setup()
     info = setup("cpu")  # joins the group made above
     step = TrainStep(net=DistributedDataParallel(model), objective=objective, optimizer=_sgd(model),
@@ -68,14 +67,52 @@ def _ddp_worker(rank: int, port: int, out: str) -> None:
     step(mine)
     info.broadcast_buffers(model)
     torch.save({"grads": grads, "state": model.state_dict()}, os.path.join(out, f"rank{rank}.pt"))
+
+
+JOINT = "joint batch"  # the job of test_two_ranks_equal_one_process_on_the_joint_batch; the others are presets
+
+
+def _worker(rank: int, port: int, out: str, jobs: list) -> None:
+    """One of two spawned processes (gloo): runs ``jobs`` in order, each into ``out/<job>/rank<r>.pt``."""
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    for job in jobs:
+        folder = os.path.join(out, job)
+        os.makedirs(folder, exist_ok=True)
+        if job == JOINT:
+            _joint_batch_job(rank, folder)
+        else:
+            _method_job(rank, folder, job)
     dist.destroy_process_group()
 
 
-def test_two_ranks_equal_one_process_on_the_joint_batch(tmp_path):
-    mp.spawn(_ddp_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
-    for key, value in ranks[0]["state"].items():  # parameters by DDP, buffers by broadcast_buffers
-        assert torch.equal(value, ranks[1]["state"][key]), key
+@pytest.fixture(scope="module")
+def ranks(request, tmp_path_factory):
+    """``ranks(job)``: the two ranks' saved files of ``job``. One pair of processes (spawned once:
+    each start imports torch and ccreid, seconds a process) runs the jobs of every test of this module
+    the session selected; a job a failed process did not reach fails its test with that error."""
+    jobs = [item.callspec.params.get("preset", JOINT) if hasattr(item, "callspec") else JOINT
+            for item in request.session.items
+            if getattr(item, "module", None) is request.module and "ranks" in item.fixturenames]
+    out = tmp_path_factory.mktemp("ranks")
+    error = None
+    try:
+        mp.spawn(_worker, args=(_free_port(), str(out), list(dict.fromkeys(jobs))), nprocs=2, join=True)
+    except Exception as err:  # mp.spawn's ProcessRaisedException / ProcessExitedException
+        error = err
+
+    def load(job: str) -> list:
+        files = [out / job / f"rank{r}.pt" for r in range(2)]
+        if not all(path.is_file() for path in files):
+            pytest.fail(f"the spawned ranks did not finish {job!r}:\n{error}")
+        return [torch.load(path) for path in files]
+    return load
+
+
+def test_two_ranks_equal_one_process_on_the_joint_batch(ranks):
+    saved = ranks(JOINT)
+    for key, value in saved[0]["state"].items():  # parameters by DDP, buffers by broadcast_buffers
+        assert torch.equal(value, saved[1]["state"][key]), key
     # Reference: one process, both halves. Without SyncBatchNorm (CUDA only) each rank
     # normalises its own half and mines triplets within it, and DDP averages the ranks'
     # gradients: the reference loss is the mean of the two halves' losses.
@@ -89,10 +126,10 @@ def test_two_ranks_equal_one_process_on_the_joint_batch(tmp_path):
         if step == 0:
             for name, p in model.named_parameters():
                 if p.requires_grad:
-                        torch.testing.assert_close(ranks[0]["grads"][name], p.grad, rtol=1e-4, atol=1e-5, msg=name)
+                        torch.testing.assert_close(saved[0]["grads"][name], p.grad, rtol=1e-4, atol=1e-5, msg=name)
         optimizer.step()
     for name, p in model.named_parameters():
-        torch.testing.assert_close(ranks[0]["state"][name], p.detach(), rtol=0, atol=1e-5, msg=name)
+        torch.testing.assert_close(saved[0]["state"][name], p.detach(), rtol=0, atol=1e-5, msg=name)
 
 
 TINY = [
@@ -167,14 +204,12 @@ def test_sync_bn_on_cpu_processes_is_refused_before_joining(monkeypatch):
     assert not dist.is_initialized()
 
 
-def _method_worker(rank: int, port: int, out: str, preset: str) -> None:
+def _method_job(rank: int, out: str, preset: str) -> None:
     """Two steps of ``preset``'s training under DDP (gloo); saves the model's and method's state."""
     from ccreid.config import load_config
     from ccreid.engine.training import build_training
     from ccreid.methods import DataInfo
 
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     cfg = load_config("synthetic", [f"model.preset={preset}", "model.backbone=resnet18", "model.width_mult=0.25",
                                     "model.pretrained=none", "data.height=64", "data.width=32", "train.amp=off",
                                     "loss.cal.start_epoch=0", "model.vit.name=vit_tiny_patch16_224",
@@ -198,16 +233,14 @@ def _method_worker(rank: int, port: int, out: str, preset: str) -> None:
     info.broadcast_buffers(training.model)
     torch.save({"model": training.model.state_dict(), "method": training.method.state_dict()},
                os.path.join(out, f"rank{rank}.pt"))
-    dist.destroy_process_group()
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
-def test_every_method_keeps_the_ranks_in_step(tmp_path, preset):
-    mp.spawn(_method_worker, args=(_free_port(), str(tmp_path), preset), nprocs=2, join=True)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+def test_every_method_keeps_the_ranks_in_step(ranks, preset):
+    saved = ranks(preset)
     for part in ("model", "method"):
-        for key, value in ranks[0][part].items():
-            other = ranks[1][part][key]
+        for key, value in saved[0][part].items():
+            other = saved[1][part][key]
             if isinstance(value, dict):  # a module's state dict inside the method's state
                 assert all(torch.equal(v, other[k]) for k, v in value.items()), (part, key)
             else:

@@ -14,10 +14,10 @@ TINY = [*BASE, "train.epochs=2"]
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tiny_data, tmp_path_factory):
     base = tmp_path_factory.mktemp("e2e")
     out = base / "run"
-    args = ["train", "-c", "synthetic", "--out", str(out), "--quiet", f"data.root={base / 'synthetic'}",
+    args = ["train", "-c", "synthetic", "--out", str(out), "--quiet", f"data.root={tiny_data()}",
             "model.preset=ours", *TINY]
     assert main(args) == 0
     return base, out

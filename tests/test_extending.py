@@ -7,11 +7,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from test_resume import assert_same_run, kill_once, train_args
+from test_resume import assert_same_run, data, kill_once, train_args  # noqa: F401  (data: a fixture)
 
 MARKER = "<!-- tested: tests/test_extending.py -->"
 
@@ -35,17 +36,18 @@ def _extra(plugin: Path) -> list:
 
 
 @pytest.mark.timeout(400)
-def test_documented_center_loss_plugin_trains_resumes_tests_and_exports(tmp_path):
+def test_documented_center_loss_plugin_trains_resumes_tests_and_exports(tmp_path, data):
     plugin = tmp_path / "center.py"
     plugin.write_text(documented_plugin())
-    data, full = tmp_path / "synthetic", tmp_path / "full"
-    ccreid(*train_args(full, data), *_extra(plugin))
+    full, victim = tmp_path / "full", tmp_path / "killed"
+    with ThreadPoolExecutor(1) as pool:  # the full run and the run to kill, each in its process, at once
+        killed = pool.submit(kill_once, victim, train_args(victim, data) + _extra(plugin), "epoch-0002-iter")
+        ccreid(*train_args(full, data), *_extra(plugin))
+        killed.result()
     steps = [json.loads(x) for x in (full / "metrics.jsonl").read_text().splitlines() if '"center"' in x]
     assert steps and all(s["center"] > 0 and s["num_erased"] > 0 for s in steps)  # CRE, then the grayscale
     assert "weight: 0.01" in (full / "config.yaml").read_text()  # the plug-in's section is saved with the run
 
-    victim = tmp_path / "killed"
-    kill_once(victim, train_args(victim, data) + _extra(plugin), "epoch-0002-iter")
     ccreid(*train_args(victim, data), *_extra(plugin), "--resume")
     assert_same_run(full, victim)
 
@@ -53,8 +55,11 @@ def test_documented_center_loss_plugin_trains_resumes_tests_and_exports(tmp_path
     moved.parent.mkdir()
     plugin.rename(moved)
     weights = str(full / "model.safetensors")
-    ccreid("test", "--weights", weights, "--out", str(tmp_path / "t"), "--quiet", "--no-report", f"plugins=[{moved}]")
-    ccreid("export", "onnx", "--weights", weights, "--out", str(tmp_path / "m.onnx"), "--plugins", str(moved))
+    commands = [("test", "--weights", weights, "--out", str(tmp_path / "t"), "--quiet", "--no-report",
+                 f"plugins=[{moved}]"),
+                ("export", "onnx", "--weights", weights, "--out", str(tmp_path / "m.onnx"), "--plugins", str(moved))]
+    with ThreadPoolExecutor(2) as pool:  # both at once (neither reads what the other writes)
+        list(pool.map(lambda args: ccreid(*args), commands))
 
 
 def test_the_plugins_config_section_is_checked_like_the_built_in_ones(tmp_path):

@@ -16,7 +16,7 @@ from ccreid.methods import resolve_preset
 from ccreid.methods.fire import (FARBranch, FireMethod, attribute_aware_loss, cluster_identities, far_donors,
                                  fine_classifier, recompose)
 from test_distributed import _torchrun
-from test_resume import assert_kill_and_resume_equals_full, train_args
+from test_resume import assert_kill_and_resume_equals_full, data, train_args  # noqa: F401  (data: a fixture)
 from tiny_run import TINY
 
 
@@ -247,10 +247,10 @@ def _clustered_steps(run) -> list:
 
 
 @pytest.mark.timeout(300)
-def test_fire_trains_identity_loss_first_then_clusters(tmp_path):
+def test_fire_trains_identity_loss_first_then_clusters(tmp_path, data):
     """Epoch 1: the identity loss alone (FIRe²'s terms logged as 0); from epoch 2 on: triplet, FFM, FAR."""
     run = tmp_path / "run"
-    assert main(train_args(run, tmp_path / "synthetic") + FIRE) == 0
+    assert main(train_args(run, data) + FIRE) == 0
     steps = _clustered_steps(run)
     first = [s for s in steps if s["epoch"] == 1]
     later = [s for s in steps if s["epoch"] >= 2]
@@ -288,10 +288,10 @@ def test_fire_rebuilds_adam_at_each_clustered_epoch(tmp_path):
 
 
 @pytest.mark.timeout(300)
-def test_fire_sigkill_then_resume_equals_uninterrupted(tmp_path):
+def test_fire_sigkill_then_resume_equals_uninterrupted(tmp_path, data):
     """Killed mid-epoch after the clustering started: clusters, their classifier, FAR and Adam come back."""
     extra = FIRE + ["train.checkpoint_every=0", "train.checkpoint_every_iters=2"]
-    assert_kill_and_resume_equals_full(tmp_path, extra, "epoch-0002-iter")
+    assert_kill_and_resume_equals_full(tmp_path, data, extra, "epoch-0002-iter")
 
 
 @pytest.mark.timeout(300)

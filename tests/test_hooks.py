@@ -17,7 +17,7 @@ from ccreid.runs.checkpoint import load_weights
 from ccreid.runs.resume import latest_checkpoint
 from ccreid.training.hooks import HookBase
 from test_distributed import _torchrun
-from test_resume import assert_kill_and_resume_equals_full
+from test_resume import assert_kill_and_resume_equals_full, data  # noqa: F401  (data: a fixture)
 from tiny_run import TINY
 
 
@@ -65,12 +65,12 @@ def documented_plugin() -> str:
 
 
 @pytest.mark.timeout(300)
-def test_documented_plugin_hook_resumes_bit_identically_mid_epoch(tmp_path):
+def test_documented_plugin_hook_resumes_bit_identically_mid_epoch(tmp_path, data):
     """docs/EXTENDING.md's weight EMA: its shadow weights are hook state, saved and restored."""
     plugin = tmp_path / "ema.py"
     plugin.write_text(documented_plugin())
     extra = [f"plugins=[{plugin}]", "model.preset=ema", "train.checkpoint_every=0", "train.checkpoint_every_iters=2"]
-    assert_kill_and_resume_equals_full(tmp_path, extra, "epoch-0001-iter")
+    assert_kill_and_resume_equals_full(tmp_path, data, extra, "epoch-0001-iter")
 
 
 @pytest.mark.timeout(300)

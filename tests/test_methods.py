@@ -61,13 +61,19 @@ def tiny_args(out, data, *extra):
             "data.synthetic.ids=16", *extra]
 
 
+@pytest.fixture
+def data(tiny_data):
+    """The synthetic dataset of ``tiny_args`` (rendered once a session; the tests only read it)."""
+    return tiny_data("data.synthetic.ids=16")
+
+
 def log_records(run):
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"iter"' in line]
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
-def test_every_registered_preset_trains_resumes_exactly_and_evaluates(tmp_path, preset):
-    args = tiny_args(tmp_path / "run", tmp_path / "data", f"model.preset={preset}", "train.epochs=2",
+def test_every_registered_preset_trains_resumes_exactly_and_evaluates(tmp_path, data, preset):
+    args = tiny_args(tmp_path / "run", data, f"model.preset={preset}", "train.epochs=2",
                      "train.checkpoint_every=1", "loss.cal.start_epoch=0", *PRESET_NEEDS.get(preset, []))
     assert main(args) == 0
     results = json.loads((tmp_path / "run" / "results.json").read_text())["presets"][preset]
@@ -89,9 +95,9 @@ def test_every_registered_preset_trains_resumes_exactly_and_evaluates(tmp_path, 
         assert (tmp_path / "run" / "report.html").is_file()
 
 
-def test_cal_trains_its_classifier_from_the_start_epoch(tmp_path):
+def test_cal_trains_its_classifier_from_the_start_epoch(tmp_path, data):
     run = tmp_path / "run"
-    assert main(tiny_args(run, tmp_path / "data", "model.preset=cal", "train.epochs=2", "loss.cal.start_epoch=1")) == 0
+    assert main(tiny_args(run, data, "model.preset=cal", "train.epochs=2", "loss.cal.start_epoch=1")) == 0
     records = log_records(run)
     before = [r for r in records if r["epoch"] == 1]
     after = [r for r in records if r["epoch"] == 2]
@@ -128,12 +134,12 @@ register_preset("toy", ToyMethod)
 '''
 
 
-def test_toy_plugin_from_a_file_trains_and_tests(tmp_path, monkeypatch):
+def test_toy_plugin_from_a_file_trains_and_tests(tmp_path, data, monkeypatch):
     plugin = tmp_path / "elsewhere" / "toy_method.py"
     plugin.parent.mkdir()
     plugin.write_text(textwrap.dedent(TOY))
     run = tmp_path / "run"
-    assert main(tiny_args(run, tmp_path / "data", f"plugins=[{plugin}]", "model.preset=toy")) == 0
+    assert main(tiny_args(run, data, f"plugins=[{plugin}]", "model.preset=toy")) == 0
     assert all(r["toy_norm"] > 0 for r in log_records(run))
     monkeypatch.chdir(tmp_path / "elsewhere")  # the saved config names the plug-in by absolute path
     assert main(["test", "--weights", str(run / "model.safetensors"), "--out", str(tmp_path / "t"), "--quiet",
@@ -149,15 +155,17 @@ def test_toy_plugin_from_a_file_trains_and_tests(tmp_path, monkeypatch):
     # a new process, as a user's would be (this one registered "toy" from the old path already)
     load = (f"import ccreid, torch; ccreid.load({str(weights)!r}, plugins=[{str(moved)!r}])"
             ".embed(torch.zeros(1, 3, 64, 32, dtype=torch.uint8))")
-    for argv in (["-c", load], ["-m", "ccreid", "test", "--weights", str(weights), "--out", str(tmp_path / "t2"),
-                                "--quiet", "--no-report", f"plugins=[{moved}]"],
-                 ["-m", "ccreid", "export", "onnx", "--weights", str(weights), "--out", str(tmp_path / "m.onnx"),
-                  "--plugins", str(moved)]):
-        done = subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stderr[-2000:]
+    procs = [subprocess.Popen([sys.executable, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for argv in (["-c", load], ["-m", "ccreid", "test", "--weights", str(weights), "--out",
+                                         str(tmp_path / "t2"), "--quiet", "--no-report", f"plugins=[{moved}]"],
+                          ["-m", "ccreid", "export", "onnx", "--weights", str(weights), "--out",
+                           str(tmp_path / "m.onnx"), "--plugins", str(moved)])]  # at once: each reads, none shares
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-2000:]
 
 
-def test_a_moved_plugin_file_is_found_by_its_module_name(tmp_path, monkeypatch):
+def test_a_moved_plugin_file_is_found_by_its_module_name(tmp_path, data, monkeypatch):
     """A plug-in file importable as a module (here from a folder on sys.path, as an installed package's
     file) is recorded by module name too: after the file moves, ccreid test imports the module."""
     site_a, site_b = tmp_path / "site_a", tmp_path / "site_b"
@@ -167,7 +175,7 @@ def test_a_moved_plugin_file_is_found_by_its_module_name(tmp_path, monkeypatch):
     plugin.write_text(textwrap.dedent(TOY).replace('"toy"', '"toy_moving"'))
     monkeypatch.syspath_prepend(str(site_a))
     run = tmp_path / "run"
-    assert main(tiny_args(run, tmp_path / "data", f"plugins=[{plugin}]", "model.preset=toy_moving")) == 0
+    assert main(tiny_args(run, data, f"plugins=[{plugin}]", "model.preset=toy_moving")) == 0
     assert load_weights(run / "model.safetensors").extra["plugin_modules"] == {str(plugin): "toy_moving"}
     plugin.rename(site_b / "toy_moving.py")  # the package installed elsewhere: the module still imports
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site_b), os.environ.get("PYTHONPATH", "")]))
@@ -316,12 +324,12 @@ def test_vit_camera_embedding_adds_one_vector_per_camera_to_every_token():
     assert not build_model_from_config(cfg, 5).uses_camids
 
 
-def test_vit_camera_table_is_sized_from_the_data(tmp_path):
+def test_vit_camera_table_is_sized_from_the_data(data):
     from ccreid.config import load_config
     from ccreid.data.manager import DataManager
     from ccreid.methods.vit import ViTMethod
 
-    cfg = load_config("synthetic", [f"data.root={tmp_path / 'data'}", *TINY, "data.synthetic.ids=16",
+    cfg = load_config("synthetic", [f"data.root={data}", *TINY, "data.synthetic.ids=16",
                                     "model.preset=vit", "model.vit.sie=true"])
     dataset = DataManager(cfg, need_parsing=False).dataset
     cameras = 1 + max(r.camid for r in dataset.train + dataset.protocols["cc"].gallery)
@@ -332,11 +340,11 @@ def test_vit_camera_table_is_sized_from_the_data(tmp_path):
         ViTMethod.complete_config(cfg, dataset)
 
 
-def test_vit_with_camera_embedding_trains_tests_embeds_and_exports(tmp_path):
+def test_vit_with_camera_embedding_trains_tests_embeds_and_exports(tmp_path, data):
     from ccreid.deploy import load
 
     run = tmp_path / "run"
-    assert main(tiny_args(run, tmp_path / "data", "model.preset=vit", "model.vit.sie=true", "train.epochs=1")) == 0
+    assert main(tiny_args(run, data, "model.preset=vit", "model.vit.sie=true", "train.epochs=1")) == 0
     saved = (run / "config.yaml").read_text()
     assert "sie_cameras: 0" not in saved and "sie: true" in saved  # the table size from the data is recorded
     assert main(["test", "--weights", str(run / "model.safetensors"), "--out", str(tmp_path / "t"), "--quiet",

@@ -4,6 +4,7 @@ training refuses or fills missing maps with a one-line message."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -153,19 +154,28 @@ def _people(folder: Path) -> Path:
     return write_manifest(folder, rows, header="path,pid,camid,clothes_id,split")
 
 
-def test_train_parses_missing_maps_first(schp_checkpoint, tmp_path, capsys, monkeypatch):
+def parse_train_args(root: Path, *extra: str) -> list:
+    """``ccreid train`` of :func:`_people` in ``root/people`` (made here) into ``root/run``, with
+    ``data.parsing.root=root/maps``: a tiny run of a method that reads maps (``ours``)."""
+    manifest = _people(root / "people")
+    return ["train", "-c", "synthetic", "--out", str(root / "run"), "--quiet", "--no-report", *TINY,
+            "data.name=custom", f"data.root={manifest}", "data.height=32", "data.width=16", "data.ids_per_batch=2",
+            "data.images_per_id=2", "model.preset=ours", f"data.parsing.root={root / 'maps'}", *extra]
+
+
+def test_train_parses_missing_maps_first(schp_checkpoint, parsed_run, tmp_path, capsys, monkeypatch):
+    """``parsed_run`` (conftest) is the parsing run: ``parse_train_args`` with the LIP weights, no maps before."""
     from ccreid.cli import main
 
-    manifest = _people(tmp_path / "people")
     maps = tmp_path / "maps"
-    base = ["train", "-c", "synthetic", "--out", str(tmp_path / "run"), "--quiet", "--no-report", *TINY,
-            "data.name=custom", f"data.root={manifest}", "data.height=32", "data.width=16", "data.ids_per_batch=2",
-            "data.images_per_id=2", "model.preset=ours", f"data.parsing.root={maps}"]
+    base = parse_train_args(tmp_path)
     assert main(base + [f"data.parsing.weights={schp_checkpoint('atr')}"]) == 2  # labels stay lip
     assert "is an SCHP atr checkpoint but data.parsing.labels=lip; set data.parsing.labels=atr" in capsys.readouterr().err
     assert not maps.exists()
-    assert main(base + [f"data.parsing.weights={schp_checkpoint('lip')}"]) == 0
-    assert len(list(maps.rglob("*.png"))) == 18 and (tmp_path / "run" / "model.safetensors").is_file()
+    assert len(list((parsed_run / "maps").rglob("*.png"))) == 18
+    assert (parsed_run / "run" / "model.safetensors").is_file()
+    for name in ("maps", "run"):  # that run and its maps here: every map exists
+        shutil.copytree(parsed_run / name, tmp_path / name)
     from ccreid.parsing import HumanParser
 
     def not_needed(*args, **kwargs):

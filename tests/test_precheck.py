@@ -12,15 +12,9 @@ from safetensors.torch import load_file
 
 from ccreid.cli import main
 from ccreid.parsing import HumanParser, dataset_items
-from test_parsing_datasets import _people
-from tiny_run import TINY
+from test_parsing_datasets import _people, parse_train_args as _train_args
 
 
-def _train_args(tmp_path: Path, *extra: str) -> list:
-    manifest = _people(tmp_path / "people")
-    return ["train", "-c", "synthetic", "--out", str(tmp_path / "run"), "--quiet", "--no-report", *TINY,
-            "data.name=custom", f"data.root={manifest}", "data.height=32", "data.width=16", "data.ids_per_batch=2",
-            "data.images_per_id=2", "model.preset=ours", f"data.parsing.root={tmp_path / 'maps'}", *extra]
 
 
 @pytest.fixture
@@ -61,10 +55,10 @@ def test_training_images_are_parsed_first(tmp_path):
     assert split == ["train"] * 12 + ["test"] * 6  # sorted paths alone would put test/ first
 
 
-def test_parsing_in_process_leaves_the_training_randomness_alone(tmp_path, schp_checkpoint):
-    first = tmp_path / "run"
-    assert main(_train_args(tmp_path, f"data.parsing.weights={schp_checkpoint('lip')}")) == 0
-    assert len(list((tmp_path / "maps").rglob("*.png"))) == 18
+def test_parsing_in_process_leaves_the_training_randomness_alone(tmp_path, parsed_run):
+    """``parsed_run`` (conftest): ``_train_args`` with the LIP weights, its maps parsed in that process."""
+    first = parsed_run / "run"
+    assert len(list((parsed_run / "maps").rglob("*.png"))) == 18
     again = tmp_path / "again"  # its config.yaml, the maps there now
     assert main(["train", "-c", str(first / "config.yaml"), "--out", str(again), "--quiet", "--no-report"]) == 0
     parsed, present = load_file(first / "model.safetensors"), load_file(again / "model.safetensors")

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -48,12 +49,24 @@ def assert_same_run(full, resumed) -> None:
     assert log(full) == log(resumed)
 
 
-def assert_kill_and_resume_equals_full(tmp_path, extra, reached: str):
-    """Train ``extra`` once through and once killed (at checkpoint ``reached``) then resumed: the same
-    run. Returns the two run folders (full, killed)."""
-    data, full, victim = tmp_path / "synthetic", tmp_path / "full", tmp_path / "killed"
-    assert main(train_args(full, data) + extra) == 0
-    kill_once(victim, train_args(victim, data) + extra, reached)
+@pytest.fixture
+def data(tiny_data):
+    """The synthetic dataset of ``train_args`` (rendered once a session; the runs only read it)."""
+    return tiny_data("data.synthetic.ids=16")
+
+
+def assert_kill_and_resume_equals_full(tmp_path, data, extra, reached: str):
+    """Train ``extra`` on ``data`` once through and once killed (at checkpoint ``reached``) then resumed:
+    the same run. Returns the two run folders (full, killed)."""
+    full, victim = tmp_path / "full", tmp_path / "killed"
+    rendered = (data / "meta.json").is_file()
+    if not rendered:  # the full run renders the data first
+        assert main(train_args(full, data) + extra) == 0
+    with ThreadPoolExecutor(1) as pool:  # the run to kill in its process while this one trains the full run
+        killed = pool.submit(kill_once, victim, train_args(victim, data) + extra, reached)
+        if rendered:
+            assert main(train_args(full, data) + extra) == 0
+        killed.result()
     if reached.endswith("-iter"):  # the kill came after a mid-epoch checkpoint
         assert "-iter-" in latest_checkpoint(victim).name
     assert main(train_args(victim, data) + extra + ["--resume"]) == 0
@@ -63,10 +76,10 @@ def assert_kill_and_resume_equals_full(tmp_path, extra, reached: str):
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("preset", ["ours", "cal", "ours+cal"])
-def test_sigkill_then_resume_equals_uninterrupted(tmp_path, preset):
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path, data, preset):
     """Every method: CAL's classifier and its optimizer resume too (active from epoch 2)."""
     method = [f"model.preset={preset}", "loss.cal.start_epoch=1"]
-    _, victim = assert_kill_and_resume_equals_full(tmp_path, method, "epoch-0002")
+    _, victim = assert_kill_and_resume_equals_full(tmp_path, data, method, "epoch-0002")
     res = lambda run: json.loads((tmp_path / run / "results.json").read_text())["presets"][preset]
     assert res("full") == res("killed")
     assert len(list((victim / "checkpoints").glob("epoch-*"))) <= 2
@@ -85,8 +98,8 @@ def test_existing_run_is_never_overwritten_and_resume_needs_a_checkpoint(tmp_pat
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("workers", [0, 1])
-def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path, workers):
+def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path, data, workers):
     """Checkpoints every 2 iterations (3 batches per epoch): the kill lands after a mid-epoch
     one, and the resumed run replays that epoch's data up to it (workers included)."""
     extra = ["train.checkpoint_every=0", "train.checkpoint_every_iters=2", f"data.workers={workers}"]
-    assert_kill_and_resume_equals_full(tmp_path, extra, "epoch-0001-iter")  # resumed from a mid-epoch checkpoint
+    assert_kill_and_resume_equals_full(tmp_path, data, extra, "epoch-0001-iter")  # resumed from a mid-epoch checkpoint

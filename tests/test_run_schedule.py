@@ -17,14 +17,14 @@ def warnings(monkeypatch):
     return notes
 
 
-def _train(tmp_path, name, *overrides):
-    cfg = load_config("synthetic", [f"data.root={tmp_path / 'synthetic'}", *TINY, "model.preset=cal", *overrides])
+def _train(data, tmp_path, name, *overrides):
+    cfg = load_config("synthetic", [f"data.root={data}", *TINY, "model.preset=cal", *overrides])
     trainer.train(cfg, tmp_path / name)
     return sorted(p.name for p in (tmp_path / name / "checkpoints").glob("epoch-*"))
 
 
-def test_a_run_ending_in_its_warmup_or_before_cal_starts_warns(tmp_path, warnings):
-    _train(tmp_path, "short", "train.warmup_epochs=3", "loss.cal.start_epoch=1")
+def test_a_run_ending_in_its_warmup_or_before_cal_starts_warns(tiny_data, tmp_path, warnings):
+    _train(tiny_data(), tmp_path, "short", "train.warmup_epochs=3", "loss.cal.start_epoch=1")
     assert warnings == [
         "train.epochs=1 ends before the learning rate reaches train.lr at epoch 3 (train.warmup_epochs); "
         "raise train.epochs or lower train.warmup_epochs",
@@ -32,11 +32,12 @@ def test_a_run_ending_in_its_warmup_or_before_cal_starts_warns(tmp_path, warning
         "raise train.epochs or lower loss.cal.start_epoch"]
 
 
-def test_keep_checkpoints_keeps_the_last_n(tmp_path, warnings):
+def test_keep_checkpoints_keeps_the_last_n(tiny_data, tmp_path, warnings):
     three = ["train.epochs=3", "train.warmup_epochs=3", "loss.cal.start_epoch=2", "train.checkpoint_every=1"]
-    assert _train(tmp_path, "default", *three) == ["epoch-0002"]  # the final epoch writes the weights instead
+    data = tiny_data()
+    assert _train(data, tmp_path, "default", *three) == ["epoch-0002"]  # the final epoch writes the weights instead
     assert warnings == []  # every gate is reached in the last epoch
-    assert _train(tmp_path, "two", *three, "train.keep_checkpoints=2") == ["epoch-0001", "epoch-0002"]
+    assert _train(data, tmp_path, "two", *three, "train.keep_checkpoints=2") == ["epoch-0001", "epoch-0002"]
 
 
 def test_the_old_key_name_still_loads():

@@ -190,7 +190,9 @@ def test_sigkill_during_synth_then_a_rerun_cleans_up(tmp_path):
     import sys
     import time
 
-    args = [sys.executable, "-m", "ccreid", "synth", "--out", str(tmp_path / "s"), "--ids", "60", "--quiet"]
+    # 60 people, no extra test people: ~1000 images, a second or two to render (the kill lands in ~20 ms)
+    args = [sys.executable, "-m", "ccreid", "synth", "--out", str(tmp_path / "s"), "--ids", "60",
+            "--extra-test-ids", "0", "--quiet"]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
     while not any((p / "render.pid").exists() for p in tmp_path.glob(".s.*")):

@@ -22,7 +22,8 @@ def _results(run, preset):
 @pytest.mark.timeout(300)
 def test_ours_on_clips_resumes_bit_identically_after_a_kill(tmp_path):
     """CRE (every frame of a clip erased), BSGA per frame and BCTri on clips; SIGKILL then --resume."""
-    full, victim = assert_kill_and_resume_equals_full(tmp_path, ["model.preset=ours", *VIDEO], "epoch-0002")
+    full, victim = assert_kill_and_resume_equals_full(tmp_path, tmp_path / "synthetic", ["model.preset=ours", *VIDEO],
+                                                        "epoch-0002")
     assert _results(full, "ours") == _results(victim, "ours")
     steps = [json.loads(x) for x in (full / "metrics.jsonl").read_text().splitlines()]
     assert any(s.get("num_erased", 0) > 0 for s in steps) and all(s["bsga"] > 0 for s in steps if "bsga" in s)
