@@ -141,3 +141,19 @@ def _torchrun_extract(weights, out):
            "--out", str(out), "--device", "cpu", "--backend", "torch"]
     done = subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=200)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("variant", ["i3d", "ap3d", "nl"])
+def test_temporal_variants_extract_with_every_engine_as_the_model(variant):
+    """Networks with 3-D convolutions run through the inference engines (no channels_last for them)."""
+    from ccreid.inference.backends import embed, prepare
+    from ccreid.models import VideoReIDModel, build_backbone, build_video_backbone
+
+    torch.manual_seed(0)
+    model = VideoReIDModel(build_video_backbone(variant, build_backbone("resnet50", 0.125, 1)), 5).eval()
+    clips = torch.randn(2, 4, 3, 64, 32)
+    with torch.no_grad():
+        want = model(clips)
+    for backend in ("torch", "onnxruntime"):
+        got = embed(prepare(model, torch.device("cpu"), backend), clips, flip=False)
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4, msg=backend)

@@ -154,7 +154,8 @@ class TorchNet(InferenceNet):
     def __init__(self, model: nn.Module, device: torch.device, precision: str = "fp32") -> None:
         super().__init__(device, uses_camids(model))
         self.amp = "bf16" if precision == "bf16" else "off"
-        self.channels_last = device.type in ("cpu", "cuda")
+        # channels_last is a 4-D layout: a network with 3-D convolutions (i3d, ap3d, nl) stays as it is
+        self.channels_last = device.type in ("cpu", "cuda") and all(p.dim() != 5 for p in model.parameters())
         net = fold_batchnorm(eval_copy(model))
         self.net = net.to(device, memory_format=torch.channels_last) if self.channels_last else net.to(device)
         self.bf16_checked = self.amp == "off"
