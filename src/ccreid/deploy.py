@@ -27,7 +27,7 @@ from torchvision.transforms.v2.functional import pil_to_tensor
 from ccreid.config import Config
 from ccreid.data.dataset import read_image
 from ccreid.data.transforms import build_test_transform
-from ccreid.data.video import test_clips
+from ccreid.data.video import test_clips, time_axis
 from ccreid.errors import CCReIDError
 from ccreid.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from ccreid.inference.backends import (DEFAULT_OPSET, INSTALL_EXPORT, check_backend, embed, prepare, uses_camids,
@@ -191,8 +191,7 @@ def export_onnx(weights: Union[str, Path], out: Union[str, Path], opset: int = D
     net = _Normalized(model) if normalize else model
     out = Path(out)
     with atomic_path(out) as tmp:
-        frames = () if cfg.model.video is None else (cfg.data.video.seq_len,)
-        write_onnx(net, torch.zeros(2, *frames, 3, cfg.data.height, cfg.data.width), tmp, opset)
+        write_onnx(net, torch.zeros(2, *time_axis(cfg), 3, cfg.data.height, cfg.data.width), tmp, opset)
         proto = onnx.load(str(tmp))
         written = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=opset)
         if written != opset:  # the exporter may fall back to another opset: say so instead of writing it

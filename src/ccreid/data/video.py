@@ -20,11 +20,17 @@ from typing import List, Sequence, Tuple
 
 import torch
 
-from ccreid.config import VideoDataConfig
+from ccreid.config import Config, VideoDataConfig
 from ccreid.data.records import TrackletRecord
 
 #: Simple-CCReID's video defaults (``configs/default_vid.py``): the ``data.video`` keys' defaults.
 SEQ_LEN, SAMPLING_STRIDE, SAMPLING_STEP = VideoDataConfig.seq_len, VideoDataConfig.stride, VideoDataConfig.chunk
+
+
+def time_axis(cfg: Config) -> Tuple[int, ...]:
+    """The time axis of the model's input after the batch axis: ``(data.video.seq_len,)`` for a video
+    model (``model.video`` set: clips ``[B, T, 3, H, W]``), ``()`` for an image model."""
+    return () if cfg.model.video is None else (cfg.data.video.seq_len,)
 
 
 def _check(seq_len: int, stride: int) -> None:

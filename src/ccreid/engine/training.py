@@ -11,6 +11,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ccreid.config import Config
+from ccreid.data.video import time_axis
 from ccreid.methods import DataInfo, Method, Preset, resolve_preset
 from ccreid.methods.base import Optimizers
 from ccreid.runtime.amp import autocast, resolve_amp, use_channels_last
@@ -68,8 +69,7 @@ class Training:
 
 def _example_batch(cfg: Config, device: torch.device, channels_last: bool) -> torch.Tensor:
     """Zeros shaped like one training batch (P x K images at the data size)."""
-    frames = () if cfg.model.video is None else (cfg.data.video.seq_len,)
-    shape = (cfg.data.ids_per_batch * cfg.data.images_per_id, *frames, 3, cfg.data.height, cfg.data.width)
+    shape = (cfg.data.ids_per_batch * cfg.data.images_per_id, *time_axis(cfg), 3, cfg.data.height, cfg.data.width)
     example = torch.zeros(shape, device=device)
     return example.contiguous(memory_format=torch.channels_last) if channels_last else example
 

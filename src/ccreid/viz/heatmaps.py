@@ -10,6 +10,7 @@ they were trained to follow when a parsing map exists.
 
 from __future__ import annotations
 
+import math
 import random
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
@@ -22,7 +23,7 @@ from ccreid.config import Config
 from ccreid.data.records import Record, frame_records, is_video
 from ccreid.data.registry import DATASETS
 from ccreid.data.transforms import build_test_transform
-from ccreid.data.video import test_clips
+from ccreid.data.video import test_clips, time_axis
 from ccreid.deploy import as_uint8_images, load_model
 from ccreid.errors import CCReIDError
 from ccreid.models import ReIDModel
@@ -59,7 +60,7 @@ def sample_records(cfg: Config, num: int, seed: int = 0) -> List[Record]:
 
 def clip_frames(cfg: Config) -> int:
     """Frames a row shows: a video model's clip length (``data.video.seq_len``), else 1."""
-    return 1 if cfg.model.video is None else cfg.data.video.seq_len
+    return math.prod(time_axis(cfg))
 
 
 def model_input(paths: Sequence[str], cfg: Config, device: torch.device | str, frames: int = 1) -> torch.Tensor:
